@@ -1,0 +1,112 @@
+"""The command line: argument parsing and printing only; the work happens in :mod:`hpsearch.runner`.
+
+Every :class:`HpsearchError` (a mistake the user can fix) becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hpsearch.errors import HpsearchError
+
+__all__ = ["main"]
+
+EXIT_ALL_TRIALS_FAILED = 1
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m hpsearch`` and the ``hpsearch`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        return args.command(args)
+    except HpsearchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: the search's runs were closed as KILLED", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hpsearch", description="Hyperparameter search for PyTorch models.")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="run the search a space file describes")
+    run.add_argument("space_file", type=Path, metavar="SPACE_FILE", help="a Python file defining `search`")
+    run.add_argument("--num-samples", type=int, metavar="N", help="number of trials")
+    run.add_argument("--max-epochs", type=int, metavar="E", help="most epochs a trial trains")
+    run.add_argument("--experiment", metavar="NAME", help="MLflow experiment (default: the space file's stem)")
+    run.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite in ./mlruns)")
+    run.add_argument("--searcher", choices=("tpe", "random", "grid"))
+    run.add_argument("--scheduler", choices=("asha", "fifo"))
+    run.add_argument("--seed", type=int, metavar="S")
+    run.add_argument("--cpus-per-trial", type=float, metavar="C")
+    run.add_argument("--gpus-per-trial", type=float, metavar="G")
+    run.add_argument("--top", type=int, default=5, metavar="K", help="best trials shown at the end (default 5)")
+    run.set_defaults(command=_run)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from hpsearch.space import load_space
+
+    search = load_space(args.space_file)
+    search = _with_overrides(search, args)
+    from hpsearch.runner import run_search  # Ray and torch load only once the space file is known to be good
+
+    outcome = run_search(search, args.space_file, experiment=args.experiment, tracking_uri=args.tracking_uri)
+    counts = outcome.counts()
+    print(f"\nsearch finished in {outcome.wall_s:.0f}s: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    _print_best(outcome, args.top)
+    from hpsearch.tracking import ui_command
+
+    print(f"\nexperiment {outcome.experiment!r}, search run {outcome.parent_run_id}")
+    print(f"open the MLflow UI with:\n  {ui_command(args.tracking_uri)}")
+    if counts["failed"] == len(outcome.trials):
+        print("error: every trial failed; see the trials' error.txt in MLflow", file=sys.stderr)
+        return EXIT_ALL_TRIALS_FAILED
+    return 0
+
+
+def _with_overrides(search, args: argparse.Namespace):  # noqa: ANN001, ANN202 - Search, imported lazily
+    from hpsearch.errors import SpaceError
+
+    resources = dict(search.resources)
+    if args.cpus_per_trial is not None:
+        resources["cpu"] = args.cpus_per_trial
+    if args.gpus_per_trial is not None:
+        resources["gpu"] = args.gpus_per_trial
+    try:
+        return search.replace(num_samples=args.num_samples, max_epochs=args.max_epochs, searcher=args.searcher,
+                              scheduler=args.scheduler, seed=args.seed, resources=resources)
+    except SpaceError as err:
+        raise SpaceError(f"{err.message} (from the command line)", field=err.field, path=str(args.space_file)) from None
+
+
+def _print_best(outcome, top: int) -> None:  # noqa: ANN001 - SearchOutcome, imported lazily
+    ranked = outcome.ranked()[:top]
+    if not ranked:
+        return
+    hidden = ("max_epochs", "seed", "metric", "mode", "early_stopping_patience")
+    keys = [k for k in dict.fromkeys(k for t in ranked for k in t.params) if k not in hidden]
+    varying = [k for k in keys if len({str(t.params.get(k)) for t in outcome.trials}) > 1] or keys
+    header = ["rank", "trial", "status", outcome.metric, "epochs", *varying]
+    rows = [[str(i + 1), t.name, t.status, f"{t.metrics[outcome.metric]:.4g}", str(t.epochs),
+             *(_short(t.params.get(k)) for k in varying)] for i, t in enumerate(ranked)]
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+    print(f"\nbest {len(ranked)} trials by {outcome.metric} ({outcome.mode}):")
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+    if outcome.test_metrics:
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in outcome.test_metrics.items())
+        print(f"best trial {outcome.best.name} on the test split: {shown}")
+
+
+def _short(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return "" if value is None else str(value)

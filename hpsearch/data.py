@@ -1,0 +1,235 @@
+"""Data sources, preprocessing and the seeded train / validation / test split.
+
+Everything is loaded and preprocessed once, in the driver, before any trial starts: trials receive ready
+float32 arrays (through Ray's object store), so no trial re-reads a file or refits a scaler. Preprocessing is
+scikit-learn's: numeric columns imputed (median) and standardised, string columns imputed and one-hot encoded,
+all fitted on the training split only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer, make_column_selector
+from sklearn.impute import SimpleImputer
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import LabelEncoder, OneHotEncoder, StandardScaler
+from sklearn.utils.multiclass import type_of_target
+
+from hpsearch.errors import DataError
+from hpsearch.space import Search
+
+__all__ = ["Dataset", "Split", "load_dataset", "infer_task"]
+
+#: A classification target with more distinct values than this is taken for a regression target.
+MAX_INFERRED_CLASSES = 50
+
+
+@dataclass(frozen=True)
+class Split:
+    """One part of the data, ready for torch: features ``X`` (float32) and target ``y``."""
+
+    X: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The preprocessed data of a search and what the model needs to know about it.
+
+    ``y`` holds class indices (int64) for multiclass, 0/1 (float32) for binary, and the standardised target
+    (float32) for regression; ``target_mean`` and ``target_std`` turn predictions back into the target's units.
+    """
+
+    train: Split
+    val: Split
+    test: Split
+    task: str
+    feature_names: list[str]
+    classes: list[Any]
+    target_mean: float = 0.0
+    target_std: float = 1.0
+    preprocessor: Any = None
+
+    @property
+    def n_features(self) -> int:
+        return self.train.X.shape[1]
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.classes) if self.task == "multiclass" else 1
+
+    def for_trials(self) -> Dataset:
+        """The same data without the test split and the fitted preprocessor: what trials are shipped."""
+        empty = Split(self.test.X[:0], self.test.y[:0])
+        return Dataset(self.train, self.val, empty, self.task, self.feature_names, self.classes,
+                       self.target_mean, self.target_std, None)
+
+
+def load_dataset(search: Search, space_path: Path) -> Dataset:
+    """Load the search's data, split it with the search's seed and preprocess it."""
+    frame, target = _load_frame(search, space_path)
+    return prepare(frame, target, task=search.task, split=search.split, seed=search.seed, source=_source(search))
+
+
+def prepare(
+    frame: pd.DataFrame, target: str, *, task: str | None, split: tuple[float, float, float], seed: int, source: str
+) -> Dataset:
+    """Split a table into train / validation / test and fit the preprocessing on the training part."""
+    if target not in frame.columns:
+        raise DataError(f"{source}: target column {target!r} not found; the columns are: {', '.join(map(str, frame.columns))}")
+    frame = frame.dropna(subset=[target])
+    if len(frame) < 10:
+        raise DataError(f"{source}: needs at least 10 rows with a target, but has {len(frame)}")
+    X, y_raw = frame.drop(columns=[target]), frame[target]
+    if X.shape[1] == 0:
+        raise DataError(f"{source}: has no feature columns besides the target {target!r}")
+    task = task or infer_task(y_raw)
+    y, classes = _encode_target(y_raw, task, source)
+    idx_train, idx_val, idx_test = _split_indices(y, task, split, seed)
+    preprocessor = _make_preprocessor()
+    X_train = preprocessor.fit_transform(X.iloc[idx_train]).astype(np.float32)
+    transform = lambda idx: preprocessor.transform(X.iloc[idx]).astype(np.float32)  # noqa: E731
+    mean, std = 0.0, 1.0
+    if task == "regression":
+        mean, std = float(y[idx_train].mean()), float(y[idx_train].std() or 1.0)
+        y = ((y - mean) / std).astype(np.float32)
+    return Dataset(
+        train=Split(X_train, y[idx_train]),
+        val=Split(transform(idx_val), y[idx_val]),
+        test=Split(transform(idx_test), y[idx_test]),
+        task=task,
+        feature_names=[str(c) for c in X.columns],
+        classes=classes,
+        target_mean=mean,
+        target_std=std,
+        preprocessor=preprocessor,
+    )
+
+
+def infer_task(y: pd.Series) -> str:
+    """Binary, multiclass or regression, from the target's values (scikit-learn's ``type_of_target``)."""
+    kind = type_of_target(y.to_numpy())
+    if kind == "binary":
+        return "binary"
+    if kind == "multiclass" and y.nunique() <= MAX_INFERRED_CLASSES:
+        return "multiclass"
+    if pd.api.types.is_numeric_dtype(y):
+        return "regression"
+    return "multiclass"
+
+
+# --------------------------------------------------------------------------------------------------- sources
+def _source(search: Search) -> str:
+    return search.data if isinstance(search.data, str) else f"data={getattr(search.data, '__name__', 'callable')}"
+
+
+def _load_frame(search: Search, space_path: Path) -> tuple[pd.DataFrame, str]:
+    """The raw table and the name of its target column."""
+    if callable(search.data):
+        return _from_callable(search.data, search.target, _source(search))
+    kind, _, rest = search.data.partition(":")
+    if kind == "sklearn":
+        return _from_sklearn(rest)
+    if search.target is None:
+        raise DataError(f"{search.data}: needs target='COLUMN', the column to predict")
+    path = (space_path.parent / rest).resolve()
+    return _read_table(kind, path, search.data), search.target
+
+
+def _from_sklearn(name: str) -> tuple[pd.DataFrame, str]:
+    import sklearn.datasets
+
+    loader = getattr(sklearn.datasets, f"load_{name}")
+    bunch = loader(as_frame=True)
+    return bunch.frame, bunch.target.name
+
+
+def _read_table(kind: str, path: Path, source: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{source}: file not found: {path}")
+    try:
+        frame = pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{source}: the file is empty: {path}") from None
+    except (ValueError, OSError, pd.errors.ParserError) as err:
+        raise DataError(f"{source}: cannot read {path}: {err}") from None
+    if frame.empty:
+        raise DataError(f"{source}: the file has no rows: {path}")
+    return frame
+
+
+def _from_callable(func: Callable[[], Any], target: str | None, source: str) -> tuple[pd.DataFrame, str]:
+    """A function in the space file returning ``(X, y)``, ``(DataFrame, Series)`` or a DataFrame plus ``target``."""
+    result = func()
+    if isinstance(result, pd.DataFrame):
+        if target is None:
+            raise DataError(f"{source}: returned a DataFrame, so the search needs target='COLUMN'")
+        return result, target
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise DataError(f"{source}: must return (X, y) or a DataFrame, but returned {type(result).__name__}")
+    X, y = result
+    frame = X.copy() if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X)).add_prefix("x")
+    if len(frame) != len(y):
+        raise DataError(f"{source}: X has {len(frame)} rows but y has {len(y)}")
+    name = getattr(y, "name", None) or "target"
+    frame[name] = np.asarray(y)
+    return frame, name
+
+
+# ------------------------------------------------------------------------------------------- preprocessing
+def _encode_target(y: pd.Series, task: str, source: str) -> tuple[np.ndarray, list[Any]]:
+    if task == "regression":
+        if not pd.api.types.is_numeric_dtype(y):
+            raise DataError(f"{source}: task 'regression' needs a numeric target, but {y.name!r} holds {y.dtype}")
+        return y.to_numpy(dtype=np.float32), []
+    encoder = LabelEncoder().fit(y)
+    classes = encoder.classes_.tolist()
+    if len(classes) < 2:
+        raise DataError(f"{source}: the target {y.name!r} has a single class {classes!r}; classification needs two or more")
+    if task == "binary" and len(classes) != 2:
+        raise DataError(f"{source}: task 'binary' needs exactly 2 classes, but {y.name!r} has {len(classes)}")
+    codes = encoder.transform(y)
+    return (codes.astype(np.float32) if task == "binary" else codes.astype(np.int64)), classes
+
+
+def _split_indices(
+    y: np.ndarray, task: str, split: tuple[float, float, float], seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded, stratified for classification when every class has enough rows."""
+    indices = np.arange(len(y))
+    _, val_frac, test_frac = split
+
+    def cut(idx: np.ndarray, size: float) -> tuple[np.ndarray, np.ndarray]:
+        stratify = y[idx] if task != "regression" else None
+        try:
+            return train_test_split(idx, test_size=size, random_state=seed, stratify=stratify)
+        except ValueError:  # a class too small to stratify: fall back to a plain shuffle
+            return train_test_split(idx, test_size=size, random_state=seed)
+
+    rest, test = cut(indices, test_frac)
+    train, val = cut(rest, val_frac / (1 - test_frac))
+    return train, val, test
+
+
+def _make_preprocessor() -> ColumnTransformer:
+    numeric = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
+    categorical = make_pipeline(
+        SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+    )
+    return ColumnTransformer(
+        [
+            ("numeric", numeric, make_column_selector(dtype_include="number")),
+            ("categorical", categorical, make_column_selector(dtype_exclude="number")),
+        ],
+        sparse_threshold=0.0,
+    )

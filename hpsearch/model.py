@@ -1,0 +1,81 @@
+"""Build the network a trial trains, and save / load it without unpickling code.
+
+A model is fully described by a small JSON-able spec (:class:`ModelSpec`): a checkpoint is that spec plus a
+``state_dict`` saved with :func:`torch.save` and loaded back with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["ModelSpec", "build_model", "load_model", "save_model"]
+
+WEIGHTS_FILE = "model.pt"
+SPEC_FILE = "model.json"
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "leaky_relu": nn.LeakyReLU,
+    "gelu": nn.GELU,
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a trained network and read its outputs."""
+
+    n_features: int
+    n_outputs: int
+    hidden_sizes: tuple[int, ...]
+    activation: str = "relu"
+    dropout: float = 0.0
+    task: str = "multiclass"
+    classes: list[Any] = field(default_factory=list)
+    feature_names: list[str] = field(default_factory=list)
+    target_mean: float = 0.0
+    target_std: float = 1.0
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "hidden_sizes": list(self.hidden_sizes)}, indent=2, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        raw = json.loads(text)
+        return cls(**{**raw, "hidden_sizes": tuple(raw["hidden_sizes"])})
+
+
+def build_model(spec: ModelSpec) -> nn.Sequential:
+    """An MLP: ``Linear -> activation -> Dropout`` per hidden layer, then a linear output layer."""
+    modules: list[nn.Module] = []
+    width = spec.n_features
+    for units in spec.hidden_sizes:
+        modules += [nn.Linear(width, units), _ACTIVATIONS[spec.activation]()]
+        if spec.dropout > 0:
+            modules.append(nn.Dropout(spec.dropout))
+        width = units
+    modules.append(nn.Linear(width, spec.n_outputs))
+    return nn.Sequential(*modules)
+
+
+def save_model(model: nn.Module, spec: ModelSpec, directory: Path) -> None:
+    """Write the weights and the spec into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), directory / WEIGHTS_FILE)
+    (directory / SPEC_FILE).write_text(spec.to_json())
+
+
+def load_model(directory: str | Path) -> tuple[nn.Sequential, ModelSpec]:
+    """Rebuild a model saved by :func:`save_model`, in eval mode, on the CPU."""
+    directory = Path(directory)
+    spec = ModelSpec.from_json((directory / SPEC_FILE).read_text())
+    model = build_model(spec)
+    model.load_state_dict(torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    return model.eval(), spec

@@ -1,0 +1,295 @@
+"""The only module that drives Ray Tune and Optuna: one search, from a validated space to a tracked result.
+
+Ray Tune runs the trials (ASHA scheduler, checkpoints, resources); Optuna proposes configurations through
+Ray's ``OptunaSearch`` with our define-by-run space (conditional layer sizes); every trial runs
+:func:`hpsearch.train.fit`; a Tune callback in the driver hands each event to :class:`TrialTracker`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Ray Tune's own CSV / JSON / TensorBoard loggers duplicate what MLflow records: off, before ray.tune loads.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+import optuna  # noqa: E402
+import ray  # noqa: E402
+import torch  # noqa: E402
+from ray import tune  # noqa: E402
+from ray.tune.schedulers import ASHAScheduler  # noqa: E402
+from ray.tune.search.optuna import OptunaSearch  # noqa: E402
+
+from hpsearch import tracking  # noqa: E402
+from hpsearch.data import Dataset, load_dataset  # noqa: E402
+from hpsearch.errors import SpaceError  # noqa: E402
+from hpsearch.model import load_model  # noqa: E402
+from hpsearch.space import Search, suggest_params  # noqa: E402
+from hpsearch.train import TrialConfig, evaluate, fit, metric_names  # noqa: E402
+
+__all__ = ["SearchOutcome", "resolve_objective", "run_search"]
+
+DEFAULT_RESULTS_DIR = Path("ray_results")
+
+
+@dataclass
+class SearchOutcome:
+    """What a finished search reports back to the command line."""
+
+    experiment: str
+    parent_run_id: str
+    tracking_uri: str
+    metric: str
+    mode: str
+    trials: list[tracking.TrialRecord]
+    best: tracking.TrialRecord | None
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        statuses = [t.status for t in self.trials]
+        return {s: statuses.count(s) for s in ("completed", "stopped", "failed", "killed")}
+
+    def ranked(self) -> list[tracking.TrialRecord]:
+        """Trials with a value for the metric, best first."""
+        scored = [t for t in self.trials if self.metric in t.metrics]
+        return sorted(scored, key=lambda t: t.metrics[self.metric], reverse=self.mode == "max")
+
+
+def resolve_objective(search: Search, task: str) -> tuple[str, str]:
+    """The metric and mode, defaulted and checked against what the task reports."""
+    allowed = metric_names(task)
+    metric = search.metric or "val_loss"
+    if metric not in allowed:
+        raise SpaceError(f"{metric!r} is not reported for a {task} task; choose one of {', '.join(allowed)}",
+                         field="metric")
+    mode = search.mode or ("max" if metric.endswith("accuracy") else "min")
+    return metric, mode
+
+
+def run_search(
+    search: Search,
+    space_file: Path,
+    *,
+    experiment: str | None = None,
+    tracking_uri: str | None = None,
+    results_dir: Path = DEFAULT_RESULTS_DIR,
+    on_event: Callable[[str], None] = print,
+) -> SearchOutcome:
+    """Run one search and return its outcome.
+
+    Every check that can fail on the user's input (space, data, metric, resources, tracking store) runs
+    before the first run is written, so a mistake leaves nothing half-written.
+    """
+    started = time.monotonic()
+    experiment = experiment or search.experiment or space_file.stem
+    on_event(f"loading data from {search.data if isinstance(search.data, str) else 'the space file'}")
+    data = load_dataset(search, space_file)
+    metric, mode = resolve_objective(search, data.task)
+    if search.searcher == "grid":
+        search = search.replace(num_samples=search.grid_size())
+    on_event(f"{data.task} task: {len(data.train)} train / {len(data.val)} validation / {len(data.test)} test rows, "
+             f"{data.n_features} features; optimising {metric} ({mode})")
+    _start_ray(search.resources)
+    client, uri = tracking.connect(tracking_uri)
+
+    exp_id = tracking.experiment_id(client, experiment, uri)
+    parent = tracking.start_search_run(client, exp_id, f"search-{time.strftime('%Y%m%d-%H%M%S')}",
+                                       _search_params(search, data, metric, mode), space_file)
+    tracker = tracking.TrialTracker(client, exp_id, parent, search.max_epochs)
+    on_event(f"search {parent} in experiment {experiment!r}: {search.num_samples} trials, "
+             f"up to {search.max_epochs} epochs each")
+    try:
+        _fit(search, data, metric, mode, tracker, results_dir, experiment, on_event)
+        outcome = SearchOutcome(experiment, parent, uri, metric, mode, list(tracker.records.values()), None)
+        outcome.best = next(iter(outcome.ranked()), None)
+        if outcome.best is not None and outcome.best.model_dir is not None:
+            outcome.test_metrics = _test_report(outcome.best, data)
+            tracking.log_test_metrics(client, outcome.best.run_id, outcome.test_metrics)
+        tracking.finish_search_run(client, parent, outcome.counts(), outcome.best, outcome.test_metrics, metric)
+    except BaseException as err:
+        tracking.abort_search_run(client, parent, tracker, err)
+        raise
+    outcome.wall_s = time.monotonic() - started
+    return outcome
+
+
+# ----------------------------------------------------------------------------------------------- Ray Tune
+def _start_ray(resources: dict[str, float]) -> None:
+    """Start a local Ray (or reuse the one this process already has) and check it can hold one trial."""
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True)
+    available = ray.cluster_resources()
+    for key, ray_key in (("cpu", "CPU"), ("gpu", "GPU")):
+        if resources[key] > available.get(ray_key, 0):
+            raise SpaceError(f"asks for {resources[key]:g} {key.upper()}s per trial, but the Ray cluster has "
+                             f"{available.get(ray_key, 0):g}", field=f"resources.{key}")
+
+
+def _fit(search: Search, data: Dataset, metric: str, mode: str, tracker: tracking.TrialTracker,
+         results_dir: Path, experiment: str, on_event: Callable[[str], None]) -> None:
+    settings = {
+        "train": {"max_epochs": search.max_epochs, "seed": search.seed, "metric": metric, "mode": mode,
+                  "early_stopping_patience": search.early_stopping_patience},
+        "threads": max(1, math.floor(search.resources["cpu"])),
+        "gpu": search.resources["gpu"] > 0,
+    }
+    trainable = tune.with_parameters(_trial, data=data.for_trials(), settings=settings)
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": search.resources["cpu"], "gpu": search.resources["gpu"]}),
+        tune_config=tune.TuneConfig(
+            metric=metric,
+            mode=mode,
+            search_alg=_searcher(search, metric, mode),
+            scheduler=_scheduler(search),
+            num_samples=search.num_samples,
+            reuse_actors=True,
+            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+        ),
+        run_config=tune.RunConfig(
+            name=f"{experiment}-{tracker.parent_run_id[:8]}",
+            storage_path=str(results_dir.resolve()),
+            callbacks=[_TrackingCallback(tracker, settings["train"], search.num_samples, metric, mode, on_event)],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=0),
+            verbose=0,
+        ),
+    )
+    tuner.fit()
+
+
+def _searcher(search: Search, metric: str, mode: str) -> OptunaSearch:
+    """Optuna behind Ray's ``OptunaSearch``: TPE (seeded), random, or a grid of the space's choices."""
+    if search.searcher == "grid":
+        sampler = optuna.samplers.GridSampler(search.grid(), seed=search.seed)
+    elif search.searcher == "random":
+        sampler = optuna.samplers.RandomSampler(seed=search.seed)
+    else:  # TPE's random start-up phase scaled to the budget, so that short searches still use TPE
+        startup = min(10, max(2, search.num_samples // 3))
+        sampler = optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=startup)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = functools.partial(suggest_params, search.params)
+    return OptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler)
+
+
+def _scheduler(search: Search) -> ASHAScheduler | None:
+    if search.scheduler is None:
+        return None  # "fifo": every trial runs to the end (or to early stopping)
+    return ASHAScheduler(
+        time_attr="epoch",
+        max_t=search.max_epochs,
+        grace_period=min(search.scheduler.grace_period, search.max_epochs),
+        reduction_factor=search.scheduler.reduction_factor,
+    )
+
+
+def _trial(config: dict[str, Any], data: Dataset, settings: dict[str, Any]) -> None:
+    """What runs inside each Ray Tune trial: the shared training function, reporting to Tune per epoch."""
+    torch.set_num_threads(settings["threads"])
+    device = "cuda" if settings["gpu"] and torch.cuda.is_available() else "cpu"
+    trial_config = TrialConfig.from_params(config, **settings["train"])
+
+    def report(metrics: dict[str, float], save: Callable[[Path], None]) -> None:
+        with tempfile.TemporaryDirectory() as directory:
+            save(Path(directory))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        fit(trial_config, data, report, device=device)
+    else:
+        with checkpoint.as_directory() as directory:
+            fit(trial_config, data, report, device=device, resume_from=Path(directory))
+
+
+class _TrackingCallback(tune.Callback):
+    """Hands Ray Tune's trial events to the tracker and prints one progress line per finished trial."""
+
+    def __init__(self, tracker: tracking.TrialTracker, train_settings: dict[str, Any], total: int,
+                 metric: str, mode: str, on_event: Callable[[str], None]) -> None:
+        self.tracker = tracker
+        self.train_settings = train_settings
+        self.total = total
+        self.metric = metric
+        self.mode = mode
+        self.on_event = on_event
+        self.started = time.monotonic()
+        self.best: tracking.TrialRecord | None = None
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        params = TrialConfig.from_params(trial.config, **self.train_settings).to_params()
+        self.tracker.trial_started(trial.trial_id, params)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if "epoch" in result:
+            self.tracker.epoch_reported(trial.trial_id, result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        checkpoint = trial.checkpoint
+        last = trial.last_result or {}
+        record = self.tracker.trial_ended(trial.trial_id, model_dir=checkpoint.path if checkpoint else None,
+                                          early_stopped=bool(last.get("early_stopped")))
+        self._progress(record)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        error = trial.get_error() or "the trial failed without an error message"
+        self._progress(self.tracker.trial_ended(trial.trial_id, error=str(error)))
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.tracker.flush()
+
+    def _progress(self, record: tracking.TrialRecord) -> None:
+        value = record.metrics.get(self.metric)
+        if value is not None and (self.best is None or _better(value, self.best.metrics[self.metric], self.mode)):
+            self.best = record
+        done = sum(r.status != "running" for r in self.tracker.records.values())
+        shown = f"{self.metric}={value:.4g}" if value is not None else (record.error or "").strip().splitlines()[-1:]
+        best = f"best {self.best.metrics[self.metric]:.4g} ({self.best.name})" if self.best else "no best yet"
+        self.on_event(f"[{done:>3}/{self.total}] {record.name} {record.status:<9} after {record.epochs:>3} epochs  "
+                      f"{shown}  | {best} | {time.monotonic() - self.started:.0f}s")
+
+
+def _better(value: float, than: float, mode: str) -> bool:
+    return value < than if mode == "min" else value > than
+
+
+# ------------------------------------------------------------------------------------------ search outcome
+def _test_report(best: tracking.TrialRecord, data: Dataset) -> dict[str, float]:
+    """The best trial's model on the held-out test split: the one figure no trial has seen."""
+    model, spec = load_model(best.model_dir)
+    return evaluate(model, data.test, spec, prefix="test_")
+
+
+def _search_params(search: Search, data: Dataset, metric: str, mode: str) -> dict[str, Any]:
+    scheduler = search.scheduler
+    params = {
+        "data": search.data if isinstance(search.data, str) else getattr(search.data, "__name__", "callable"),
+        "target": search.target,
+        "task": data.task,
+        "metric": metric,
+        "mode": mode,
+        "num_samples": search.num_samples,
+        "max_epochs": search.max_epochs,
+        "scheduler": "asha" if scheduler else "fifo",
+        "searcher": search.searcher,
+        "seed": search.seed,
+        "early_stopping_patience": search.early_stopping_patience,
+        "cpus_per_trial": search.resources["cpu"],
+        "gpus_per_trial": search.resources["gpu"],
+        "split": "/".join(f"{f:g}" for f in search.split),
+        "n_features": data.n_features,
+        "n_train": len(data.train),
+        **search.describe_params(),
+    }
+    if scheduler:
+        params.update(grace_period=scheduler.grace_period, reduction_factor=scheduler.reduction_factor)
+    return params
+

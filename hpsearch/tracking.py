@@ -1,0 +1,238 @@
+"""The only module that talks to MLflow: the store, the search's parent run and one child run per trial.
+
+All writes happen in the driver, through :class:`mlflow.MlflowClient`, so trials need no access to the
+tracking store and the trial -> run mapping lives in one place (:class:`TrialTracker`). Per-epoch metrics are
+buffered and written with ``log_batch`` about once a second instead of one call per metric.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from hpsearch.errors import TrackingError
+
+__all__ = ["DEFAULT_STORE", "TrialRecord", "TrialTracker", "connect", "default_tracking_uri", "ui_command"]
+
+DEFAULT_STORE = Path("mlruns")
+FLUSH_INTERVAL_S = 1.0
+MODEL_FILES = ("model.pt", "model.json")
+TAG_STATUS = "hpsearch.status"
+TAG_TRIAL_ID = "hpsearch.trial_id"
+TAG_KIND = "hpsearch.kind"
+
+for _noisy in ("alembic", "mlflow.store.db.utils"):  # schema creation on a new store is not news
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
+
+
+def default_tracking_uri(store: Path = DEFAULT_STORE) -> str:
+    """``sqlite:///ABS/mlruns/mlflow.db``: the local store, an SQLite database beside its artifacts."""
+    return f"sqlite:///{(store / 'mlflow.db').resolve()}"
+
+
+def ui_command(tracking_uri: str | None) -> str:
+    """The command that opens the MLflow UI on the store a search wrote to."""
+    if tracking_uri is None:
+        return f"mlflow ui --backend-store-uri sqlite:///{DEFAULT_STORE}/mlflow.db"
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri}"
+    return f"mlflow ui --backend-store-uri {tracking_uri}"
+
+
+def connect(tracking_uri: str | None) -> tuple[MlflowClient, str]:
+    """A client for ``tracking_uri`` (or the default local store), checked to answer.
+
+    Returns the client and the URI it uses. The default store's folder is created here, not before:
+    nothing is written until the space file and the data have been checked.
+    """
+    if tracking_uri is None:
+        DEFAULT_STORE.mkdir(exist_ok=True)
+        tracking_uri = default_tracking_uri()
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as err:  # noqa: BLE001 - any failure here means the store is unusable
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise TrackingError(f"tracking store {tracking_uri} cannot be reached: {message}") from None
+    return client, tracking_uri
+
+
+def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
+    """The id of experiment ``name``, created when missing (local stores keep artifacts in mlruns/artifacts)."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = None
+    if tracking_uri == default_tracking_uri():
+        artifact_location = (DEFAULT_STORE / "artifacts").resolve().as_uri()
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+@dataclass
+class TrialRecord:
+    """What the search knows about one trial when it ends: enough for the summary and the best-trial report."""
+
+    trial_id: str
+    run_id: str
+    name: str
+    params: dict[str, Any]
+    status: str = "running"
+    epochs: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    model_dir: str | None = None
+    error: str | None = None
+
+
+class TrialTracker:
+    """One MLflow child run per trial under the search's parent run.
+
+    Args:
+        client: the MLflow client.
+        experiment_id: where the runs go.
+        parent_run_id: the search's parent run.
+        max_epochs: to tell a completed trial from one that was stopped early.
+    """
+
+    def __init__(self, client: MlflowClient, experiment_id: str, parent_run_id: str, max_epochs: int) -> None:
+        self.client = client
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.max_epochs = max_epochs
+        self.records: dict[str, TrialRecord] = {}
+        self._pending: dict[str, list[Metric]] = {}
+        self._last_flush = time.monotonic()
+
+    def trial_started(self, trial_id: str, params: dict[str, Any]) -> TrialRecord:
+        """Open the trial's child run and log its full effective configuration as params."""
+        if trial_id in self.records:  # a trial that resumes keeps its run
+            return self.records[trial_id]
+        name = f"trial_{len(self.records):03d}"
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=name,
+            tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, MLFLOW_RUN_NAME: name, TAG_TRIAL_ID: trial_id,
+                  TAG_STATUS: "running", TAG_KIND: "trial"},
+        )
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        record = TrialRecord(trial_id, run.info.run_id, name, params)
+        self.records[trial_id] = record
+        return record
+
+    def epoch_reported(self, trial_id: str, metrics: dict[str, Any]) -> None:
+        """Buffer one epoch's metrics (``step=epoch``); written at most once a second."""
+        record = self.records[trial_id]
+        epoch = int(metrics["epoch"])
+        if epoch <= record.epochs:  # the final result of a function trainable repeats the last epoch
+            return
+        record.epochs = epoch
+        values = {k: float(v) for k, v in metrics.items() if _is_metric(k, v)}
+        record.metrics = values
+        now = int(time.time() * 1000)
+        self._pending.setdefault(record.run_id, []).extend(Metric(k, v, now, epoch) for k, v in values.items())
+        if time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
+            self.flush()
+
+    def trial_ended(self, trial_id: str, *, model_dir: str | None = None, error: str | None = None,
+                    early_stopped: bool = False) -> TrialRecord:
+        """Tag the trial completed / stopped / failed, attach its model, and close its run."""
+        record = self.records[trial_id]
+        self.flush()
+        if error is not None:
+            record.status, record.error = "failed", error
+            self.client.set_tag(record.run_id, "hpsearch.error", _first_line(error)[:4000])
+            self.client.log_text(record.run_id, error, "error.txt")
+        elif record.epochs >= self.max_epochs:
+            record.status = "completed"
+        else:
+            record.status = "stopped"
+            self.client.set_tag(record.run_id, "hpsearch.stop_reason", "early_stopping" if early_stopped else "scheduler")
+        if model_dir is not None and error is None:
+            record.model_dir = model_dir
+            for name in MODEL_FILES:
+                self.client.log_artifact(record.run_id, str(Path(model_dir) / name), "model")
+        self.client.set_tag(record.run_id, TAG_STATUS, record.status)
+        self.client.log_metric(record.run_id, "epochs_trained", record.epochs)
+        status = RunStatus.to_string(RunStatus.FAILED if error else RunStatus.FINISHED)
+        self.client.set_terminated(record.run_id, status)
+        return record
+
+    def flush(self) -> None:
+        for run_id, metrics in self._pending.items():
+            for start in range(0, len(metrics), 1000):  # MLflow's limit per log_batch
+                self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        self._pending.clear()
+        self._last_flush = time.monotonic()
+
+    def close_open_runs(self, status: str = "KILLED") -> None:
+        """Never leave a child run RUNNING: mark the runs of trials that did not end."""
+        self.flush()
+        for record in self.records.values():
+            if record.status == "running":
+                record.status = "killed"
+                self.client.set_tag(record.run_id, TAG_STATUS, "killed")
+                self.client.set_terminated(record.run_id, status)
+
+
+def start_search_run(client: MlflowClient, experiment_id: str, name: str, params: dict[str, Any],
+                     space_file: Path) -> str:
+    """Open the search's parent run with its settings as params and the space file as an artifact."""
+    run = client.create_run(experiment_id, run_name=name, tags={TAG_KIND: "search", MLFLOW_RUN_NAME: name})
+    run_id = run.info.run_id
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for start in range(0, len(items), 100):  # MLflow's limit per log_batch
+        client.log_batch(run_id, params=items[start : start + 100])
+    client.log_artifact(run_id, str(space_file), "space")
+    return run_id
+
+
+def finish_search_run(client: MlflowClient, run_id: str, summary: dict[str, Any], best: TrialRecord | None,
+                      test_metrics: dict[str, float], metric: str) -> None:
+    """Record the outcome on the parent run (counts, best trial's config and metrics) and close it."""
+    metrics = {f"trials_{k}": v for k, v in summary.items()}
+    if best is not None:
+        metrics[f"best_{metric}"] = best.metrics[metric]
+        metrics.update({f"best_{k}": v for k, v in test_metrics.items()})
+        client.set_tag(run_id, "hpsearch.best_trial", best.name)
+        client.set_tag(run_id, "hpsearch.best_run_id", best.run_id)
+        client.log_text(run_id, json.dumps({"trial": best.name, "run_id": best.run_id, "params": best.params,
+                                            "metrics": {**best.metrics, **test_metrics}}, indent=2, default=str),
+                        "best_config.json")
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    client.set_terminated(run_id, "FINISHED")
+
+
+def log_test_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float]) -> None:
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
+
+
+def abort_search_run(client: MlflowClient, run_id: str, tracker: TrialTracker | None, error: BaseException) -> None:
+    """After an interruption or a crash: close every run this search opened, none left RUNNING."""
+    if tracker is not None:
+        tracker.close_open_runs()
+    client.log_text(run_id, "".join(traceback.format_exception(error)), "error.txt")
+    status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+    client.set_terminated(run_id, status)
+
+
+def _is_metric(key: str, value: Any) -> bool:
+    return key in METRIC_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _first_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else text
+
+
+METRIC_KEYS = frozenset({"train_loss", "val_loss", "val_accuracy", "val_rmse", "val_mae"})

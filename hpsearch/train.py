@@ -1,0 +1,246 @@
+"""The one training function every trial runs, and the evaluation it shares with the final test report.
+
+It imports neither Ray nor MLflow: it takes a config, the data and a ``report`` callback, so it runs on its
+own in a test in seconds, and the runner passes in a callback that reports to Ray Tune with a checkpoint.
+The loop slices shuffled indices of in-memory tensors instead of using a DataLoader: at the sizes we search,
+per-batch Python overhead, not arithmetic, is what costs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hpsearch.data import Dataset, Split
+from hpsearch.errors import NonFiniteLossError
+from hpsearch.model import WEIGHTS_FILE, ModelSpec, build_model, save_model
+from hpsearch.space import DEFAULT_PARAMS, decode_sizes
+
+__all__ = ["TrialConfig", "evaluate", "fit", "metric_names", "model_spec"]
+
+TRAIN_STATE_FILE = "train_state.pt"
+EVAL_BATCH = 8192
+
+#: ``report(metrics, save)``: ``save(directory)`` writes a checkpoint there, if the caller wants one.
+ReportFn = Callable[[dict[str, float], Callable[[Path], None]], None]
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """A trial's full effective configuration: its hyperparameters and the search's training settings."""
+
+    hidden_sizes: tuple[int, ...]
+    lr: float = DEFAULT_PARAMS["lr"]
+    dropout: float = DEFAULT_PARAMS["dropout"]
+    weight_decay: float = DEFAULT_PARAMS["weight_decay"]
+    batch_size: int = DEFAULT_PARAMS["batch_size"]
+    optimizer: str = DEFAULT_PARAMS["optimizer"]
+    momentum: float = DEFAULT_PARAMS["momentum"]
+    activation: str = DEFAULT_PARAMS["activation"]
+    max_epochs: int = 30
+    seed: int = 0
+    early_stopping_patience: int | None = None
+    metric: str = "val_loss"
+    mode: str = "min"
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], **settings: Any) -> TrialConfig:
+        """Build from a trial's sampled params (``n_layers``/``units_i`` or ``layers``) plus the settings."""
+        params = dict(params)
+        layers = params.pop("layers", DEFAULT_PARAMS["layers"])
+        if "n_layers" in params:
+            n_layers = int(params.pop("n_layers"))
+            hidden = [int(params.pop(f"units_{i}")) for i in range(n_layers)]
+        else:
+            hidden = decode_sizes(layers) if isinstance(layers, str) else list(layers)
+        for key in [k for k in params if k.startswith("units_")]:
+            params.pop(key)  # widths of layers a shallower trial does not have
+        known = {k: v for k, v in {**params, **settings}.items() if k in cls.__dataclass_fields__}
+        return cls(hidden_sizes=tuple(hidden), **known)
+
+    def to_params(self) -> dict[str, Any]:
+        """Flat params as MLflow shows them: ``n_layers``, ``units_0``, ... instead of a tuple."""
+        flat = {k: v for k, v in asdict(self).items() if k != "hidden_sizes"}
+        flat["n_layers"] = len(self.hidden_sizes)
+        flat.update({f"units_{i}": u for i, u in enumerate(self.hidden_sizes)})
+        return flat
+
+
+def metric_names(task: str) -> tuple[str, ...]:
+    """The metrics reported after every epoch for a task (besides ``epoch``)."""
+    if task == "regression":
+        return ("train_loss", "val_loss", "val_rmse", "val_mae")
+    return ("train_loss", "val_loss", "val_accuracy")
+
+
+def model_spec(config: TrialConfig, data: Dataset) -> ModelSpec:
+    return ModelSpec(
+        n_features=data.n_features,
+        n_outputs=data.n_outputs,
+        hidden_sizes=config.hidden_sizes,
+        activation=config.activation,
+        dropout=config.dropout,
+        task=data.task,
+        classes=list(data.classes),
+        feature_names=list(data.feature_names),
+        target_mean=data.target_mean,
+        target_std=data.target_std,
+    )
+
+
+def fit(
+    config: TrialConfig,
+    data: Dataset,
+    report: ReportFn,
+    *,
+    device: str = "cpu",
+    resume_from: Path | None = None,
+) -> nn.Module:
+    """Train for up to ``config.max_epochs`` epochs, calling ``report`` after each one.
+
+    Raises :class:`NonFiniteLossError` when the training loss becomes NaN or infinite. Stops early when the
+    search's metric has not improved for ``early_stopping_patience`` epochs (the last report then carries
+    ``early_stopped=1``). With ``resume_from`` (a checkpoint directory) it continues where that left off.
+    """
+    torch.manual_seed(config.seed)
+    spec = model_spec(config, data)
+    model = build_model(spec).to(device)
+    optimizer = _make_optimizer(config, model)
+    loss_fn = _loss_function(data.task)
+    generator = torch.Generator().manual_seed(config.seed)
+    X, y = _tensors(data.train, device)
+    state = {"epoch": 0, "best": None, "bad_epochs": 0}
+    if resume_from is not None:
+        state = _restore(resume_from, model, optimizer, generator, device)
+
+    for epoch in range(state["epoch"] + 1, config.max_epochs + 1):
+        train_loss = _train_one_epoch(model, optimizer, loss_fn, X, y, config.batch_size, generator)
+        if not math.isfinite(train_loss):
+            raise NonFiniteLossError(f"training loss became {train_loss} at epoch {epoch} (lr={config.lr:g})")
+        metrics = {"epoch": epoch, "train_loss": train_loss, **evaluate(model, data.val, spec, prefix="val_")}
+        state = _early_stopping(state, metrics[config.metric], config)
+        state["epoch"] = epoch
+        stop = config.early_stopping_patience is not None and state["bad_epochs"] >= config.early_stopping_patience
+        if stop:
+            metrics["early_stopped"] = 1
+        snapshot = dict(state)
+        report(metrics, lambda directory: _save(directory, model, spec, optimizer, generator, snapshot))
+        if stop:
+            break
+    return model
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, spec: ModelSpec, *, prefix: str = "") -> dict[str, float]:
+    """Loss and the task's metrics on one split: accuracy, or RMSE and MAE in the target's units."""
+    model.eval()
+    device = next(model.parameters()).device
+    X, y = _tensors(split, device)
+    outputs = torch.cat([model(X[i : i + EVAL_BATCH]) for i in range(0, len(X), EVAL_BATCH)])
+    loss = _loss_function(spec.task)(_squeeze(outputs, spec.task), y).item()
+    result = {"loss": loss}
+    if spec.task == "regression":
+        error = (outputs.squeeze(1) - y) * spec.target_std
+        result.update(rmse=error.pow(2).mean().sqrt().item(), mae=error.abs().mean().item())
+    else:
+        predicted = (outputs.squeeze(1) > 0).float() if spec.task == "binary" else outputs.argmax(1)
+        result["accuracy"] = (predicted == y).float().mean().item()
+    return {f"{prefix}{k}": v for k, v in result.items()}
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def _train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+) -> float:
+    """One pass over shuffled mini-batches; returns the mean training loss."""
+    model.train()
+    task_squeeze = y.dtype != torch.long
+    order = torch.randperm(len(X), generator=generator).to(X.device)
+    total = torch.zeros((), device=X.device)
+    for start in range(0, len(X), batch_size):
+        idx = order[start : start + batch_size]
+        out = model(X[idx])
+        loss = loss_fn(out.squeeze(1) if task_squeeze else out, y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * len(idx)
+    return total.item() / len(X)
+
+
+def _make_optimizer(config: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params, lr, wd = model.parameters(), config.lr, config.weight_decay
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=wd)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=config.momentum, weight_decay=wd)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+
+
+def _loss_function(task: str) -> nn.Module:
+    return {"binary": nn.BCEWithLogitsLoss(), "multiclass": nn.CrossEntropyLoss(), "regression": nn.MSELoss()}[task]
+
+
+def _squeeze(outputs: torch.Tensor, task: str) -> torch.Tensor:
+    return outputs if task == "multiclass" else outputs.squeeze(1)
+
+
+def _tensors(split: Split, device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.as_tensor(split.X, device=device), torch.as_tensor(split.y, device=device)
+
+
+def _early_stopping(state: dict[str, Any], value: float, config: TrialConfig) -> dict[str, Any]:
+    best = state["best"]
+    improved = best is None or (value < best if config.mode == "min" else value > best)
+    return {**state, "best": value if improved else best, "bad_epochs": 0 if improved else state["bad_epochs"] + 1}
+
+
+def _save(
+    directory: Path,
+    model: nn.Module,
+    spec: ModelSpec,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    state: dict[str, Any],
+) -> None:
+    """A checkpoint: the model (weights + spec) and what resuming needs (optimizer, RNG, early stopping)."""
+    save_model(model, spec, directory)
+    torch.save(
+        {
+            **state,
+            "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        },
+        directory / TRAIN_STATE_FILE,
+    )
+
+
+def _restore(
+    directory: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    device: str,
+) -> dict[str, Any]:
+    model.load_state_dict(torch.load(directory / WEIGHTS_FILE, map_location=device, weights_only=True))
+    saved = torch.load(directory / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(saved.pop("optimizer"))
+    generator.set_state(saved.pop("generator"))
+    torch.set_rng_state(saved.pop("torch_rng"))
+    return saved
+
