@@ -8,6 +8,7 @@ Ray's ``OptunaSearch`` with our define-by-run space (conditional layer sizes); e
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import tempfile
@@ -163,6 +164,8 @@ def _fit(search: Search, data: Dataset, metric: str, mode: str, tracker: trackin
             verbose=0,
         ),
     )
+    # A failing trial is reported by our callback (one line, the traceback in MLflow), not by Tune's logger.
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     tuner.fit()
 
 
@@ -240,8 +243,7 @@ class _TrackingCallback(tune.Callback):
         self._progress(record)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        error = trial.get_error() or "the trial failed without an error message"
-        self._progress(self.tracker.trial_ended(trial.trial_id, error=str(error)))
+        self._progress(self.tracker.trial_ended(trial.trial_id, error=_error_text(trial)))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.tracker.flush()
@@ -255,6 +257,14 @@ class _TrackingCallback(tune.Callback):
         best = f"best {self.best.metrics[self.metric]:.4g} ({self.best.name})" if self.best else "no best yet"
         self.on_event(f"[{done:>3}/{self.total}] {record.name} {record.status:<9} after {record.epochs:>3} epochs  "
                       f"{shown}  | {best} | {time.monotonic() - self.started:.0f}s")
+
+
+def _error_text(trial: Any) -> str:
+    """The trial's traceback, from the error file Ray Tune has just written beside the trial."""
+    path = trial.error_file
+    if path and Path(path).is_file():
+        return Path(path).read_text(errors="replace")
+    return str(trial.get_error() or "the trial failed without an error message")
 
 
 def _better(value: float, than: float, mode: str) -> bool:
