@@ -100,7 +100,7 @@ def _print_best(outcome, top: int) -> None:  # noqa: ANN001 - SearchOutcome, imp
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
     print(f"\nbest {len(ranked)} trials by {outcome.metric} ({outcome.mode}):")
     for row in [header, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
     if outcome.test_metrics:
         shown = ", ".join(f"{k}={v:.4g}" for k, v in outcome.test_metrics.items())
         print(f"best trial {outcome.best.name} on the test split: {shown}")

@@ -86,7 +86,8 @@ def prepare(
 ) -> Dataset:
     """Split a table into train / validation / test and fit the preprocessing on the training part."""
     if target not in frame.columns:
-        raise DataError(f"{source}: target column {target!r} not found; the columns are: {', '.join(map(str, frame.columns))}")
+        columns = ", ".join(map(str, frame.columns))
+        raise DataError(f"{source}: target column {target!r} not found; the columns are: {columns}")
     frame = frame.dropna(subset=[target])
     if len(frame) < 10:
         raise DataError(f"{source}: needs at least 10 rows with a target, but has {len(frame)}")
@@ -195,7 +196,8 @@ def _encode_target(y: pd.Series, task: str, source: str) -> tuple[np.ndarray, li
     encoder = LabelEncoder().fit(y)
     classes = encoder.classes_.tolist()
     if len(classes) < 2:
-        raise DataError(f"{source}: the target {y.name!r} has a single class {classes!r}; classification needs two or more")
+        raise DataError(f"{source}: the target {y.name!r} has a single class {classes!r}; "
+                        "classification needs two or more")
     if task == "binary" and len(classes) != 2:
         raise DataError(f"{source}: task 'binary' needs exactly 2 classes, but {y.name!r} has {len(classes)}")
     codes = encoder.transform(y)

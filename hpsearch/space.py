@@ -645,7 +645,8 @@ def load_space(path: str | Path) -> Search:
     if search is None:
         raise SpaceError("defines no module-level `search`; add search = Search(data=..., params={...})", path=shown)
     if not isinstance(search, Search):
-        raise SpaceError(f"`search` must be built with hpsearch.Search(...), but is {type(search).__name__}", path=shown)
+        kind = type(search).__name__
+        raise SpaceError(f"`search` must be built with hpsearch.Search(...), but is {kind}", path=shown)
     sys.modules.pop(module_name, None)
     return search
 

@@ -155,7 +155,8 @@ class TrialTracker:
             record.status = "completed"
         else:
             record.status = "stopped"
-            self.client.set_tag(record.run_id, "hpsearch.stop_reason", "early_stopping" if early_stopped else "scheduler")
+            reason = "early_stopping" if early_stopped else "scheduler"
+            self.client.set_tag(record.run_id, "hpsearch.stop_reason", reason)
         if model_dir is not None and error is None:
             record.model_dir = model_dir
             for name in MODEL_FILES:
@@ -227,7 +228,8 @@ def abort_search_run(client: MlflowClient, run_id: str, tracker: TrialTracker | 
 
 
 def _is_metric(key: str, value: Any) -> bool:
-    return key in METRIC_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return key in METRIC_KEYS and number and math.isfinite(value)
 
 
 def _first_line(text: str) -> str:

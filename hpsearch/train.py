@@ -8,6 +8,7 @@ per-batch Python overhead, not arithmetic, is what costs.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -129,8 +130,8 @@ def fit(
         stop = config.early_stopping_patience is not None and state["bad_epochs"] >= config.early_stopping_patience
         if stop:
             metrics["early_stopped"] = 1
-        snapshot = dict(state)
-        report(metrics, lambda directory: _save(directory, model, spec, optimizer, generator, snapshot))
+        report(metrics, functools.partial(_save, model=model, spec=spec, optimizer=optimizer, generator=generator,
+                                          state=dict(state)))
         if stop:
             break
     return model

@@ -3,7 +3,7 @@
     python -m hpsearch run search_spaces/diabetes.py
 """
 
-from hpsearch import Search, asha, choice, layers, loguniform
+from hpsearch import Search, asha, choice, loguniform
 
 search = Search(
     data="sklearn:diabetes",  # 442 patients; the target is a disease-progression score
