@@ -29,7 +29,7 @@ from ray import tune  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
-from hpsearch import tracking  # noqa: E402
+from hpsearch import publish, tracking  # noqa: E402
 from hpsearch.data import Dataset, load_dataset  # noqa: E402
 from hpsearch.errors import SpaceError  # noqa: E402
 from hpsearch.model import load_model  # noqa: E402
@@ -119,6 +119,8 @@ def run_search(
     except BaseException as err:
         tracking.abort_search_run(client, parent, tracker, err)
         raise
+    publish.on_search_end(client, outcome, search=search, space_file=space_file, preprocessor=data.preprocessor,
+                          on_event=on_event)
     outcome.wall_s = time.monotonic() - started
     return outcome
 
