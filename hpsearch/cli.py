@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from hpsearch.cli_models import add_commands as add_model_commands
 from hpsearch.errors import HpsearchError
 
 __all__ = ["main"]
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--gpus-per-trial", type=float, metavar="G")
     run.add_argument("--top", type=int, default=5, metavar="K", help="best trials shown at the end (default 5)")
     run.set_defaults(command=_run)
+    add_model_commands(commands)  # best, export, train, predict (hpsearch.cli_models)
     return parser
 
 

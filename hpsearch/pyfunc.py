@@ -134,7 +134,8 @@ def signature(state: dict[str, Any], spec: ModelSpec) -> ModelSignature:
 
 def input_example(state: dict[str, Any]) -> pd.DataFrame:
     """Two raw rows: typical values (median, most frequent) and one with every value missing."""
-    typical = {c["name"]: c["fill"] for c in state["numeric"]} | {c["name"]: str(c["fill"]) for c in state["categorical"]}
+    typical = {c["name"]: c["fill"] for c in state["numeric"]}
+    typical |= {c["name"]: str(c["fill"]) for c in state["categorical"]}
     missing = {c["name"]: math.nan for c in state["numeric"]} | {c["name"]: None for c in state["categorical"]}
     columns = [name for name in state["columns"] if name in typical]
     return pd.DataFrame([typical, missing], columns=columns)
