@@ -7,19 +7,24 @@ dropped, and said so.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-import mlflow
+import mlflow.artifacts
 import mlflow.pyfunc
 import pandas as pd
+from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.utils.models import get_model_name_and_version
 
 from hpsearch.errors import ConfigError, NotFoundError
 from hpsearch.tracking import default_tracking_uri
 
 __all__ = ["load_pyfunc", "predict_csv"]
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per downloaded file otherwise
 
 
 def predict_csv(model_uri: str, input_csv: Path, output: Path, *, tracking_uri: str | None = None,
@@ -44,26 +49,35 @@ def predict_csv(model_uri: str, input_csv: Path, output: Path, *, tracking_uri: 
 
 
 def load_pyfunc(model_uri: str, tracking_uri: str | None = None) -> mlflow.pyfunc.PyFuncModel:
-    """Load a model (``models:/NAME@best``, ``runs:/ID/pyfunc_model`` or a folder) from the given store."""
-    with _store(tracking_uri):
-        try:
-            return mlflow.pyfunc.load_model(model_uri)
-        except (MlflowException, OSError) as err:
-            raise NotFoundError(f"cannot load model {model_uri!r}: {_first_line(err)}") from None
+    """Load a model (``models:/NAME@best``, ``runs:/ID/pyfunc_model`` or a folder) from the given store.
 
-
-@contextlib.contextmanager
-def _store(tracking_uri: str | None) -> Iterator[None]:
-    """Point MLflow's global tracking and registry URIs at the store for one call, then put them back."""
+    The files are downloaded with an explicit tracking and registry URI (no global MLflow state is changed),
+    then loaded from the local copy.
+    """
     uri = tracking_uri or default_tracking_uri()
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
+        if Path(model_uri).is_dir():
+            return mlflow.pyfunc.load_model(model_uri)
+        with tempfile.TemporaryDirectory() as directory:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=_artifact_uri(model_uri, uri),
+                                                        dst_path=directory, tracking_uri=uri)
+            return mlflow.pyfunc.load_model(local)
+    except (MlflowException, OSError) as err:
+        raise NotFoundError(f"cannot load model {model_uri!r} from {uri}: {_first_line(err)}") from None
+
+
+def _artifact_uri(model_uri: str, tracking_uri: str) -> str:
+    """A registry URI (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``) resolved with an explicit client.
+
+    MLflow's own resolution reads the global registry URI, which would be another store than the one asked for.
+    """
+    if not model_uri.startswith("models:/"):
+        return model_uri
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    found = get_model_name_and_version(client, model_uri)
+    if len(found) == 1:  # models:/m-ID, a logged model of the tracking store
+        return model_uri
+    return client.get_model_version_download_uri(*found)
 
 
 def _read_csv(path: Path) -> pd.DataFrame:

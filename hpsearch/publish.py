@@ -82,6 +82,7 @@ def log_pyfunc(client: MlflowClient, run_id: str, model_dir: Path, preprocessing
 def register(client: MlflowClient, name: str, source: str, run_id: str, *, metric: str, mode: str,
              value: float) -> tuple[str, bool]:
     """A new version of model ``name``; the alias ``best`` moves to it when ``value`` beats the current best."""
+    client = _registry(client)
     try:
         client.get_registered_model(name)
     except MlflowException:
@@ -149,6 +150,12 @@ def provenance_tags(space_file: Path, data: Any) -> dict[str, str]:
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _registry(client: MlflowClient) -> MlflowClient:
+    """A client whose registry is the tracking store (or ``MLFLOW_REGISTRY_URI``), whatever MLflow's globals say."""
+    return MlflowClient(tracking_uri=client.tracking_uri,
+                        registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or client.tracking_uri)
 
 
 def _beats_current(client: MlflowClient, name: str, metric: str, mode: str, value: float) -> bool:
