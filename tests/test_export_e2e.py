@@ -259,3 +259,29 @@ def _wait_until_up(url: str, server: subprocess.Popen, log: Path, timeout_s: flo
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.5)
     raise AssertionError(f"no answer from {url} after {timeout_s}s")
+
+
+def test_retrain_reloads_a_data_function_from_the_space_file_and_checks_its_hash(ray_session, workdir, capsys):
+    space = write_space(workdir, """
+from sklearn.datasets import load_wine
+
+def wine():
+    return load_wine(return_X_y=True, as_frame=True)
+
+search = Search(data=wine, params={"layers": [16], "lr": loguniform(1e-3, 1e-1)}, num_samples=2, max_epochs=2,
+                scheduler="fifo", seed=5)
+""")
+    assert main(["run", str(space), "--experiment", "wine"]) == 0
+    assert main(["export", "wine", "-o", "wine.yaml"]) == 0
+    document = read_export(workdir / "wine.yaml")
+    assert document["settings"]["data"] == "callable:wine"
+    assert document["provenance"]["space_file"] == str(space.resolve())
+    capsys.readouterr()
+    assert main(["train", "wine.yaml"]) == 0
+    line = capsys.readouterr().out
+    assert f"val_loss={document['metrics']['validation']['val_loss']:.4g}" in line
+
+    space.write_text(space.read_text().replace("seed=5", "seed=6"))
+    assert main(["train", "wine.yaml"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has changed since the search" in err
