@@ -43,7 +43,8 @@ def predict_csv(model_uri: str, input_csv: Path, output: Path, *, tracking_uri: 
     try:
         predictions = model.predict(frame[columns])
     except MlflowException as err:
-        raise ConfigError(f"{input_csv}: does not match the model's signature: {_first_line(err)}") from None
+        reason = str(err).rsplit("Error: ", 1)[-1]  # MLflow's message quotes the whole table before the reason
+        raise ConfigError(f"{input_csv}: does not match the model's signature: {_first_line(reason)}") from None
     predictions.to_csv(output, index=False)
     return predictions
 
@@ -92,6 +93,6 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _first_line(err: BaseException) -> str:
+def _first_line(err: BaseException | str) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__

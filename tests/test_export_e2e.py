@@ -181,6 +181,17 @@ def test_predict_rejects_a_csv_missing_a_column_of_the_signature(store, tmp_path
     assert "region is missing" in err and not (tmp_path / "out.csv").exists()
 
 
+def test_predict_rejects_a_csv_whose_values_do_not_fit_the_signature(store, tmp_path, capsys):
+    rows = _raw_rows().astype({"age": object})
+    rows.loc[5, "age"] = "forty"
+    rows.to_csv(tmp_path / "input.csv", index=False)
+    code = main(["predict", "models:/churn@best", str(tmp_path / "input.csv"), "-o", str(tmp_path / "out.csv"),
+                 "--tracking-uri", _uri(store)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "does not match the model's signature: Incompatible input types for column age" in err
+
+
 def test_mlflow_models_serve_answers_a_prediction_request(store):
     port = _free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": _uri(store), "PYTHONPATH": str(REPO)}
