@@ -105,3 +105,39 @@ def test_preprocessing_from_json_matches_the_fitted_column_transformer():
     np.testing.assert_allclose(transform(state, rows), preprocessor.transform(rows).astype(np.float32), atol=1e-6)
     example = input_example(state)
     assert list(example.columns) == list(frame.columns) and example.iloc[1].isna().all()
+
+
+@pytest.mark.parametrize(("dataset", "task"), [("iris", "multiclass"), ("diabetes", "regression")])
+def test_logged_pyfunc_model_predicts_labels_or_numbers_like_the_network(tmp_path, dataset, task):
+    import sklearn.datasets
+    import torch
+    from mlflow import MlflowClient
+
+    from hpsearch.data import load_dataset
+    from hpsearch.model import save_model
+    from hpsearch.predict import load_pyfunc
+    from hpsearch.publish import log_pyfunc
+    from hpsearch.space import Search
+    from hpsearch.train import TrialConfig, fit, model_spec
+
+    data = load_dataset(Search(data=f"sklearn:{dataset}"), tmp_path / "space.py")
+    config = TrialConfig(hidden_sizes=(8,), max_epochs=1)
+    network = fit(config, data, lambda metrics, save: None)
+    spec = model_spec(config, data)
+    save_model(network, spec, tmp_path / "model")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("e", artifact_location=(tmp_path / "artifacts").as_uri())
+    run_id = client.create_run(experiment).info.run_id
+    log_pyfunc(client, run_id, tmp_path / "model", preprocessing_state(data.preprocessor))
+
+    raw = getattr(sklearn.datasets, f"load_{dataset}")(as_frame=True).frame.drop(columns=["target"]).head(20)
+    predicted = load_pyfunc(f"runs:/{run_id}/pyfunc_model", uri).predict(raw)
+    with torch.no_grad():
+        outputs = network.eval()(torch.as_tensor(data.preprocessor.transform(raw).astype(np.float32)))
+    if task == "regression":
+        expected = outputs.squeeze(1).double().numpy() * data.target_std + data.target_mean
+        np.testing.assert_allclose(predicted["prediction"], expected, rtol=1e-5)
+    else:
+        assert list(predicted["prediction"]) == [data.classes[i] for i in outputs.argmax(1).tolist()]
+        assert list(predicted.columns) == ["prediction", *(f"probability_{c}" for c in data.classes)]
