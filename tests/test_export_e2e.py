@@ -127,7 +127,8 @@ def test_retrain_from_the_exported_file_reproduces_the_trial_metric(store, monke
 
     client = _client(store)
     exp = client.get_experiment_by_name("churn")
-    [run] = client.search_runs([exp.experiment_id], "tags.`hpsearch.kind` = 'retrain'")
+    [run] = client.search_runs([exp.experiment_id],
+                               "tags.`hpsearch.kind` = 'retrain' and tags.`hpsearch.full_data` = 'false'")
     assert run.info.status == "FINISHED"
     assert run.data.tags["hpsearch.search_run_id"] == document["provenance"]["search_run_id"]
     assert run.data.tags["hpsearch.trial_run_id"] == document["provenance"]["trial_run_id"]
@@ -138,6 +139,17 @@ def test_retrain_from_the_exported_file_reproduces_the_trial_metric(store, monke
     assert steps == list(range(1, document["settings"]["epochs"] + 1))
     model = load_pyfunc(f"runs:/{run.info.run_id}/pyfunc_model", _uri(store))
     assert list(model.predict(_raw_rows()).columns) == ["prediction", "probability_no", "probability_yes"]
+
+
+def test_retrain_on_full_data_trains_on_train_and_validation(store, monkeypatch):
+    monkeypatch.chdir(store)
+    assert main(["export", "churn", "-o", "full.yaml"]) == 0
+    assert main(["train", "full.yaml", "--full-data", "--epochs", "1"]) == 0
+    client = _client(store)
+    exp = client.get_experiment_by_name("churn")
+    [run] = client.search_runs([exp.experiment_id], "tags.`hpsearch.full_data` = 'true'")
+    assert run.data.params["full_data"] == "True" and run.data.metrics["epochs_trained"] == 1
+    assert "test_accuracy" in run.data.metrics
 
 
 def test_registered_best_model_predicts_raw_rows_like_the_in_process_model(store, tmp_path):
