@@ -308,3 +308,40 @@ search = Search(data=wine, params={"layers": [16], "lr": loguniform(1e-3, 1e-1)}
     assert main(["train", "wine.yaml"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "has changed since the search" in err
+
+
+def test_best_export_train_and_predict_work_against_a_tracking_server(ray_session, workdir, capsys):
+    """A search tracked on an MLflow server (artifacts proxied by it), then every command through HTTP only."""
+    port = _free_port()
+    server_dir = workdir / "server"
+    server_dir.mkdir()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{server_dir / 's.db'}",
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    log = server_dir / "server.log"
+    with log.open("w") as output:
+        server = subprocess.Popen(command, cwd=server_dir, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        _wait_until_up(f"http://127.0.0.1:{port}/health", server, log)
+        remote = ["--tracking-uri", f"http://127.0.0.1:{port}"]
+        assert main(["run", str(CHURN), "--num-samples", "2", "--max-epochs", "1", "--experiment", "remote",
+                     *remote]) == 0
+        shutil.rmtree(workdir / "ray_results")
+        assert not (workdir / "mlruns").exists()  # nothing was tracked locally
+        capsys.readouterr()
+        assert main(["best", "remote", "--json", *remote]) == 0
+        best = json.loads(capsys.readouterr().out)["trials"][0]
+        assert main(["export", "remote", "-o", "remote.yaml", *remote]) == 0
+        document = read_export(workdir / "remote.yaml")
+        assert document["provenance"]["tracking_uri"] == remote[1]
+        assert document["provenance"]["trial_run_id"] == best["run_id"]
+        assert main(["train", "remote.yaml"]) == 0  # logs to the server the file names
+        assert main(["predict", "models:/remote@best", str(CHURN_CSV), "-o", "p.csv", *remote]) == 0
+        assert len(pd.read_csv(workdir / "p.csv")) == len(pd.read_csv(CHURN_CSV))
+        client = MlflowClient(remote[1])
+        retrains = client.search_runs([document["provenance"]["experiment_id"]], "tags.`hpsearch.kind` = 'retrain'")
+        assert len(retrains) == 1 and retrains[0].data.metrics["val_loss"] == pytest.approx(best["val_loss"], rel=1e-4)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
