@@ -26,8 +26,8 @@ from mlflow.entities import Run
 from hpsearch.errors import ConfigError, NotFoundError, SpaceError
 from hpsearch.space import DEFAULT_PARAMS, Search
 
-__all__ = ["FORMAT", "HYPERPARAMETERS", "RankedTrial", "build_export", "find_search", "rank_trials",
-           "read_export", "write_export"]
+__all__ = ["FORMAT", "HYPERPARAMETERS", "RankedTrial", "best_trial", "build_export", "find_search", "hyperparameters",
+           "rank_trials", "read_export", "search_of", "write_export"]
 
 FORMAT = "hpsearch-best/1"
 HYPERPARAMETERS = tuple(DEFAULT_PARAMS)  # layers, lr, dropout, weight_decay, batch_size, optimizer, ...

@@ -291,7 +291,7 @@ from sklearn.datasets import load_wine
 def wine():
     return load_wine(return_X_y=True, as_frame=True)
 
-search = Search(data=wine, params={"layers": [16], "lr": loguniform(1e-3, 1e-1)}, num_samples=2, max_epochs=2,
+search = Search(data=wine, params={"layers": [16], "lr": loguniform(1e-3, 1e-1)}, num_samples=1, max_epochs=2,
                 scheduler="fifo", seed=5)
 """)
     assert main(["run", str(space), "--experiment", "wine"]) == 0
@@ -325,7 +325,7 @@ def test_best_export_train_and_predict_work_against_a_tracking_server(ray_sessio
     try:
         _wait_until_up(f"http://127.0.0.1:{port}/health", server, log)
         remote = ["--tracking-uri", f"http://127.0.0.1:{port}"]
-        assert main(["run", str(CHURN), "--num-samples", "2", "--max-epochs", "1", "--experiment", "remote",
+        assert main(["run", str(CHURN), "--num-samples", "1", "--max-epochs", "1", "--experiment", "remote",
                      *remote]) == 0
         shutil.rmtree(workdir / "ray_results")
         assert not (workdir / "mlruns").exists()  # nothing was tracked locally
