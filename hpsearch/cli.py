@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from hpsearch.cli_models import add_commands as add_model_commands
 from hpsearch.errors import HpsearchError
 
 __all__ = ["main"]
@@ -57,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--max-failures", type=int, default=0, metavar="N")
     resume.add_argument("--top", type=int, default=5, metavar="K")
     resume.set_defaults(command=_resume)
+    add_model_commands(commands)  # best, export, train, predict (hpsearch.cli_models)
     return parser
 
 

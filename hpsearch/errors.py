@@ -6,7 +6,8 @@ say where the problem is (file, field) and what is allowed. Anything else that e
 
 from __future__ import annotations
 
-__all__ = ["DataError", "HpsearchError", "NonFiniteLossError", "SpaceError", "TrackingError"]
+__all__ = ["ConfigError", "DataError", "HpsearchError", "NonFiniteLossError", "NotFoundError", "SpaceError",
+           "TrackingError"]
 
 
 class HpsearchError(Exception):
@@ -39,6 +40,14 @@ class DataError(HpsearchError):
 
 class TrackingError(HpsearchError):
     """The MLflow tracking store cannot be reached or used."""
+
+
+class NotFoundError(HpsearchError):
+    """An experiment, search, trial or model asked for is not in the tracking store (or has no result)."""
+
+
+class ConfigError(HpsearchError):
+    """An exported configuration file (``best.yaml``) or an input file for a model is missing or not valid."""
 
 
 class NonFiniteLossError(RuntimeError):

@@ -36,7 +36,7 @@ from ray.tune import ExperimentAnalysis  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
-from hpsearch import tracking  # noqa: E402
+from hpsearch import publish, tracking  # noqa: E402
 from hpsearch.data import Dataset, load_dataset  # noqa: E402
 from hpsearch.errors import SpaceError  # noqa: E402
 from hpsearch.model import load_model  # noqa: E402
@@ -137,12 +137,17 @@ def run_search(
         outcome = SearchOutcome(experiment, parent, uri, metric, mode, list(tracker.records.values()), None)
         outcome.best = next(iter(outcome.ranked()), None)
         if outcome.best is not None:
-            outcome.test_metrics = _test_report(client, outcome.best, data)
+            if outcome.best.model_dir is None:  # it ended before a resume: its model is in MLflow
+                outcome.best.model_dir = tracking.download_model(client, outcome.best.run_id,
+                                                                 ray_path / "best_model_from_mlflow")
+            outcome.test_metrics = _test_report(outcome.best, data)
             tracking.log_test_metrics(client, outcome.best.run_id, outcome.test_metrics)
         tracking.finish_search_run(client, parent, outcome.counts(), outcome.best, outcome.test_metrics, metric)
     except BaseException as err:
         tracking.abort_search_run(client, parent, tracker, err)
         raise
+    publish.on_search_end(client, outcome, search=search, space_file=space_file, preprocessor=data.preprocessor,
+                          on_event=on_event)
     outcome.wall_s = time.monotonic() - started
     return outcome
 
@@ -361,14 +366,10 @@ def _better(value: float, than: float, mode: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ search outcome
-def _test_report(client: Any, best: tracking.TrialRecord, data: Dataset) -> dict[str, float]:
+def _test_report(best: tracking.TrialRecord, data: Dataset) -> dict[str, float]:
     """The best trial's model on the held-out test split: the one figure no trial has seen."""
-    if best.model_dir is not None:
-        model, spec = load_model(best.model_dir)
-        return evaluate(model, data.test, spec, prefix="test_")
-    with tempfile.TemporaryDirectory() as directory:  # a trial that ended before a resume: its model is in MLflow
-        model, spec = load_model(tracking.download_model(client, best.run_id, Path(directory)))
-        return evaluate(model, data.test, spec, prefix="test_")
+    model, spec = load_model(best.model_dir)
+    return evaluate(model, data.test, spec, prefix="test_")
 
 
 def _search_params(search: Search, data: Dataset, metric: str, mode: str) -> dict[str, Any]:

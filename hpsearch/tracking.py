@@ -349,6 +349,7 @@ def _last_step(client: MlflowClient, run_id: str) -> int:
 
 def download_model(client: MlflowClient, run_id: str, directory: Path) -> str:
     """The trial's model files from MLflow (when Ray's checkpoint is not at hand, as after a resume)."""
+    directory.mkdir(parents=True, exist_ok=True)
     return client.download_artifacts(run_id, "model", str(directory))
 
 

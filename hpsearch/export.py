@@ -1,0 +1,249 @@
+"""A search's winner out of MLflow: the ranked trials, and the best configuration as a file that retrains.
+
+MLflow is the only source of truth here: everything is read from the parent run (settings as params,
+provenance tags) and its child runs (each trial's params, metrics and status tags), through an
+:class:`~mlflow.MlflowClient` for the given tracking URI, so it works after ``ray_results/`` is deleted and
+against a remote tracking server.
+
+The exported file (YAML or JSON, by its suffix) has four sections: ``hyperparameters`` (every one, the layer
+sizes as a list), ``settings`` (data source, target, task, split, seed, epochs trained, metric), ``metrics``
+(validation and test) and ``provenance`` (run ids, tracking URI, space file and its hash, versions).
+:func:`read_export` loads it with ``yaml.safe_load`` and checks every field, naming the one that is wrong.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Run
+
+from hpsearch.errors import ConfigError, NotFoundError, SpaceError
+from hpsearch.space import DEFAULT_PARAMS, Search
+
+__all__ = ["FORMAT", "HYPERPARAMETERS", "RankedTrial", "best_trial", "build_export", "find_search", "hyperparameters",
+           "rank_trials", "read_export", "search_of", "write_export"]
+
+FORMAT = "hpsearch-best/1"
+HYPERPARAMETERS = tuple(DEFAULT_PARAMS)  # layers, lr, dropout, weight_decay, batch_size, optimizer, ...
+SETTINGS_REQUIRED = ("data", "target", "task", "split", "seed", "epochs", "metric", "mode")
+SETTINGS_OPTIONAL = ("data_path", "max_epochs", "cpus_per_trial")
+SECTIONS = {"format": str, "experiment": str, "trial": str, "hyperparameters": dict, "settings": dict,
+            "metrics": dict, "provenance": dict}
+FINISHED = ("completed", "stopped")
+_INT_PARAMS = ("batch_size", "n_layers")
+_STR_PARAMS = ("optimizer", "activation")
+
+
+@dataclass(frozen=True)
+class RankedTrial:
+    """One trial of a search as MLflow recorded it, in rank order."""
+
+    rank: int
+    name: str
+    run_id: str
+    status: str
+    value: float
+    epochs: int
+    hyperparameters: dict[str, Any]
+    metrics: dict[str, float]
+
+
+# ------------------------------------------------------------------------------------------------ queries
+def find_search(client: MlflowClient, experiment: str | None = None, search_run_id: str | None = None) -> Run:
+    """The parent run of ``--search RUN_ID``, or the latest search of ``experiment`` (of any, when None)."""
+    if search_run_id is not None:
+        try:
+            run = client.get_run(search_run_id)
+        except Exception:  # noqa: BLE001 - MLflow raises different errors per store for an unknown id
+            raise NotFoundError(f"no run {search_run_id!r} in the tracking store") from None
+        if run.data.tags.get("hpsearch.kind") != "search":
+            raise NotFoundError(f"run {search_run_id!r} is not an hpsearch search (a parent run)")
+        return run
+    if experiment is not None:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            names = [e.name for e in client.search_experiments() if e.name != "Default"]
+            raise NotFoundError(f"no experiment {experiment!r} in the tracking store; it has: "
+                                f"{', '.join(map(repr, names)) or 'none'}")
+        ids = [found.experiment_id]
+    else:
+        ids = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(ids, "tags.`hpsearch.kind` = 'search'", order_by=["attributes.start_time DESC"],
+                              max_results=1) if ids else []
+    if not runs:
+        where = f"experiment {experiment!r}" if experiment else "the tracking store"
+        raise NotFoundError(f"{where} has no hpsearch search; run `python -m hpsearch run SPACE_FILE` first")
+    return runs[0]
+
+
+def rank_trials(client: MlflowClient, search: Run) -> list[RankedTrial]:
+    """The search's completed and stopped trials that reported its metric, best first (as the runner ranks)."""
+    metric, mode = search.data.params["metric"], search.data.params["mode"]
+    children = client.search_runs([search.info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{search.info.run_id}'", max_results=10000)
+    scored = [r for r in children
+              if r.data.tags.get("hpsearch.status") in FINISHED and metric in r.data.metrics]
+    scored.sort(key=lambda r: r.data.metrics[metric], reverse=mode == "max")
+    return [
+        RankedTrial(rank=i + 1, name=r.info.run_name, run_id=r.info.run_id, status=r.data.tags["hpsearch.status"],
+                    value=r.data.metrics[metric], epochs=int(r.data.metrics.get("epochs_trained", 0)),
+                    hyperparameters=hyperparameters(r.data.params), metrics=dict(r.data.metrics))
+        for i, r in enumerate(scored)
+    ]
+
+
+def best_trial(client: MlflowClient, search: Run) -> RankedTrial:
+    ranked = rank_trials(client, search)
+    if not ranked:
+        raise NotFoundError(f"search {search.info.run_id} ({search.info.run_name}) has no completed trial "
+                            f"with a value for {search.data.params['metric']!r}; every trial failed or was killed")
+    return ranked[0]
+
+
+def hyperparameters(params: dict[str, str]) -> dict[str, Any]:
+    """A trial's MLflow params (strings, ``n_layers`` + ``units_i``) as typed values with ``layers`` as a list."""
+    n_layers = int(params.get("n_layers", 0))
+    values: dict[str, Any] = {"layers": [int(params[f"units_{i}"]) for i in range(n_layers)]}
+    for name in HYPERPARAMETERS[1:]:
+        if name in params:
+            raw = params[name]
+            values[name] = raw if name in _STR_PARAMS else int(raw) if name in _INT_PARAMS else float(raw)
+    return values
+
+
+# ------------------------------------------------------------------------------------------------- export
+def build_export(client: MlflowClient, tracking_uri: str, search: Run, trial: RankedTrial) -> dict[str, Any]:
+    """The export document of a search's best trial."""
+    params, tags = search.data.params, search.data.tags
+    settings: dict[str, Any] = {
+        "data": params["data"] if ":" in params["data"] else f"callable:{params['data']}",
+        **({"data_path": tags["hpsearch.data_path"]} if "hpsearch.data_path" in tags else {}),
+        "target": None if params.get("target") in (None, "None") else params["target"],
+        "task": params["task"],
+        "split": [float(f) for f in params["split"].split("/")],
+        "seed": int(params["seed"]),
+        "epochs": trial.epochs,
+        "max_epochs": int(params["max_epochs"]),
+        "metric": params["metric"],
+        "mode": params["mode"],
+        "cpus_per_trial": float(params.get("cpus_per_trial", 1)),
+    }
+    val = {k: v for k, v in trial.metrics.items() if k.startswith(("val_", "train_"))}
+    test = {k: v for k, v in trial.metrics.items() if k.startswith("test_")}
+    versions = {k.removeprefix("hpsearch.version."): v for k, v in tags.items() if k.startswith("hpsearch.version.")}
+    provenance = {
+        "tracking_uri": tracking_uri,
+        "experiment_id": search.info.experiment_id,
+        "search_run_id": search.info.run_id,
+        "trial_run_id": trial.run_id,
+        "space_file": tags.get("hpsearch.space_file"),
+        "space_sha256": tags.get("hpsearch.space_sha256"),
+        "versions": versions,
+        "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if any(a.path == "pyfunc_model" for a in client.list_artifacts(trial.run_id)):
+        provenance["model_uri"] = f"runs:/{trial.run_id}/pyfunc_model"
+    experiment = client.get_experiment(search.info.experiment_id).name
+    return {"format": FORMAT, "experiment": experiment, "trial": trial.name,
+            "hyperparameters": trial.hyperparameters, "settings": settings,
+            "metrics": {"validation": val, "test": test}, "provenance": provenance}
+
+
+def write_export(document: dict[str, Any], path: Path) -> None:
+    """Write as YAML (``.yaml``/``.yml``) or JSON (``.json``), in the document's section order."""
+    path = Path(path)
+    _check_suffix(path)
+    if path.suffix == ".json":
+        path.write_text(json.dumps(document, indent=2) + "\n")
+        return
+    header = "# The best configuration of an hpsearch search. Retrain it with:\n#   python -m hpsearch train " \
+             f"{path.name}\n"
+    path.write_text(header + yaml.safe_dump(document, sort_keys=False, default_flow_style=None))
+
+
+def read_export(path: Path) -> dict[str, Any]:
+    """Load and check an exported file; any problem is a :class:`ConfigError` naming the file and the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    _check_suffix(path)
+    try:
+        document = yaml.safe_load(path.read_text())  # JSON is YAML: one safe loader for both
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML/JSON: {str(err).splitlines()[0]}") from None
+    try:
+        _check_document(document)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return document
+
+
+def search_of(document: dict[str, Any], data: Any = None) -> Search:
+    """The exported settings and hyperparameters as a :class:`Search` (which checks every value)."""
+    settings = document["settings"]
+    source = data if data is not None else settings["data"]
+    if isinstance(source, str) and source.split(":", 1)[0] in ("csv", "parquet") and settings.get("data_path"):
+        source = f"{source.split(':', 1)[0]}:{settings['data_path']}"
+    try:
+        return Search(data=source, target=settings["target"], task=settings["task"], split=settings["split"],
+                      seed=settings["seed"], params=document["hyperparameters"])
+    except SpaceError as err:
+        field = (err.field or "").replace("params.", "hyperparameters.")
+        field = field if field.startswith("hyperparameters") else f"settings.{field}"
+        raise ConfigError(f"field '{field}': {err.message}") from None
+
+
+# ------------------------------------------------------------------------------------------------- checks
+def _check_suffix(path: Path) -> None:
+    if path.suffix not in (".yaml", ".yml", ".json"):
+        raise ConfigError(f"{path}: the file must end in .yaml, .yml or .json")
+
+
+def _check_document(document: Any) -> None:
+    if not isinstance(document, dict):
+        raise ConfigError(f"must be a mapping with the sections {', '.join(SECTIONS)}")
+    _check_keys(document, SECTIONS, (), "")
+    for key, kind in SECTIONS.items():
+        if not isinstance(document[key], kind):
+            raise ConfigError(f"field '{key}' must be a {kind.__name__}, but is {document[key]!r}")
+    if document["format"] != FORMAT:
+        raise ConfigError(f"field 'format' must be {FORMAT!r}, but is {document['format']!r}")
+    _check_keys(document["hyperparameters"], HYPERPARAMETERS, (), "hyperparameters.")
+    settings = document["settings"]
+    _check_keys(settings, SETTINGS_REQUIRED, SETTINGS_OPTIONAL, "settings.")
+    epochs = settings["epochs"]
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ConfigError(f"field 'settings.epochs' must be an integer >= 1, but is {epochs!r}")
+    if settings["mode"] not in ("min", "max"):
+        raise ConfigError(f"field 'settings.mode' must be 'min' or 'max', but is {settings['mode']!r}")
+    from hpsearch.train import metric_names
+
+    if settings["metric"] not in metric_names(str(settings["task"])):
+        raise ConfigError(f"field 'settings.metric' must be one of {', '.join(metric_names(str(settings['task'])))}"
+                          f" for task {settings['task']!r}, but is {settings['metric']!r}")
+    from_function = str(settings["data"]).startswith("callable:")
+    provenance = document["provenance"]
+    if from_function and not (provenance.get("space_file") and provenance.get("space_sha256")):
+        raise ConfigError("data from a function in the space file needs 'provenance.space_file' and "
+                          "'provenance.space_sha256'")
+    search_of(document, data=_placeholder if from_function else None)
+
+
+def _placeholder() -> None:
+    """Stands in for a space file's data function while the other fields are checked."""
+
+
+def _check_keys(section: dict[str, Any], required: tuple[str, ...], optional: tuple[str, ...], prefix: str) -> None:
+    missing = [k for k in required if k not in section]
+    if missing:
+        raise ConfigError(f"field '{prefix}{missing[0]}' is missing; '{prefix.rstrip('.') or 'the file'}' needs "
+                          f"{', '.join(required)}")
+    unknown = [k for k in section if k not in required and k not in optional]
+    if unknown:
+        raise ConfigError(f"field '{prefix}{unknown[0]}' is unknown; allowed: {', '.join((*required, *optional))}")

@@ -1,0 +1,180 @@
+"""Log a trained model as the pyfunc model of :mod:`hpsearch.pyfunc`, and register a search's winner.
+
+The model is saved locally with ``mlflow.pyfunc.save_model`` and uploaded into the run's artifacts with the
+run's own :class:`~mlflow.MlflowClient`, so it needs no global tracking URI and no active run. Requirements
+are given, not inferred: inferring them loads the model in a subprocess and costs seconds.
+
+Registry policy: every search registers its best trial's model as a new version of the model named after the
+experiment. The alias ``best`` moves to the new version only when its validation metric beats the version the
+alias points at (same metric, the search's mode), so ``models:/EXPERIMENT@best`` is always the best model any
+search of that experiment has produced. A version that does not win keeps the tag ``hpsearch.best=false``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from hpsearch.model import SPEC_FILE, WEIGHTS_FILE, ModelSpec
+from hpsearch.pyfunc import CODE_FILE, PREPROCESSING_FILE, input_example, signature
+
+__all__ = ["BEST_ALIAS", "MODEL_PATH", "Registered", "log_pyfunc", "on_search_end", "provenance_tags", "publish_best",
+           "register"]
+
+BEST_ALIAS = "best"
+#: Where the pyfunc model lies in a run's artifacts (``runs:/RUN_ID/pyfunc_model``).
+MODEL_PATH = "pyfunc_model"
+# MLflow's per-file progress bars and its "validating input example" line are noise in a search's output.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)
+
+REQUIREMENTS = ("torch", "numpy", "pandas", "mlflow", "scikit-learn")
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A registered model version and whether the alias ``best`` now points at it."""
+
+    name: str
+    version: str
+    is_best: bool
+    log_seconds: float
+
+
+def log_pyfunc(client: MlflowClient, run_id: str, model_dir: Path, preprocessing: dict[str, Any]) -> str:
+    """Save the weights + spec in ``model_dir`` with the preprocessing as a pyfunc model in the run's artifacts.
+
+    Returns the model's artifact URI (a registry ``source``).
+    """
+    spec = ModelSpec.from_json((Path(model_dir) / SPEC_FILE).read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        files = Path(tmp) / "files"
+        files.mkdir()
+        for name in (WEIGHTS_FILE, SPEC_FILE):
+            (files / name).write_bytes((Path(model_dir) / name).read_bytes())
+        (files / PREPROCESSING_FILE).write_text(json.dumps(preprocessing, indent=2))
+        saved = Path(tmp) / MODEL_PATH
+        mlflow.pyfunc.save_model(
+            str(saved),
+            python_model=str(CODE_FILE),
+            artifacts={"model": str(files)},
+            signature=signature(preprocessing, spec),
+            input_example=input_example(preprocessing),
+            pip_requirements=_requirements(),
+        )
+        client.log_artifacts(run_id, str(saved), MODEL_PATH)
+    return f"{client.get_run(run_id).info.artifact_uri}/{MODEL_PATH}"
+
+
+def register(client: MlflowClient, name: str, source: str, run_id: str, *, metric: str, mode: str,
+             value: float) -> tuple[str, bool]:
+    """A new version of model ``name``; the alias ``best`` moves to it when ``value`` beats the current best."""
+    client = _registry(client)
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="Best models of the hpsearch experiment of that name.")
+    version = client.create_model_version(name, source, run_id=run_id,
+                                          tags={"hpsearch.metric": metric, "hpsearch.mode": mode,
+                                                "hpsearch.value": repr(float(value))}).version
+    is_best = _beats_current(client, name, metric, mode, value)
+    if is_best:
+        client.set_registered_model_alias(name, BEST_ALIAS, version)
+    client.set_model_version_tag(name, version, "hpsearch.best", str(is_best).lower())
+    return str(version), is_best
+
+
+def publish_best(client: MlflowClient, *, experiment: str, outcome: Any, preprocessor: Any) -> Registered | None:
+    """After a search: log the best trial's model as a pyfunc model into its run and register it.
+
+    ``outcome`` is the runner's ``SearchOutcome``; nothing happens when no trial has a model.
+    """
+    best = outcome.best
+    if best is None or best.model_dir is None:
+        return None
+    from hpsearch.pyfunc import preprocessing_state
+
+    started = time.monotonic()
+    source = log_pyfunc(client, best.run_id, Path(best.model_dir), preprocessing_state(preprocessor))
+    version, is_best = register(client, experiment, source, best.run_id, metric=outcome.metric,
+                                mode=outcome.mode, value=best.metrics[outcome.metric])
+    seconds = time.monotonic() - started
+    client.log_metric(best.run_id, "model_log_seconds", seconds)
+    client.set_tag(outcome.parent_run_id, "hpsearch.model_version", version)
+    return Registered(experiment, version, is_best, seconds)
+
+
+def on_search_end(client: MlflowClient, outcome: Any, *, search: Any, space_file: Path, preprocessor: Any,
+                  on_event: Callable[[str], None] = print) -> Registered | None:
+    """The runner's hook at the end of a search: provenance tags on the parent run, then :func:`publish_best`.
+
+    The search's runs are complete by now: a registry that fails is reported, not raised.
+    """
+    for key, value in provenance_tags(space_file, search.data).items():
+        client.set_tag(outcome.parent_run_id, key, value)
+    try:
+        registered = publish_best(client, experiment=outcome.experiment, outcome=outcome, preprocessor=preprocessor)
+    except MlflowException as err:
+        on_event(f"warning: the best model was not registered: {str(err).splitlines()[0]}")
+        return None
+    if registered is not None:
+        moved = "alias 'best' moved to it" if registered.is_best else "an earlier search's model stays @best"
+        on_event(f"best model logged and registered as {registered.name} version {registered.version} "
+                 f"({moved}) in {registered.log_seconds:.1f}s: models:/{registered.name}@{BEST_ALIAS}")
+    return registered
+
+
+def provenance_tags(space_file: Path, data: Any) -> dict[str, str]:
+    """Tags for a search's parent run: where the space file and the data are, and the versions used."""
+    space_file = Path(space_file).resolve()
+    tags = {"hpsearch.space_file": str(space_file), "hpsearch.space_sha256": file_sha256(space_file)}
+    if isinstance(data, str) and data.split(":", 1)[0] in ("csv", "parquet"):
+        tags["hpsearch.data_path"] = str((space_file.parent / data.split(":", 1)[1]).resolve())
+    for package in ("hpsearch", "torch", "ray", "mlflow"):
+        tags[f"hpsearch.version.{package}"] = _version(package)
+    return tags
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _registry(client: MlflowClient) -> MlflowClient:
+    """A client whose registry is the tracking store (or ``MLFLOW_REGISTRY_URI``), whatever MLflow's globals say."""
+    return MlflowClient(tracking_uri=client.tracking_uri,
+                        registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or client.tracking_uri)
+
+
+def _beats_current(client: MlflowClient, name: str, metric: str, mode: str, value: float) -> bool:
+    try:
+        current = client.get_model_version_by_alias(name, BEST_ALIAS)
+    except MlflowException:
+        return True  # no alias yet
+    if current.tags.get("hpsearch.metric") != metric or "hpsearch.value" not in current.tags:
+        return True  # a search that optimised another metric: the newest search decides
+    old = float(current.tags["hpsearch.value"])
+    return value < old if mode == "min" else value > old
+
+
+def _requirements() -> list[str]:
+    return [f"{p}=={_version(p).split('+')[0]}" for p in REQUIREMENTS]
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
