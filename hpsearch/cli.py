@@ -47,8 +47,31 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cpus-per-trial", type=float, metavar="C")
     run.add_argument("--gpus-per-trial", type=float, metavar="G")
     run.add_argument("--top", type=int, default=5, metavar="K", help="best trials shown at the end (default 5)")
+    run.add_argument("--no-plots", action="store_true", help="do not log the figures to MLflow at the end")
+    talk = run.add_mutually_exclusive_group()
+    talk.add_argument("-q", "--quiet", action="store_true", help="no progress, only warnings and the summary")
+    talk.add_argument("-v", "--verbose", action="store_true", help="also every trial start and every epoch")
     run.set_defaults(command=_run)
+    _add_view_commands(commands)
     return parser
+
+
+def _add_view_commands(commands: argparse._SubParsersAction) -> None:
+    """``ui`` and ``report``: looking at searches already tracked."""
+    ui = commands.add_parser("ui", help="start the MLflow UI on the project's tracking store")
+    ui.add_argument("--port", type=int, default=5000, metavar="P", help="port (default 5000)")
+    ui.add_argument("--host", default="127.0.0.1", metavar="H", help="interface to bind (default 127.0.0.1)")
+    ui.add_argument("--tracking-uri", metavar="URI", help="MLflow backend store (default: sqlite in ./mlruns)")
+    ui.set_defaults(command=_ui)
+    report = commands.add_parser("report", help="write one self-contained HTML page about a search")
+    report.add_argument("experiment", nargs="?", metavar="EXPERIMENT",
+                        help="its latest search is reported (default: the latest search of any experiment)")
+    report.add_argument("-o", "--output", type=Path, default=Path("report.html"), metavar="FILE",
+                        help="where to write the page (default report.html)")
+    report.add_argument("--run", metavar="RUN_ID", help="a search's parent run id, instead of the latest")
+    report.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite in ./mlruns)")
+    report.add_argument("--top", type=int, default=10, metavar="K", help="best trials in the table (default 10)")
+    report.set_defaults(command=_report)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -56,9 +79,12 @@ def _run(args: argparse.Namespace) -> int:
 
     search = load_space(args.space_file)
     search = _with_overrides(search, args)
+    from hpsearch.progress import NORMAL, QUIET, VERBOSE, Progress
     from hpsearch.runner import run_search  # Ray and torch load only once the space file is known to be good
 
-    outcome = run_search(search, args.space_file, experiment=args.experiment, tracking_uri=args.tracking_uri)
+    display = Progress(QUIET if args.quiet else VERBOSE if args.verbose else NORMAL)
+    outcome = run_search(search, args.space_file, experiment=args.experiment, tracking_uri=args.tracking_uri,
+                         on_event=display.message, progress=display, plots=not args.no_plots)
     counts = outcome.counts()
     print(f"\nsearch finished in {outcome.wall_s:.0f}s: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     _print_best(outcome, args.top)
@@ -69,6 +95,29 @@ def _run(args: argparse.Namespace) -> int:
     if counts["failed"] == len(outcome.trials):
         print("error: every trial failed; see the trials' error.txt in MLflow", file=sys.stderr)
         return EXIT_ALL_TRIALS_FAILED
+    return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from hpsearch.ui import serve
+
+    return serve(args.tracking_uri, args.host, args.port)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from hpsearch.history import find_search
+    from hpsearch.report import write_report
+    from hpsearch.tracking import connect
+
+    if args.tracking_uri is None and not Path("mlruns/mlflow.db").is_file():
+        from hpsearch.errors import TrackingError
+
+        raise TrackingError(f"no tracking store at mlruns/mlflow.db in {Path.cwd()}; run a search here first "
+                            "or pass --tracking-uri")
+    client, _ = connect(args.tracking_uri)
+    run_id = args.run or find_search(client, args.experiment)
+    path = write_report(client, run_id, args.output, top=args.top)
+    print(f"report of search {run_id} written to {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 

@@ -29,7 +29,7 @@ from hpsearch.history import SearchHistory, load_search
 from hpsearch.model import ModelSpec, load_model
 from hpsearch.study import rebuild_study
 
-__all__ = ["PlotsLogged", "interactive_page", "log_search_plots"]
+__all__ = ["PlotsLogged", "interactive_page", "log_search_plots", "search_plots"]
 
 PLOTS_DIR = "plots"
 FIGURES_FILE = "figures.json"
@@ -65,7 +65,7 @@ def log_search_plots(client: MlflowClient, parent_run_id: str, best: Any, test: 
         out = Path(tmp) / PLOTS_DIR
         out.mkdir()
         logged.per_trial_s = _log_trial_pngs(client, history, Path(tmp))
-        figures = _search_plots(history, logged)
+        figures = search_plots(history, logged)
         if best is not None and getattr(best, "model_dir", None):
             figures += _best_model_plots(history, best.model_dir, test, out, logged)
         _write(figures, out, logged)
@@ -101,7 +101,8 @@ def _log_trial_pngs(client: MlflowClient, history: SearchHistory, tmp: Path) -> 
     return (time.monotonic() - started) / max(1, len(trials))
 
 
-def _search_plots(history: SearchHistory, logged: PlotsLogged) -> list[plots.Plot]:
+def search_plots(history: SearchHistory, logged: PlotsLogged) -> list[plots.Plot]:
+    """The figures about the whole search (no model needed); what cannot be drawn goes to ``logged.skipped``."""
     figures: list[plots.Plot] = []
     if not history.scored():
         logged.skipped["all"] = "no trial reported the search's metric"
