@@ -55,6 +55,15 @@ class Progress:
         self._started = time.monotonic()
         self._shown = False  # whether a status line is on screen, to be cleared before other output
 
+    def __getstate__(self) -> dict:
+        """Ray Tune pickles its callbacks with the experiment state; a stream does not pickle, so it stays behind
+        (a restored copy writes to stdout)."""
+        return {**self.__dict__, "stream": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.stream = sys.stdout
+
     # ------------------------------------------------------------------------------------------ events
     def begin(self, total: int, metric: str, mode: str) -> None:
         """The trials are about to start: reset the clock (loading data and Ray start-up are not trial time)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import pickle
+import sys
 
 from hpsearch.progress import NORMAL, QUIET, VERBOSE, Progress, format_duration
 
@@ -70,6 +72,13 @@ def test_quiet_shows_only_warnings_and_verbose_shows_starts_and_epochs():
     lines = verbose.getvalue().splitlines()
     assert "trial_002 started" in lines
     assert "trial_000 epoch   1  train_loss=0.9  val_loss=0.8" in lines
+
+
+def test_the_display_pickles_without_its_stream_as_ray_tune_saves_callbacks():
+    progress = Progress(NORMAL, stream=io.StringIO())
+    progress.begin(total=2, metric="val_loss", mode="min")
+    copy = pickle.loads(pickle.dumps(progress))
+    assert copy.state.total == 2 and copy.stream is sys.stdout
 
 
 def test_durations_are_short():
