@@ -25,6 +25,7 @@ import optuna  # noqa: E402
 import plotly.express as px  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 from matplotlib.figure import Figure as MplFigure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from optuna.importance import BaseImportanceEvaluator, FanovaImportanceEvaluator  # noqa: E402
 from plotly.subplots import make_subplots  # noqa: E402
 
@@ -81,6 +82,7 @@ def learning_curves(history: SearchHistory) -> Plot:
             marker={"symbol": symbols, "size": [5] * (len(points) - 1) + [11 if stopped else 5]},
         ))
     ax.plot([], [], "x", color="black", label="stopped early")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} per epoch, {len(series)} trials")
     ax.legend(loc="best", fontsize="small")
     interactive.update_layout(title=f"{metric} per epoch (x: stopped early)", xaxis_title="epoch",
@@ -167,6 +169,7 @@ def best_trial_losses(trial: TrialHistory) -> Plot:
             ax.plot(epochs, values, marker="o", ms=3, label=key)
             interactive.add_trace(go.Scatter(x=epochs, y=values, mode="lines+markers", name=key))
     ax.set(xlabel="epoch", ylabel="loss", title=f"{trial.name} (best): training vs validation loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     interactive.update_layout(title=f"{trial.name} (best): training vs validation loss", xaxis_title="epoch",
                               yaxis_title="loss")
@@ -218,6 +221,7 @@ def trial_loss_png(trial: TrialHistory, path: str) -> None:
             epochs, values = zip(*trial.curves[key], strict=True)
             ax.plot(epochs, values, marker="o", ms=2, label=key)
     ax.set(xlabel="epoch", ylabel="loss", title=f"{trial.name} ({trial.status})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.title.set_fontsize("medium")
     ax.legend(fontsize="small")
     fig.savefig(path)

@@ -29,7 +29,7 @@ from ray import tune  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
-from hpsearch import tracking, visualize  # noqa: E402
+from hpsearch import tracking  # noqa: E402
 from hpsearch.data import Dataset, load_dataset  # noqa: E402
 from hpsearch.errors import SpaceError  # noqa: E402
 from hpsearch.model import load_model  # noqa: E402
@@ -120,7 +120,9 @@ def run_search(
         if outcome.best is not None and outcome.best.model_dir is not None:
             outcome.test_metrics = _test_report(outcome.best, data)
             tracking.log_test_metrics(client, outcome.best.run_id, outcome.test_metrics)
-        if plots:
+        if plots:  # matplotlib, plotly and Optuna's plots load only when wanted
+            from hpsearch import visualize
+
             visualize.log_search_plots(client, parent, outcome.best, data.test, on_event=progress.message)
         tracking.finish_search_run(client, parent, outcome.counts(), outcome.best, outcome.test_metrics, metric)
     except BaseException as err:
