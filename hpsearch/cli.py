@@ -47,11 +47,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cpus-per-trial", type=float, metavar="C")
     run.add_argument("--gpus-per-trial", type=float, metavar="G")
     run.add_argument("--top", type=int, default=5, metavar="K", help="best trials shown at the end (default 5)")
+    run.add_argument("--resume", action="store_true", help="continue the experiment's interrupted search")
+    run.add_argument("--max-failures", type=int, default=0, metavar="N",
+                     help="retry a failed trial up to N times from its last checkpoint (default 0)")
     run.add_argument("--no-plots", action="store_true", help="do not log the figures to MLflow at the end")
     talk = run.add_mutually_exclusive_group()
     talk.add_argument("-q", "--quiet", action="store_true", help="no progress, only warnings and the summary")
     talk.add_argument("-v", "--verbose", action="store_true", help="also every trial start and every epoch")
     run.set_defaults(command=_run)
+    resume = commands.add_parser("resume", help="continue the interrupted search of an experiment")
+    resume.add_argument("experiment", metavar="EXPERIMENT")
+    resume.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite in ./mlruns)")
+    resume.add_argument("--max-failures", type=int, default=0, metavar="N")
+    resume.add_argument("--top", type=int, default=5, metavar="K")
+    resume.set_defaults(command=_resume)
     _add_view_commands(commands)
     return parser
 
@@ -79,12 +88,29 @@ def _run(args: argparse.Namespace) -> int:
 
     search = load_space(args.space_file)
     search = _with_overrides(search, args)
+    if args.max_failures < 0:
+        raise HpsearchError(f"--max-failures must be >= 0, but got {args.max_failures}")
     from hpsearch.progress import NORMAL, QUIET, VERBOSE, Progress
-    from hpsearch.runner import run_search  # Ray and torch load only once the space file is known to be good
+    from hpsearch.runner import SearchInterrupted, run_search  # Ray and torch load once the space file is good
 
     display = Progress(QUIET if args.quiet else VERBOSE if args.verbose else NORMAL)
-    outcome = run_search(search, args.space_file, experiment=args.experiment, tracking_uri=args.tracking_uri,
-                         on_event=display.message, progress=display, plots=not args.no_plots)
+
+    try:
+        outcome = run_search(search, args.space_file, experiment=args.experiment, tracking_uri=args.tracking_uri,
+                             resume=args.resume, max_failures=args.max_failures, on_event=display.message,
+                             progress=display, plots=not args.no_plots)
+    except HpsearchError as err:  # the data, the metric, the resources, the store: say which space file
+        if str(err).startswith(str(args.space_file)):
+            raise
+        raise HpsearchError(f"{args.space_file}: {err}") from None
+    except KeyboardInterrupt as err:
+        detail = f" ({err})" if isinstance(err, SearchInterrupted) else ""
+        again = " ".join(["python -m hpsearch run", str(args.space_file), "--resume",
+                          *(["--experiment", args.experiment] if args.experiment else []),
+                          *(["--tracking-uri", args.tracking_uri] if args.tracking_uri else [])])
+        print(f"\ninterrupted{detail}: finished trials are kept, unfinished runs are marked KILLED.\n"
+              f"resume with:\n  {again}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     counts = outcome.counts()
     print(f"\nsearch finished in {outcome.wall_s:.0f}s: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     _print_best(outcome, args.top)
@@ -119,6 +145,16 @@ def _report(args: argparse.Namespace) -> int:
     path = write_report(client, run_id, args.output, top=args.top)
     print(f"report of search {run_id} written to {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from hpsearch.tracking import latest_space_file
+
+    space_file = latest_space_file(args.tracking_uri, args.experiment)
+    run_args = _parser().parse_args(["run", str(space_file), "--resume", "--experiment", args.experiment,
+                                     "--max-failures", str(args.max_failures), "--top", str(args.top),
+                                     *(["--tracking-uri", args.tracking_uri] if args.tracking_uri else [])])
+    return _run(run_args)
 
 
 def _with_overrides(search, args: argparse.Namespace):  # noqa: ANN001, ANN202 - Search, imported lazily

@@ -106,6 +106,12 @@ class Progress:
             self._print(f"{name} {status:<9} after {epochs:>3} epochs  {shown}  | {self.status_line()}")
         self._refresh()
 
+    def already_ended(self, name: str, status: str, value: float | None) -> None:
+        """A trial that ended before the search was resumed: counted, not announced."""
+        self.state.counts[status] = self.state.counts.get(status, 0) + 1
+        if value is not None and (self.state.best_value is None or _better(value, self.state.best_value, self.mode)):
+            self.state.best_value, self.state.best_trial = value, name
+
     def close(self) -> None:
         """The search is over: leave the last status line on screen and move to a new line."""
         if self._shown:

@@ -11,8 +11,11 @@ import functools
 import logging
 import math
 import os
+import re
+import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +24,15 @@ from typing import Any
 # Ray Tune's own CSV / JSON / TensorBoard loggers duplicate what MLflow records: off, before ray.tune loads.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Ctrl-C raises KeyboardInterrupt at once: Tune's own handler would stop the running trials as if they had ended,
+# and their runs would be closed as finished. Trials checkpoint every epoch, so nothing is lost.
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 import optuna  # noqa: E402
 import ray  # noqa: E402
 import torch  # noqa: E402
 from ray import tune  # noqa: E402
+from ray.tune import ExperimentAnalysis  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
@@ -37,7 +44,7 @@ from hpsearch.progress import Progress  # noqa: E402
 from hpsearch.space import Search, suggest_params  # noqa: E402
 from hpsearch.train import TrialConfig, evaluate, fit, metric_names  # noqa: E402
 
-__all__ = ["SearchOutcome", "resolve_objective", "run_search"]
+__all__ = ["SearchInterrupted", "SearchOutcome", "resolve_objective", "run_search"]
 
 DEFAULT_RESULTS_DIR = Path("ray_results")
 
@@ -84,19 +91,22 @@ def run_search(
     experiment: str | None = None,
     tracking_uri: str | None = None,
     results_dir: Path = DEFAULT_RESULTS_DIR,
+    resume: bool = False,
+    max_failures: int = 0,
     on_event: Callable[[str], None] = print,
     progress: Progress | None = None,
     plots: bool = True,
 ) -> SearchOutcome:
-    """Run one search and return its outcome.
+    """Run one search (or continue an interrupted one) and return its outcome.
 
     Every check that can fail on the user's input (space, data, metric, resources, tracking store) runs
-    before the first run is written, so a mistake leaves nothing half-written. ``progress`` shows the trials as
-    they go (plain lines on stdout when not given); ``plots`` logs the figures to the parent run.
+    before the first run is written, so a mistake leaves nothing half-written. Raises
+    :class:`SearchInterrupted` when the search was stopped before every trial ended (Ctrl-C). ``progress`` shows
+    the trials as they go (plain lines on stdout when not given); ``plots`` logs the figures to the parent run.
     """
     progress = progress or Progress(live=False)
     started = time.monotonic()
-    experiment = experiment or search.experiment or space_file.stem
+    experiment = _check_experiment_name(experiment or search.experiment or space_file.stem)
     on_event(f"loading data from {search.data if isinstance(search.data, str) else 'the space file'}")
     data = load_dataset(search, space_file)
     metric, mode = resolve_objective(search, data.task)
@@ -108,17 +118,31 @@ def run_search(
     client, uri = tracking.connect(tracking_uri)
 
     exp_id = tracking.experiment_id(client, experiment, uri)
-    parent = tracking.start_search_run(client, exp_id, f"search-{time.strftime('%Y%m%d-%H%M%S')}",
-                                       _search_params(search, data, metric, mode), space_file)
-    tracker = tracking.TrialTracker(client, exp_id, parent, search.max_epochs)
-    on_event(f"search {parent} in experiment {experiment!r}: {search.num_samples} trials, "
-             f"up to {search.max_epochs} epochs each")
+    if resume:
+        previous = tracking.find_resumable_search(client, exp_id, experiment)
+        parent, ray_path = previous.info.run_id, Path(previous.data.tags[tracking.TAG_RAY_EXPERIMENT])
+        search = _as_started(search, previous.data.params)
+        tracker = tracking.TrialTracker.resume(client, exp_id, parent, search.max_epochs)
+        ended = sum(r.status in tracking.ENDED for r in tracker.records.values())
+        on_event(f"resuming search {parent} in experiment {experiment!r}: {ended} of {search.num_samples} "
+                 "trials already ended and are kept")
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        ray_path = results_dir.resolve() / f"{_slug(experiment)}-{stamp}-{uuid.uuid4().hex[:6]}"
+        parent = tracking.start_search_run(client, exp_id, f"search-{stamp}",
+                                           _search_params(search, data, metric, mode), space_file, ray_path)
+        tracker = tracking.TrialTracker(client, exp_id, parent, search.max_epochs)
+        on_event(f"search {parent} in experiment {experiment!r}: {search.num_samples} trials, "
+                 f"up to {search.max_epochs} epochs each")
     try:
-        _fit(search, data, metric, mode, tracker, results_dir, experiment, progress)
+        _fit(search, data, metric, mode, tracker, ray_path, max_failures, progress)
+        ended = sum(r.status in tracking.ENDED for r in tracker.records.values())
+        if ended < search.num_samples:
+            raise SearchInterrupted(f"{ended} of {search.num_samples} trials ended")
         outcome = SearchOutcome(experiment, parent, uri, metric, mode, list(tracker.records.values()), None)
         outcome.best = next(iter(outcome.ranked()), None)
-        if outcome.best is not None and outcome.best.model_dir is not None:
-            outcome.test_metrics = _test_report(outcome.best, data)
+        if outcome.best is not None:
+            outcome.test_metrics = _test_report(client, outcome.best, data)
             tracking.log_test_metrics(client, outcome.best.run_id, outcome.test_metrics)
         if plots:  # matplotlib, plotly and Optuna's plots load only when wanted
             from hpsearch import visualize
@@ -130,6 +154,29 @@ def run_search(
         raise
     outcome.wall_s = time.monotonic() - started
     return outcome
+
+
+def _as_started(search: Search, params: dict[str, str]) -> Search:
+    """The search with the budget and settings it was started with (a resume must not change them)."""
+    resources = {"cpu": float(params["cpus_per_trial"]), "gpu": float(params["gpus_per_trial"])}
+    return search.replace(num_samples=int(params["num_samples"]), max_epochs=int(params["max_epochs"]),
+                          seed=int(params["seed"]), searcher=params["searcher"], resources=resources)
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """The search stopped before every trial ended (Ctrl-C); its runs are closed as KILLED, ready to resume."""
+
+
+def _check_experiment_name(name: str) -> str:
+    if not name.strip() or len(name) > 200 or any(ord(c) < 32 for c in name):
+        raise SpaceError(f"must be 1 to 200 printable characters, but got {name!r}", field="experiment")
+    return name
+
+
+def _slug(name: str) -> str:
+    """A folder name made from an experiment name: it can never leave the results folder."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._-")
+    return slug[:80] or "experiment"
 
 
 # ----------------------------------------------------------------------------------------------- Ray Tune
@@ -145,16 +192,35 @@ def _start_ray(resources: dict[str, float]) -> None:
 
 
 def _fit(search: Search, data: Dataset, metric: str, mode: str, tracker: tracking.TrialTracker,
-         results_dir: Path, experiment: str, progress: Progress) -> None:
+         ray_path: Path, max_failures: int, progress: Progress) -> None:
     settings = {
         "train": {"max_epochs": search.max_epochs, "seed": search.seed, "metric": metric, "mode": mode,
                   "early_stopping_patience": search.early_stopping_patience},
         "threads": max(1, math.floor(search.resources["cpu"])),
         "gpu": search.resources["gpu"] > 0,
     }
-    trainable = tune.with_parameters(_trial, data=data.for_trials(), settings=settings)
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, {"cpu": search.resources["cpu"], "gpu": search.resources["gpu"]}),
+    trainable = tune.with_resources(tune.with_parameters(_trial, data=data.for_trials(), settings=settings),
+                                    {"cpu": search.resources["cpu"], "gpu": search.resources["gpu"]})
+    callback = _TrackingCallback(tracker, settings["train"], search.num_samples, metric, mode, progress)
+    failure_config = tune.FailureConfig(max_failures=max_failures)
+    if _restorable(ray_path):
+        tuner = _restore(ray_path, trainable, tracker, callback, failure_config)
+    else:
+        tracker.forget(set(tracker.records))  # nothing was saved before the kill: the trials start afresh
+        shutil.rmtree(ray_path, ignore_errors=True)
+        tuner = _new_tuner(search, metric, mode, trainable, ray_path, callback, failure_config)
+    # A failing trial is reported by our callback (one line, the traceback in MLflow), not by Tune's logger.
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+    try:
+        tuner.fit()
+    finally:
+        progress.close()
+
+
+def _new_tuner(search: Search, metric: str, mode: str, trainable: Any, ray_path: Path, callback: tune.Callback,
+               failure_config: tune.FailureConfig) -> tune.Tuner:
+    return tune.Tuner(
+        trainable,
         tune_config=tune.TuneConfig(
             metric=metric,
             mode=mode,
@@ -165,20 +231,35 @@ def _fit(search: Search, data: Dataset, metric: str, mode: str, tracker: trackin
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
-            name=f"{experiment}-{tracker.parent_run_id[:8]}",
-            storage_path=str(results_dir.resolve()),
-            callbacks=[_TrackingCallback(tracker, settings["train"], search.num_samples, metric, mode, progress)],
+            name=ray_path.name,
+            storage_path=str(ray_path.parent),
+            callbacks=[callback],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            failure_config=tune.FailureConfig(max_failures=0),
+            failure_config=failure_config,
             verbose=0,
         ),
     )
-    # A failing trial is reported by our callback (one line, the traceback in MLflow), not by Tune's logger.
-    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
-    try:
-        tuner.fit()
-    finally:
-        progress.close()
+
+
+def _restorable(ray_path: Path) -> bool:
+    """Whether Ray Tune saved enough of this search to restore it (the tuner and a snapshot of its trials)."""
+    return tune.Tuner.can_restore(str(ray_path)) and any(ray_path.glob("experiment_state-*.json"))
+
+
+def _restore(ray_path: Path, trainable: Any, tracker: tracking.TrialTracker, callback: tune.Callback,
+             failure_config: tune.FailureConfig) -> tune.Tuner:
+    """Ray Tune's own restore (trials, checkpoints, searcher and scheduler state), tracked by today's callback.
+
+    Runs of trials that Ray's last snapshot does not know (opened in the instant before a kill) are deleted:
+    Ray proposes those trials again, and each trial must have exactly one run.
+    """
+    known = {trial.trial_id for trial in ExperimentAnalysis(str(ray_path)).trials}
+    tracker.forget(set(tracker.records) - known)
+    tuner = tune.Tuner.restore(str(ray_path), trainable, resume_unfinished=True, resume_errored=False)
+    run_config = tuner._local_tuner.get_run_config()  # no public setter: the pickled callback is stale
+    run_config.callbacks = [callback]
+    run_config.failure_config = failure_config
+    return tuner
 
 
 def _searcher(search: Search, metric: str, mode: str) -> OptunaSearch:
@@ -235,13 +316,14 @@ class _TrackingCallback(tune.Callback):
         self.metric = metric
         self.progress = progress
         progress.begin(total, metric, mode)
+        for record in tracker.records.values():  # a resumed search: the trials that ended before count too
+            if record.status in tracking.ENDED:
+                progress.already_ended(record.name, record.status, record.metrics.get(metric))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         params = TrialConfig.from_params(trial.config, **self.train_settings).to_params()
-        resumed = trial.trial_id in self.tracker.records
         record = self.tracker.trial_started(trial.trial_id, params)
-        if not resumed:
-            self.progress.trial_started(record.name)
+        self.progress.trial_started(record.name)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if "epoch" in result:
@@ -262,6 +344,14 @@ class _TrackingCallback(tune.Callback):
         self._ended(self.tracker.trial_ended(trial.trial_id, error=_error_text(trial)))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        """Close the runs of trials that Ray restored as already ended but whose end the tracker missed."""
+        for trial in trials:
+            record = self.tracker.records.get(trial.trial_id)
+            if record is not None and record.status == "running":
+                if trial.status == "TERMINATED":
+                    self.on_trial_complete(0, trials, trial)
+                elif trial.status == "ERROR":
+                    self.on_trial_error(0, trials, trial)
         self.tracker.flush()
 
     def _ended(self, record: tracking.TrialRecord) -> None:
@@ -282,10 +372,14 @@ def _better(value: float, than: float, mode: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ search outcome
-def _test_report(best: tracking.TrialRecord, data: Dataset) -> dict[str, float]:
+def _test_report(client: Any, best: tracking.TrialRecord, data: Dataset) -> dict[str, float]:
     """The best trial's model on the held-out test split: the one figure no trial has seen."""
-    model, spec = load_model(best.model_dir)
-    return evaluate(model, data.test, spec, prefix="test_")
+    if best.model_dir is not None:
+        model, spec = load_model(best.model_dir)
+        return evaluate(model, data.test, spec, prefix="test_")
+    with tempfile.TemporaryDirectory() as directory:  # a trial that ended before a resume: its model is in MLflow
+        model, spec = load_model(tracking.download_model(client, best.run_id, Path(directory)))
+        return evaluate(model, data.test, spec, prefix="test_")
 
 
 def _search_params(search: Search, data: Dataset, metric: str, mode: str) -> dict[str, Any]:

@@ -7,11 +7,16 @@ buffered and written with ``log_batch`` about once a second instead of one call 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import math
+import os
+import sqlite3
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +30,16 @@ from hpsearch.errors import TrackingError
 __all__ = ["DEFAULT_STORE", "TrialRecord", "TrialTracker", "connect", "default_tracking_uri", "ui_command"]
 
 DEFAULT_STORE = Path("mlruns")
+SQLITE_BUSY_TIMEOUT_S = 60
+_QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 FLUSH_INTERVAL_S = 1.0
 MODEL_FILES = ("model.pt", "model.json")
 TAG_STATUS = "hpsearch.status"
 TAG_TRIAL_ID = "hpsearch.trial_id"
 TAG_KIND = "hpsearch.kind"
+TAG_RAY_EXPERIMENT = "hpsearch.ray_experiment"
+TAG_SPACE_FILE = "hpsearch.space_file"
+ENDED = ("completed", "stopped", "failed")
 
 for _noisy in ("alembic", "mlflow.store.db.utils"):  # schema creation on a new store is not news
     logging.getLogger(_noisy).setLevel(logging.WARNING)
@@ -53,18 +63,52 @@ def connect(tracking_uri: str | None) -> tuple[MlflowClient, str]:
     """A client for ``tracking_uri`` (or the default local store), checked to answer.
 
     Returns the client and the URI it uses. The default store's folder is created here, not before:
-    nothing is written until the space file and the data have been checked.
+    nothing is written until the space file and the data have been checked. The default SQLite store runs in
+    WAL mode with a generous busy timeout, so two searches can write to it at once.
     """
     if tracking_uri is None:
         DEFAULT_STORE.mkdir(exist_ok=True)
-        tracking_uri = default_tracking_uri()
-    client = MlflowClient(tracking_uri=tracking_uri)
+        tracking_uri = f"{default_tracking_uri()}?timeout={SQLITE_BUSY_TIMEOUT_S}"
+        with _store_lock(DEFAULT_STORE):  # two searches starting at once must not both create the tables
+            _enable_wal(DEFAULT_STORE / "mlflow.db")
+            _check_reachable(tracking_uri)
+    else:
+        _check_reachable(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri), tracking_uri
+
+
+@contextlib.contextmanager
+def _store_lock(store: Path) -> Iterator[None]:
+    with open(store / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _enable_wal(database: Path) -> None:
+    """WAL lets readers and one writer work at once; the setting is stored in the database file itself."""
+    with sqlite3.connect(database, timeout=SQLITE_BUSY_TIMEOUT_S) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+
+
+def _check_reachable(tracking_uri: str) -> None:
+    """Fail in seconds, not after MLflow's minutes of retries, when the store does not answer."""
+    saved = {k: os.environ.get(k) for k in _QUICK_HTTP}
+    os.environ.update(_QUICK_HTTP)
     try:
-        client.search_experiments(max_results=1)
+        MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
     except Exception as err:  # noqa: BLE001 - any failure here means the store is unusable
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        message = lines[0][:300] if lines else type(err).__name__
         raise TrackingError(f"tracking store {tracking_uri} cannot be reached: {message}") from None
-    return client, tracking_uri
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
@@ -73,7 +117,7 @@ def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
     if experiment is not None:
         return experiment.experiment_id
     artifact_location = None
-    if tracking_uri == default_tracking_uri():
+    if tracking_uri.split("?")[0] == default_tracking_uri():
         artifact_location = (DEFAULT_STORE / "artifacts").resolve().as_uri()
     return client.create_experiment(name, artifact_location=artifact_location)
 
@@ -112,10 +156,37 @@ class TrialTracker:
         self._pending: dict[str, list[Metric]] = {}
         self._last_flush = time.monotonic()
 
+    @classmethod
+    def resume(cls, client: MlflowClient, experiment_id: str, parent_run_id: str, max_epochs: int) -> TrialTracker:
+        """A tracker that knows the child runs an interrupted search already has, so trials find their run again."""
+        tracker = cls(client, experiment_id, parent_run_id, max_epochs)
+        for run in child_runs(client, experiment_id, parent_run_id):
+            tags, metrics = run.data.tags, run.data.metrics
+            record = TrialRecord(tags[TAG_TRIAL_ID], run.info.run_id, run.info.run_name, dict(run.data.params),
+                                 status=tags.get(TAG_STATUS, "running"), error=tags.get("hpsearch.error"))
+            record.metrics = {k: v for k, v in metrics.items() if k in METRIC_KEYS}
+            record.epochs = int(metrics.get("epochs_trained", _last_step(client, run.info.run_id)))
+            if record.status not in ENDED:
+                record.status = "running"  # killed or left RUNNING: Ray Tune resumes it from its checkpoint
+            tracker.records[record.trial_id] = record
+        return tracker
+
+    def forget(self, trial_ids: set[str]) -> int:
+        """Delete the runs of trials that Ray Tune's saved state never knew (opened just before a kill)."""
+        orphans = [r for r in self.records.values() if r.trial_id in trial_ids]
+        for record in orphans:
+            self.client.delete_run(record.run_id)
+            del self.records[record.trial_id]
+        return len(orphans)
+
     def trial_started(self, trial_id: str, params: dict[str, Any]) -> TrialRecord:
         """Open the trial's child run and log its full effective configuration as params."""
         if trial_id in self.records:  # a trial that resumes keeps its run
-            return self.records[trial_id]
+            record = self.records[trial_id]
+            if record.status == "running":
+                self.client.update_run(record.run_id, status="RUNNING")
+                self.client.set_tag(record.run_id, TAG_STATUS, "running")
+            return record
         name = f"trial_{len(self.records):03d}"
         run = self.client.create_run(
             self.experiment_id,
@@ -132,7 +203,7 @@ class TrialTracker:
         """Buffer one epoch's metrics (``step=epoch``); written at most once a second."""
         record = self.records[trial_id]
         epoch = int(metrics["epoch"])
-        if epoch <= record.epochs:  # the final result of a function trainable repeats the last epoch
+        if epoch <= record.epochs or record.status != "running":  # a repeated or already recorded epoch
             return
         record.epochs = epoch
         values = {k: float(v) for k, v in metrics.items() if _is_metric(k, v)}
@@ -144,8 +215,10 @@ class TrialTracker:
 
     def trial_ended(self, trial_id: str, *, model_dir: str | None = None, error: str | None = None,
                     early_stopped: bool = False) -> TrialRecord:
-        """Tag the trial completed / stopped / failed, attach its model, and close its run."""
+        """Tag the trial completed / stopped / failed, attach its model, and close its run (once)."""
         record = self.records[trial_id]
+        if record.status in ENDED:
+            return record
         self.flush()
         if error is not None:
             record.status, record.error = "failed", error
@@ -180,14 +253,51 @@ class TrialTracker:
         for record in self.records.values():
             if record.status == "running":
                 record.status = "killed"
-                self.client.set_tag(record.run_id, TAG_STATUS, "killed")
-                self.client.set_terminated(record.run_id, status)
+                self.client.log_metric(record.run_id, "epochs_trained", record.epochs)
+        # Also runs that an interruption caught between their creation and their record.
+        for run in child_runs(self.client, self.experiment_id, self.parent_run_id):
+            if run.info.status == "RUNNING":
+                self.client.set_tag(run.info.run_id, TAG_STATUS, "killed")
+                self.client.set_terminated(run.info.run_id, status)
+
+
+def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Any]:
+    """The trials' runs of one search, oldest first."""
+    return client.search_runs([experiment_id], filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'",
+                              max_results=10_000, order_by=["attributes.start_time ASC"])
+
+
+def find_resumable_search(client: MlflowClient, experiment_id: str, experiment: str) -> Any:
+    """The latest search of the experiment, if it did not finish; reopened (RUNNING) to be continued."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'search'",
+                              max_results=1, order_by=["attributes.start_time DESC"])
+    if not runs:
+        raise TrackingError(f"experiment {experiment!r} has no search to resume; run it without --resume")
+    run = runs[0]
+    if run.info.status == "FINISHED":
+        raise TrackingError(f"the latest search of experiment {experiment!r} ({run.info.run_id}) finished; "
+                            "nothing to resume: run it without --resume to start a new search")
+    client.update_run(run.info.run_id, status="RUNNING")
+    return run
+
+
+def latest_space_file(tracking_uri: str | None, experiment: str) -> Path:
+    """The space file the latest search of ``experiment`` was started from (for ``hpsearch resume``)."""
+    client, _ = connect(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'search'", max_results=1,
+                              order_by=["attributes.start_time DESC"]) if found else []
+    if not runs:
+        raise TrackingError(f"experiment {experiment!r} has no search to resume in {client.tracking_uri}")
+    return Path(runs[0].data.tags[TAG_SPACE_FILE])
 
 
 def start_search_run(client: MlflowClient, experiment_id: str, name: str, params: dict[str, Any],
-                     space_file: Path) -> str:
+                     space_file: Path, ray_experiment: Path) -> str:
     """Open the search's parent run with its settings as params and the space file as an artifact."""
-    run = client.create_run(experiment_id, run_name=name, tags={TAG_KIND: "search", MLFLOW_RUN_NAME: name})
+    tags = {TAG_KIND: "search", MLFLOW_RUN_NAME: name, TAG_SPACE_FILE: str(space_file.resolve()),
+            TAG_RAY_EXPERIMENT: str(ray_experiment.resolve())}
+    run = client.create_run(experiment_id, run_name=name, tags=tags)
     run_id = run.info.run_id
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
     for start in range(0, len(items), 100):  # MLflow's limit per log_batch
@@ -230,6 +340,16 @@ def abort_search_run(client: MlflowClient, run_id: str, tracker: TrialTracker | 
 def _is_metric(key: str, value: Any) -> bool:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     return key in METRIC_KEYS and number and math.isfinite(value)
+
+
+def _last_step(client: MlflowClient, run_id: str) -> int:
+    history = client.get_metric_history(run_id, "val_loss")
+    return max((m.step for m in history), default=0)
+
+
+def download_model(client: MlflowClient, run_id: str, directory: Path) -> str:
+    """The trial's model files from MLflow (when Ray's checkpoint is not at hand, as after a resume)."""
+    return client.download_artifacts(run_id, "model", str(directory))
 
 
 def _first_line(text: str) -> str:

@@ -54,7 +54,8 @@ def log_search_plots(client: MlflowClient, parent_run_id: str, best: Any, test: 
     Args:
         client: the MLflow client the search wrote with.
         parent_run_id: the search's parent run (still open).
-        best: the best trial's record (``run_id``, ``model_dir``) or None when no trial scored.
+        best: the best trial's record (``run_id``, ``model_dir``; None when its model is only in MLflow), or
+            None when no trial scored.
         test: the test split, for the best model's confusion matrix or predicted-vs-true plot.
         on_event: where to say what was logged and which figure was skipped.
     """
@@ -66,8 +67,9 @@ def log_search_plots(client: MlflowClient, parent_run_id: str, best: Any, test: 
         out.mkdir()
         logged.per_trial_s = _log_trial_pngs(client, history, Path(tmp))
         figures = search_plots(history, logged)
-        if best is not None and getattr(best, "model_dir", None):
-            figures += _best_model_plots(history, best.model_dir, test, out, logged)
+        if best is not None:
+            model_dir = best.model_dir or _download_model(client, best.run_id, Path(tmp) / "best")
+            figures += _best_model_plots(history, model_dir, test, out, logged)
         _write(figures, out, logged)
         plots.close(figures)
         client.log_artifacts(parent_run_id, str(out), PLOTS_DIR)
@@ -142,6 +144,12 @@ def _best_model_plots(history: SearchHistory, model_dir: str, test: Split | None
     else:
         figures.append(plots.confusion_matrix(y_true, y_pred, spec.classes))
     return figures
+
+
+def _download_model(client: MlflowClient, run_id: str, into: Path) -> str:
+    """The model of a trial that ended before the search was resumed: only MLflow still has it."""
+    into.mkdir(parents=True)
+    return client.download_artifacts(run_id, "model", str(into))
 
 
 @torch.no_grad()

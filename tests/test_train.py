@@ -103,3 +103,14 @@ def test_params_round_trip_through_the_flat_mlflow_form():
     assert flat["n_layers"] == 2 and flat["units_1"] == 32 and "hidden_sizes" not in flat
     assert TrialConfig.from_params(flat) == config
     assert TrialConfig.from_params({"layers": "128-64"}).hidden_sizes == (128, 64)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+def test_training_runs_on_the_gpu_and_matches_the_cpu_closely():
+    data = _data("breast_cancer")
+    config = TrialConfig(hidden_sizes=(32,), max_epochs=3)
+    on_gpu = fit(config, data, lambda metrics, save: None, device="cuda")
+    assert next(on_gpu.parameters()).is_cuda
+    gpu = _collect(config, data, device="cuda")[-1]
+    cpu = _collect(config, data)[-1]
+    assert gpu["val_accuracy"] == pytest.approx(cpu["val_accuracy"], abs=0.05)

@@ -1,0 +1,62 @@
+"""Every mistake a user can make before a search starts: exit code 2, one line naming the file and what is
+wrong, and nothing written to the store or the results folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hpsearch.cli import main
+
+IRIS = "data='sklearn:iris'"
+CSV = "data='csv:table.csv'"
+TABLE = "size,colour,label,score\n" + "".join(f"{i},{'red' if i % 2 else 'blue'},{'cat' if i % 3 else 'dog'},{i}.5\n"
+                                              for i in range(40))
+
+# (space file body or None for no file, extra command-line arguments, words of the error)
+BAD_INPUTS = [
+    ("missing space file", None, [], "no such file"),
+    ("not python", b"\x00\x01binary", [], "null bytes"),
+    ("syntax error", "search = Search(data='sklearn:iris'\n", [], "space.py:2: syntax error"),
+    ("no search", "x = 1", [], "defines no module-level `search`"),
+    ("unknown field", f"search = Search({IRIS}, epochs=3)", [], "epochs: unknown field"),
+    ("wrong type", f"search = Search({IRIS}, num_samples='ten')", [], "num_samples: must be an integer"),
+    ("bad bounds", f"search = Search({IRIS}, params={{'lr': loguniform(1, 0.1)}})", [], "params.lr: loguniform"),
+    ("empty choice", f"search = Search({IRIS}, params={{'batch_size': choice([])}})", [], "at least one option"),
+    ("unknown optimizer", f"search = Search({IRIS}, params={{'optimizer': 'lbfgs'}})", [], "params.optimizer"),
+    ("unknown activation", f"search = Search({IRIS}, params={{'activation': 'relu6'}})", [], "params.activation"),
+    ("unknown task", f"search = Search({IRIS}, task='ranking')", [], "task: must be one of"),
+    ("unknown metric", f"search = Search({IRIS}, metric='f1')", [], "metric: 'f1' is not reported"),
+    ("metric not for the task", f"search = Search({IRIS}, metric='val_rmse')", [], "not reported for a multiclass"),
+    ("unknown dataset", "search = Search(data='sklearn:mnist')", [], "unknown dataset 'mnist'"),
+    ("csv missing", "search = Search(data='csv:nope.csv', target='label')", [], "file not found"),
+    ("target column missing", f"search = Search({CSV}, target='species')", [], "target column 'species' not found"),
+    ("empty csv", "search = Search(data='csv:empty.csv', target='label')", [], "the file is empty"),
+    ("one class", "search = Search(data='csv:one.csv', target='label')", [], "has a single class"),
+    ("non-numeric regression target", f"search = Search({CSV}, target='colour', task='regression')", [],
+     "needs a numeric target"),
+    ("too many cpus", f"search = Search({IRIS})", ["--cpus-per-trial", "64"], "resources.cpu: asks for 64 CPUs"),
+    ("too many gpus", f"search = Search({IRIS}, resources={{'cpu': 1, 'gpu': 0.5}})", [], "resources.gpu"),
+    ("bad override", f"search = Search({IRIS})", ["--num-samples", "0"], "num_samples: must be an integer >= 1"),
+    ("unreachable tracking uri", f"search = Search({IRIS})", ["--tracking-uri", "http://127.0.0.1:9"],
+     "cannot be reached"),
+    ("bad experiment name", f"search = Search({IRIS}, experiment='a\\nb')", [], "experiment: must be 1 to 200"),
+]
+
+
+@pytest.mark.parametrize(("body", "args", "words"), [b[1:] for b in BAD_INPUTS], ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(ray_session, workdir: Path, capsys, body, args, words):
+    (workdir / "table.csv").write_text(TABLE)
+    (workdir / "empty.csv").write_text("")
+    (workdir / "one.csv").write_text("size,label\n" + "".join(f"{i},cat\n" for i in range(20)))
+    space = workdir / "space.py"
+    if isinstance(body, bytes):
+        space.write_bytes(body)
+    elif body is not None:
+        space.write_text("from hpsearch import Search, choice, layers, loguniform, uniform\n" + body)
+
+    assert main(["run", str(space), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {space}") and words in err and "\n" not in err, err
+    assert not (workdir / "mlruns").exists() and not (workdir / "ray_results").exists()

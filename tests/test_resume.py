@@ -1,0 +1,167 @@
+"""Kill a search at several points, resume it, and check that the MLflow store lost and duplicated nothing.
+
+Each search runs as a real separate process (its own Ray), killed with SIGKILL (its whole process group, as
+when a machine dies) or SIGINT (Ctrl-C). The kill points are found by watching the real MLflow store.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import REPO, write_space
+
+pytestmark = pytest.mark.e2e
+
+TRIALS = 6
+EPOCHS = 4
+SPACE = f"""
+from sklearn.datasets import make_classification
+
+def make_data():  # big enough that an epoch takes a noticeable fraction of a second
+    return make_classification(n_samples=12000, n_features=20, random_state=0)
+
+search = Search(data=make_data, params={{"layers": layers(1, 2, units=(16, 64)), "lr": loguniform(1e-3, 1e-2),
+                "batch_size": 16}}, num_samples={TRIALS}, max_epochs={EPOCHS}, scheduler="fifo", experiment="r")
+"""
+
+
+def _start(workdir: Path, space: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "hpsearch", "run", str(space), *extra], cwd=workdir,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def _rows(workdir: Path, sql: str) -> list[tuple]:
+    database = workdir / "mlruns" / "mlflow.db"
+    if not database.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as connection:
+            return connection.execute(sql).fetchall()
+    except sqlite3.OperationalError:  # tables not created yet
+        return []
+
+
+def _children(workdir: Path) -> list[tuple[str, str]]:
+    return _rows(workdir, "SELECT r.run_uuid, r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                          "WHERE t.key = 'mlflow.parentRunId' AND r.lifecycle_stage = 'active'")
+
+
+def _parents(workdir: Path) -> list[tuple]:
+    return _rows(workdir, "SELECT r.run_uuid FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                          "WHERE t.key = 'hpsearch.kind' AND t.value = 'search'")
+
+
+def _epochs_logged(workdir: Path) -> list[tuple]:
+    return _rows(workdir, "SELECT run_uuid, COUNT(*) FROM metrics WHERE key = 'val_loss' GROUP BY run_uuid")
+
+
+def _mid_trial(workdir: Path) -> bool:
+    running = {run for run, status in _children(workdir) if status == "RUNNING"}
+    return any(n >= 1 for run, n in _epochs_logged(workdir) if run in running)
+
+
+def _wait_until(process: subprocess.Popen, condition: Callable[[], bool], what: str, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if process.poll() is not None:
+            pytest.fail(f"the search ended before {what}: {process.stderr.read()[-2000:]}")
+        time.sleep(0.05)
+    process.kill()
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _kill(process: subprocess.Popen, sig: int) -> subprocess.CompletedProcess:
+    if sig == signal.SIGKILL:
+        os.killpg(process.pid, signal.SIGKILL)  # the driver and the Ray it started, as when a machine dies
+    else:
+        process.send_signal(sig)
+    out, err = process.communicate(timeout=180)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def _finished_histories(workdir: Path) -> dict[str, int]:
+    finished = {run for run, status in _children(workdir) if status == "FINISHED"}
+    return {run: n for run, n in _epochs_logged(workdir) if run in finished}
+
+
+def _check_final_store(workdir: Path, kept: dict[str, int]) -> None:
+    client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("r")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("hpsearch.kind") == "search"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == TRIALS, "one child run per trial, no duplicates"
+    assert len({c.data.tags["hpsearch.trial_id"] for c in children}) == TRIALS
+    assert all(r.info.status in ("FINISHED", "FAILED") for r in runs), "no run left RUNNING or KILLED"
+    assert all(c.data.tags["hpsearch.status"] == "completed" for c in children)
+    for child in children:
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")]
+        assert steps == sorted(set(steps)), f"{child.info.run_name} logged an epoch twice: {steps}"
+        assert steps[-1] == EPOCHS
+    logged = dict(_epochs_logged(workdir))
+    for run_id, epochs in kept.items():  # trials that had finished before a kill were not run again
+        assert logged[run_id] == epochs
+
+
+def test_sigkill_at_start_up_mid_trial_and_between_trials_then_resume_loses_and_duplicates_nothing(workdir):
+    space = write_space(workdir, SPACE)
+    kill_points = [
+        ("start-up", lambda: bool(_parents(workdir)) and not _children(workdir)),
+        ("mid-trial", lambda: _mid_trial(workdir)),
+        ("between trials", lambda: sum(s == "FINISHED" for _, s in _children(workdir)) >= 3),
+    ]
+    kept: dict[str, int] = {}
+    process = _start(workdir, space)
+    for name, reached in kill_points:
+        _wait_until(process, reached, name)
+        kept.update(_finished_histories(workdir))
+        _kill(process, signal.SIGKILL)
+        assert len(_parents(workdir)) == 1
+        process = _start(workdir, space, "--resume")
+    result = process.communicate(timeout=300)
+    assert process.returncode == 0, result[1][-3000:]
+    assert "resuming search" in result[0]
+    _check_final_store(workdir, kept)
+
+
+def test_ctrl_c_marks_runs_killed_prints_how_to_resume_and_resume_finishes(workdir):
+    space = write_space(workdir, SPACE)
+    process = _start(workdir, space)
+    _wait_until(process, lambda: sum(s == "FINISHED" for _, s in _children(workdir)) >= 1 and _mid_trial(workdir),
+                "a finished trial and one half-way")
+    kept = _finished_histories(workdir)
+    result = _kill(process, signal.SIGINT)
+    assert result.returncode == 130, result.stderr[-2000:]
+    assert f"python -m hpsearch run {space} --resume" in result.stderr
+    statuses = [s for _, s in _children(workdir)]
+    assert "RUNNING" not in statuses and "KILLED" in statuses
+    assert _rows(workdir, "SELECT status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                          "WHERE t.key = 'hpsearch.kind' AND t.value = 'search'") == [("KILLED",)]
+
+    resumed = subprocess.run([sys.executable, "-m", "hpsearch", "resume", "r"], cwd=workdir, capture_output=True,
+                             text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _check_final_store(workdir, kept)
+
+
+def test_resume_of_a_finished_search_is_a_clear_error(ray_session, workdir, capsys):
+    from hpsearch.cli import main
+
+    space = write_space(workdir, "search = Search(data='sklearn:iris', num_samples=1, max_epochs=1)")
+    assert main(["run", str(space)]) == 0
+    assert main(["run", str(space), "--resume"]) == 2
+    assert "finished; nothing to resume" in capsys.readouterr().err
