@@ -143,10 +143,11 @@ def param_importances(study: optuna.Study, metric: str) -> tuple[Plot, dict[str,
 
 @contextlib.contextmanager
 def _optuna_matplotlib() -> Iterator[None]:
-    """Optuna's matplotlib plots switch the global style to ggplot and warn that they are experimental:
-    keep both to the call, so the next figure looks as it should."""
+    """Optuna's matplotlib plots switch the global style to ggplot and warn that they are experimental (and that
+    an axis of one value is widened): keep all of it to the call, so the next figure looks as it should."""
     with warnings.catch_warnings(), matplotlib.rc_context():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", "Attempting to set identical low and high", UserWarning)
         yield
 
 

@@ -11,6 +11,7 @@ its reason in ``plots/skipped.txt``: plots never fail a search whose results are
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -148,6 +149,7 @@ def _best_model_plots(history: SearchHistory, model_dir: str, test: Split | None
 
 def _download_model(client: MlflowClient, run_id: str, into: Path) -> str:
     """The model of a trial that ended before the search was resumed: only MLflow still has it."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a progress bar per file is noise
     into.mkdir(parents=True)
     return client.download_artifacts(run_id, "model", str(into))
 
