@@ -6,6 +6,7 @@ Every :class:`HpsearchError` (a mistake the user can fix) becomes one line on st
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -118,6 +119,10 @@ def _run(args: argparse.Namespace) -> int:
 
     print(f"\nexperiment {outcome.experiment!r}, search run {outcome.parent_run_id}")
     print(f"open the MLflow UI with:\n  {ui_command(args.tracking_uri)}")
+    if not args.no_plots:
+        store = f" --tracking-uri {args.tracking_uri}" if args.tracking_uri else ""
+        print(f"  (or python -m hpsearch ui{store}); plots are in the search run's plots/ artifacts; a report:\n"
+              f"  python -m hpsearch report {shlex.quote(outcome.experiment)}{store} -o report.html")
     if counts["failed"] == len(outcome.trials):
         print("error: every trial failed; see the trials' error.txt in MLflow", file=sys.stderr)
         return EXIT_ALL_TRIALS_FAILED
