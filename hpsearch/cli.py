@@ -6,6 +6,7 @@ Every :class:`HpsearchError` (a mistake the user can fix) becomes one line on st
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue the experiment's interrupted search")
     run.add_argument("--max-failures", type=int, default=0, metavar="N",
                      help="retry a failed trial up to N times from its last checkpoint (default 0)")
+    run.add_argument("--no-plots", action="store_true", help="do not log the figures to MLflow at the end")
+    talk = run.add_mutually_exclusive_group()
+    talk.add_argument("-q", "--quiet", action="store_true", help="no progress, only warnings and the summary")
+    talk.add_argument("-v", "--verbose", action="store_true", help="also every trial start and every epoch")
     run.set_defaults(command=_run)
     resume = commands.add_parser("resume", help="continue the interrupted search of an experiment")
     resume.add_argument("experiment", metavar="EXPERIMENT")
@@ -59,7 +64,26 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--top", type=int, default=5, metavar="K")
     resume.set_defaults(command=_resume)
     add_model_commands(commands)  # best, export, train, predict (hpsearch.cli_models)
+    _add_view_commands(commands)
     return parser
+
+
+def _add_view_commands(commands: argparse._SubParsersAction) -> None:
+    """``ui`` and ``report``: looking at searches already tracked."""
+    ui = commands.add_parser("ui", help="start the MLflow UI on the project's tracking store")
+    ui.add_argument("--port", type=int, default=5000, metavar="P", help="port (default 5000)")
+    ui.add_argument("--host", default="127.0.0.1", metavar="H", help="interface to bind (default 127.0.0.1)")
+    ui.add_argument("--tracking-uri", metavar="URI", help="MLflow backend store (default: sqlite in ./mlruns)")
+    ui.set_defaults(command=_ui)
+    report = commands.add_parser("report", help="write one self-contained HTML page about a search")
+    report.add_argument("experiment", nargs="?", metavar="EXPERIMENT",
+                        help="its latest search is reported (default: the latest search of any experiment)")
+    report.add_argument("-o", "--output", type=Path, default=Path("report.html"), metavar="FILE",
+                        help="where to write the page (default report.html)")
+    report.add_argument("--run", metavar="RUN_ID", help="a search's parent run id, instead of the latest")
+    report.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite in ./mlruns)")
+    report.add_argument("--top", type=int, default=10, metavar="K", help="best trials in the table (default 10)")
+    report.set_defaults(command=_report)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -69,11 +93,15 @@ def _run(args: argparse.Namespace) -> int:
     search = _with_overrides(search, args)
     if args.max_failures < 0:
         raise HpsearchError(f"--max-failures must be >= 0, but got {args.max_failures}")
+    from hpsearch.progress import NORMAL, QUIET, VERBOSE, Progress
     from hpsearch.runner import SearchInterrupted, run_search  # Ray and torch load once the space file is good
+
+    display = Progress(QUIET if args.quiet else VERBOSE if args.verbose else NORMAL)
 
     try:
         outcome = run_search(search, args.space_file, experiment=args.experiment, tracking_uri=args.tracking_uri,
-                             resume=args.resume, max_failures=args.max_failures)
+                             resume=args.resume, max_failures=args.max_failures, on_event=display.message,
+                             progress=display, plots=not args.no_plots)
     except HpsearchError as err:  # the data, the metric, the resources, the store: say which space file
         if str(err).startswith(str(args.space_file)):
             raise
@@ -93,9 +121,36 @@ def _run(args: argparse.Namespace) -> int:
 
     print(f"\nexperiment {outcome.experiment!r}, search run {outcome.parent_run_id}")
     print(f"open the MLflow UI with:\n  {ui_command(args.tracking_uri)}")
+    if not args.no_plots:
+        store = f" --tracking-uri {args.tracking_uri}" if args.tracking_uri else ""
+        print(f"  (or python -m hpsearch ui{store}); plots are in the search run's plots/ artifacts; a report:\n"
+              f"  python -m hpsearch report {shlex.quote(outcome.experiment)}{store} -o report.html")
     if counts["failed"] == len(outcome.trials):
         print("error: every trial failed; see the trials' error.txt in MLflow", file=sys.stderr)
         return EXIT_ALL_TRIALS_FAILED
+    return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from hpsearch.ui import serve
+
+    return serve(args.tracking_uri, args.host, args.port)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from hpsearch.history import find_search
+    from hpsearch.report import write_report
+    from hpsearch.tracking import connect
+
+    if args.tracking_uri is None and not Path("mlruns/mlflow.db").is_file():
+        from hpsearch.errors import TrackingError
+
+        raise TrackingError(f"no tracking store at mlruns/mlflow.db in {Path.cwd()}; run a search here first "
+                            "or pass --tracking-uri")
+    client, _ = connect(args.tracking_uri)
+    run_id = args.run or find_search(client, args.experiment)
+    path = write_report(client, run_id, args.output, top=args.top)
+    print(f"report of search {run_id} written to {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 

@@ -40,6 +40,7 @@ from hpsearch import publish, tracking  # noqa: E402
 from hpsearch.data import Dataset, load_dataset  # noqa: E402
 from hpsearch.errors import SpaceError  # noqa: E402
 from hpsearch.model import load_model  # noqa: E402
+from hpsearch.progress import Progress  # noqa: E402
 from hpsearch.space import Search, suggest_params  # noqa: E402
 from hpsearch.train import TrialConfig, evaluate, fit, metric_names  # noqa: E402
 
@@ -93,13 +94,17 @@ def run_search(
     resume: bool = False,
     max_failures: int = 0,
     on_event: Callable[[str], None] = print,
+    progress: Progress | None = None,
+    plots: bool = True,
 ) -> SearchOutcome:
     """Run one search (or continue an interrupted one) and return its outcome.
 
     Every check that can fail on the user's input (space, data, metric, resources, tracking store) runs
     before the first run is written, so a mistake leaves nothing half-written. Raises
-    :class:`SearchInterrupted` when the search was stopped before every trial ended (Ctrl-C).
+    :class:`SearchInterrupted` when the search was stopped before every trial ended (Ctrl-C). ``progress`` shows
+    the trials as they go (plain lines on stdout when not given); ``plots`` logs the figures to the parent run.
     """
+    progress = progress or Progress(live=False)
     started = time.monotonic()
     experiment = _check_experiment_name(experiment or search.experiment or space_file.stem)
     on_event(f"loading data from {search.data if isinstance(search.data, str) else 'the space file'}")
@@ -130,7 +135,7 @@ def run_search(
         on_event(f"search {parent} in experiment {experiment!r}: {search.num_samples} trials, "
                  f"up to {search.max_epochs} epochs each")
     try:
-        _fit(search, data, metric, mode, tracker, ray_path, max_failures, on_event)
+        _fit(search, data, metric, mode, tracker, ray_path, max_failures, progress)
         ended = sum(r.status in tracking.ENDED for r in tracker.records.values())
         if ended < search.num_samples:
             raise SearchInterrupted(f"{ended} of {search.num_samples} trials ended")
@@ -142,6 +147,10 @@ def run_search(
                                                                  ray_path / "best_model_from_mlflow")
             outcome.test_metrics = _test_report(outcome.best, data)
             tracking.log_test_metrics(client, outcome.best.run_id, outcome.test_metrics)
+        if plots:  # matplotlib, plotly and Optuna's plots load only when wanted
+            from hpsearch import visualize
+
+            visualize.log_search_plots(client, parent, outcome.best, data.test, on_event=progress.message)
         tracking.finish_search_run(client, parent, outcome.counts(), outcome.best, outcome.test_metrics, metric)
     except BaseException as err:
         tracking.abort_search_run(client, parent, tracker, err)
@@ -188,7 +197,7 @@ def _start_ray(resources: dict[str, float]) -> None:
 
 
 def _fit(search: Search, data: Dataset, metric: str, mode: str, tracker: tracking.TrialTracker,
-         ray_path: Path, max_failures: int, on_event: Callable[[str], None]) -> None:
+         ray_path: Path, max_failures: int, progress: Progress) -> None:
     settings = {
         "train": {"max_epochs": search.max_epochs, "seed": search.seed, "metric": metric, "mode": mode,
                   "early_stopping_patience": search.early_stopping_patience},
@@ -197,7 +206,7 @@ def _fit(search: Search, data: Dataset, metric: str, mode: str, tracker: trackin
     }
     trainable = tune.with_resources(tune.with_parameters(_trial, data=data.for_trials(), settings=settings),
                                     {"cpu": search.resources["cpu"], "gpu": search.resources["gpu"]})
-    callback = _TrackingCallback(tracker, settings["train"], search.num_samples, metric, mode, on_event)
+    callback = _TrackingCallback(tracker, settings["train"], search.num_samples, metric, mode, progress)
     failure_config = tune.FailureConfig(max_failures=max_failures)
     if _restorable(ray_path):
         tuner = _restore(ray_path, trainable, tracker, callback, failure_config)
@@ -207,7 +216,10 @@ def _fit(search: Search, data: Dataset, metric: str, mode: str, tracker: trackin
         tuner = _new_tuner(search, metric, mode, trainable, ray_path, callback, failure_config)
     # A failing trial is reported by our callback (one line, the traceback in MLflow), not by Tune's logger.
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
-    tuner.fit()
+    try:
+        tuner.fit()
+    finally:
+        progress.close()
 
 
 def _new_tuner(search: Search, metric: str, mode: str, trainable: Any, ray_path: Path, callback: tune.Callback,
@@ -300,36 +312,43 @@ def _trial(config: dict[str, Any], data: Dataset, settings: dict[str, Any]) -> N
 
 
 class _TrackingCallback(tune.Callback):
-    """Hands Ray Tune's trial events to the tracker and prints one progress line per finished trial."""
+    """Hands Ray Tune's trial events to the tracker and to the progress display."""
 
     def __init__(self, tracker: tracking.TrialTracker, train_settings: dict[str, Any], total: int,
-                 metric: str, mode: str, on_event: Callable[[str], None]) -> None:
+                 metric: str, mode: str, progress: Progress) -> None:
         self.tracker = tracker
         self.train_settings = train_settings
-        self.total = total
         self.metric = metric
-        self.mode = mode
-        self.on_event = on_event
-        self.started = time.monotonic()
-        self.best: tracking.TrialRecord | None = None
+        self.progress = progress
+        progress.begin(total, metric, mode)
+        for record in tracker.records.values():  # a resumed search: the trials that ended before count too
+            if record.status in tracking.ENDED:
+                progress.already_ended(record.name, record.status, record.metrics.get(metric))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         params = TrialConfig.from_params(trial.config, **self.train_settings).to_params()
-        self.tracker.trial_started(trial.trial_id, params)
+        record = self.tracker.trial_started(trial.trial_id, params)
+        self.progress.trial_started(record.name)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if "epoch" in result:
+            record = self.tracker.records[trial.trial_id]
+            before = record.epochs
             self.tracker.epoch_reported(trial.trial_id, result)
+            if record.epochs > before:
+                self.progress.epoch(record.name, record.epochs, record.metrics)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         checkpoint = trial.checkpoint
         last = trial.last_result or {}
+        if "epoch" in last:  # after a kill and a resume, Ray's last result may be newer than what MLflow got
+            self.tracker.epoch_reported(trial.trial_id, last)
         record = self.tracker.trial_ended(trial.trial_id, model_dir=checkpoint.path if checkpoint else None,
                                           early_stopped=bool(last.get("early_stopped")))
-        self._progress(record)
+        self._ended(record)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._progress(self.tracker.trial_ended(trial.trial_id, error=_error_text(trial)))
+        self._ended(self.tracker.trial_ended(trial.trial_id, error=_error_text(trial)))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Close the runs of trials that Ray restored as already ended but whose end the tracker missed."""
@@ -342,15 +361,9 @@ class _TrackingCallback(tune.Callback):
                     self.on_trial_error(0, trials, trial)
         self.tracker.flush()
 
-    def _progress(self, record: tracking.TrialRecord) -> None:
-        value = record.metrics.get(self.metric)
-        if value is not None and (self.best is None or _better(value, self.best.metrics[self.metric], self.mode)):
-            self.best = record
-        done = sum(r.status != "running" for r in self.tracker.records.values())
-        shown = f"{self.metric}={value:.4g}" if value is not None else (record.error or "").strip().splitlines()[-1:]
-        best = f"best {self.best.metrics[self.metric]:.4g} ({self.best.name})" if self.best else "no best yet"
-        self.on_event(f"[{done:>3}/{self.total}] {record.name} {record.status:<9} after {record.epochs:>3} epochs  "
-                      f"{shown}  | {best} | {time.monotonic() - self.started:.0f}s")
+    def _ended(self, record: tracking.TrialRecord) -> None:
+        self.progress.trial_ended(record.name, record.status, record.epochs, record.metrics.get(self.metric),
+                                  record.error)
 
 
 def _error_text(trial: Any) -> str:
@@ -359,10 +372,6 @@ def _error_text(trial: Any) -> str:
     if path and Path(path).is_file():
         return Path(path).read_text(errors="replace")
     return str(trial.get_error() or "the trial failed without an error message")
-
-
-def _better(value: float, than: float, mode: str) -> bool:
-    return value < than if mode == "min" else value > than
 
 
 # ------------------------------------------------------------------------------------------ search outcome

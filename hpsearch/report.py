@@ -1,0 +1,168 @@
+"""``hpsearch report``: one self-contained HTML page about a search, to mail or archive, opening without a server.
+
+It holds the search's settings and outcome, the best trials table, the interactive figures (plotly.js inline,
+once) and the static images (PNG as base64 ``data:`` URIs), and the best model's architecture. The figures are
+the ones the search logged (``plots/figures.json``); a search that logged none gets its figures drawn again
+from its runs' histories (all but the best model's, which need the test split).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import plotly.io as pio
+from mlflow import MlflowClient
+
+from hpsearch.history import SearchHistory, load_search
+from hpsearch.visualize import FIGURES_FILE, PLOTS_DIR
+
+__all__ = ["build_report", "write_report"]
+
+_HIDDEN = frozenset({"max_epochs", "seed", "metric", "mode", "early_stopping_patience"})
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
+th { background: #f0f0f0; } tr.best td { background: #eef8ee; font-weight: 600; }
+img { max-width: 100%; border: 1px solid #eee; } pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(480px, 1fr)); gap: 1em; }
+"""
+
+
+def write_report(client: MlflowClient, parent_run_id: str, path: Path, top: int = 10) -> Path:
+    """Write the report of one search to ``path`` and return it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(build_report(client, parent_run_id, top), encoding="utf-8")
+    return path
+
+
+def build_report(client: MlflowClient, parent_run_id: str, top: int = 10) -> str:
+    """The report page of one search, as a string."""
+    history = load_search(client, parent_run_id)
+    with tempfile.TemporaryDirectory(prefix="hpsearch-report-") as tmp:
+        plots_dir = _download_plots(client, parent_run_id, Path(tmp))
+        figures = _figures(history, plots_dir)
+        images = {p.stem: base64.b64encode(p.read_bytes()).decode() for p in sorted(plots_dir.glob("*.png"))}
+        arch = plots_dir / "architecture.txt"
+        architecture = arch.read_text() if arch.is_file() else None
+    title = f"hpsearch report: {history.experiment} / {history.run_name}"
+    body = [
+        f"<h1>{_e(title)}</h1>",
+        f"<p>Search run <code>{_e(parent_run_id)}</code>, started {_e(_when(history.start_ms))}; "
+        f"optimising <b>{_e(history.metric)}</b> ({_e(history.mode)}).</p>",
+        _outcome(history),
+        "<h2>Best trials</h2>", _best_table(history, top),
+        "<h2>Search settings</h2>", _settings(history),
+        "<h2>Plots</h2>", _interactive(figures),
+        "<h2>Static images</h2>", _images(images),
+    ]
+    if architecture:
+        body += ["<h2>Best model architecture</h2>", f"<pre>{_e(architecture)}</pre>"]
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
+            f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>")
+
+
+# ----------------------------------------------------------------------------------------------- sections
+def _outcome(history: SearchHistory) -> str:
+    counts = {k.removeprefix("trials_"): int(v) for k, v in history.metrics.items() if k.startswith("trials_")}
+    best = history.tags.get("hpsearch.best_trial")
+    tests = {k.removeprefix("best_"): v for k, v in history.metrics.items() if k.startswith("best_test_")}
+    parts = [", ".join(f"{n} {s}" for s, n in counts.items() if n) or f"{len(history.trials)} trials"]
+    if best:
+        parts.append(f"best trial <b>{_e(best)}</b>: {_e(history.metric)} = "
+                     f"{history.metrics.get(f'best_{history.metric}', float('nan')):.4g}")
+    if tests:
+        parts.append("on the test split " + ", ".join(f"{_e(k)} = {v:.4g}" for k, v in tests.items()))
+    return f"<p>{'; '.join(parts)}.</p>"
+
+
+def _best_table(history: SearchHistory, top: int) -> str:
+    ranked = history.ranked()[:top]
+    if not ranked:
+        return "<p>No trial reported the search's metric.</p>"
+    keys = [k for k in dict.fromkeys(k for t in history.trials for k in t.params) if k not in _HIDDEN]
+    varying = [k for k in keys if len({t.params.get(k) for t in history.trials}) > 1] or keys
+    best_id = history.tags.get("hpsearch.best_run_id")
+    header = ["rank", "trial", "status", history.metric, "epochs", *varying]
+    rows = [_row([i + 1, t.name, t.status, f"{t.last(history.metric):.4g}", t.epochs,
+                  *(_short(t.params.get(k)) for k in varying)], best=t.run_id == best_id)
+            for i, t in enumerate(ranked)]
+    return _table(header, rows)
+
+
+def _settings(history: SearchHistory) -> str:
+    general = [_row([k, v]) for k, v in sorted(history.params.items()) if not k.startswith("space.")]
+    space = [_row([k, v]) for k, v in history.space().items()]
+    return "<h3>Space</h3>" + _table(["param", "as the space file wrote it"], space) + \
+        "<h3>Search</h3>" + _table(["setting", "value"], general)
+
+
+def _interactive(figures: list[tuple[str, Any]]) -> str:
+    if not figures:
+        return "<p>No figures.</p>"
+    return "".join(f"<h3>{_e(title)}</h3>" + pio.to_html(fig, full_html=False, include_plotlyjs=i == 0,
+                                                          default_height="480px")
+                   for i, (title, fig) in enumerate(figures))
+
+
+def _images(images: dict[str, str]) -> str:
+    if not images:
+        return "<p>No images were logged for this search.</p>"
+    cells = [f"<figure><img alt='{_e(name)}' src='data:image/png;base64,{data}'><figcaption>{_e(name)}"
+             f"</figcaption></figure>" for name, data in images.items()]
+    return f"<div class='grid'>{''.join(cells)}</div>"
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _download_plots(client: MlflowClient, run_id: str, tmp: Path) -> Path:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a progress bar per file is noise
+    if not any(a.path == PLOTS_DIR for a in client.list_artifacts(run_id)):
+        return tmp  # an empty folder: nothing was logged
+    return Path(client.download_artifacts(run_id, PLOTS_DIR, str(tmp)))
+
+
+def _figures(history: SearchHistory, plots_dir: Path) -> list[tuple[str, Any]]:
+    """The logged plotly figures, or the search figures drawn again from the history."""
+    logged = plots_dir / FIGURES_FILE
+    if logged.is_file():
+        return [(f["title"], pio.from_json(json.dumps(f["figure"]))) for f in json.loads(logged.read_text())]
+    from hpsearch import plots
+    from hpsearch.visualize import PlotsLogged, search_plots
+
+    drawn = search_plots(history, PlotsLogged())
+    plots.close(drawn)
+    return [(p.title, p.interactive) for p in drawn]
+
+
+def _row(cells: list[Any], best: bool = False) -> str:
+    return f"<tr{' class=best' if best else ''}>" + "".join(f"<td>{_e(str(c))}</td>" for c in cells) + "</tr>"
+
+
+def _table(header: list[str], rows: list[str]) -> str:
+    return "<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>" + "".join(rows) + "</table>"
+
+
+def _short(value: str | None) -> str:
+    if value is None:
+        return ""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if number.is_integer() and "." not in value else f"{number:.3g}"
+
+
+def _when(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000)) if ms else "at an unknown time"
+
+
+def _e(text: str) -> str:
+    return html.escape(text)
+
