@@ -47,7 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cpus-per-trial", type=float, metavar="C")
     run.add_argument("--gpus-per-trial", type=float, metavar="G")
     run.add_argument("--top", type=int, default=5, metavar="K", help="best trials shown at the end (default 5)")
+    run.add_argument("--address", metavar="ADDRESS", help="an existing Ray cluster: auto or HOST:PORT")
+    run.add_argument("--storage", metavar="PATH_OR_URI",
+                     help="checkpoints: a folder every node shares or an object store URI (default ./ray_results)")
     run.set_defaults(command=_run)
+    from hpsearch import cluster_cli
+
+    cluster_cli.add_commands(commands)
     return parser
 
 
@@ -58,7 +64,8 @@ def _run(args: argparse.Namespace) -> int:
     search = _with_overrides(search, args)
     from hpsearch.runner import run_search  # Ray and torch load only once the space file is known to be good
 
-    outcome = run_search(search, args.space_file, experiment=args.experiment, tracking_uri=args.tracking_uri)
+    outcome = run_search(search, args.space_file, experiment=args.experiment, tracking_uri=args.tracking_uri,
+                         address=args.address, storage=args.storage)
     counts = outcome.counts()
     print(f"\nsearch finished in {outcome.wall_s:.0f}s: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     _print_best(outcome, args.top)

@@ -6,7 +6,7 @@ say where the problem is (file, field) and what is allowed. Anything else that e
 
 from __future__ import annotations
 
-__all__ = ["DataError", "HpsearchError", "NonFiniteLossError", "SpaceError", "TrackingError"]
+__all__ = ["ClusterError", "DataError", "HpsearchError", "NonFiniteLossError", "SpaceError", "TrackingError"]
 
 
 class HpsearchError(Exception):
@@ -39,6 +39,11 @@ class DataError(HpsearchError):
 
 class TrackingError(HpsearchError):
     """The MLflow tracking store cannot be reached or used."""
+
+
+class ClusterError(HpsearchError):
+    """A cluster (Ray, the Ray Jobs API, SLURM) cannot be used as asked: unreachable, unauthorised, or missing
+    what a multi-node search needs (shared storage, a tracking server every node reaches)."""
 
 
 class NonFiniteLossError(RuntimeError):

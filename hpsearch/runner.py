@@ -29,7 +29,7 @@ from ray import tune  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
-from hpsearch import tracking  # noqa: E402
+from hpsearch import cluster, tracking  # noqa: E402
 from hpsearch.data import Dataset, load_dataset  # noqa: E402
 from hpsearch.errors import SpaceError  # noqa: E402
 from hpsearch.model import load_model  # noqa: E402
@@ -84,11 +84,15 @@ def run_search(
     tracking_uri: str | None = None,
     results_dir: Path = DEFAULT_RESULTS_DIR,
     on_event: Callable[[str], None] = print,
+    address: str | None = None,
+    storage: str | None = None,
 ) -> SearchOutcome:
     """Run one search and return its outcome.
 
-    Every check that can fail on the user's input (space, data, metric, resources, tracking store) runs
-    before the first run is written, so a mistake leaves nothing half-written.
+    Every check that can fail on the user's input (space, data, metric, resources, cluster, tracking store)
+    runs before the first run is written, so a mistake leaves nothing half-written. ``address`` is an
+    existing Ray cluster (``auto``, ``HOST:PORT``); ``storage`` replaces ``results_dir`` for checkpoints (a
+    shared folder or an object store URI, as several nodes need).
     """
     started = time.monotonic()
     experiment = experiment or search.experiment or space_file.stem
@@ -99,7 +103,8 @@ def run_search(
         search = search.replace(num_samples=search.grid_size())
     on_event(f"{data.task} task: {len(data.train)} train / {len(data.val)} validation / {len(data.test)} test rows, "
              f"{data.n_features} features; optimising {metric} ({mode})")
-    _start_ray(search.resources)
+    _start_ray(search.resources, address)
+    cluster.check_cluster(ray.nodes(), search.resources, tracking_uri, storage)
     client, uri = tracking.connect(tracking_uri)
 
     exp_id = tracking.experiment_id(client, experiment, uri)
@@ -109,7 +114,7 @@ def run_search(
     on_event(f"search {parent} in experiment {experiment!r}: {search.num_samples} trials, "
              f"up to {search.max_epochs} epochs each")
     try:
-        _fit(search, data, metric, mode, tracker, results_dir, experiment, on_event)
+        _fit(search, data, metric, mode, tracker, cluster.storage_path(storage, results_dir), experiment, on_event)
         outcome = SearchOutcome(experiment, parent, uri, metric, mode, list(tracker.records.values()), None)
         outcome.best = next(iter(outcome.ranked()), None)
         if outcome.best is not None and outcome.best.model_dir is not None:
@@ -124,8 +129,14 @@ def run_search(
 
 
 # ----------------------------------------------------------------------------------------------- Ray Tune
-def _start_ray(resources: dict[str, float]) -> None:
-    """Start a local Ray (or reuse the one this process already has) and check it can hold one trial."""
+def _start_ray(resources: dict[str, float], address: str | None = None) -> None:
+    """Start a local Ray, connect to the cluster at ``address``, or reuse the Ray this process already has;
+    then check it can hold one trial."""
+    if not ray.is_initialized() and address is not None:
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR", configure_logging=True)
+        except Exception as err:  # noqa: BLE001 - unreachable, or refused (token authentication)
+            raise cluster.connection_error(address, err) from None
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True)
     available = ray.cluster_resources()
@@ -136,7 +147,7 @@ def _start_ray(resources: dict[str, float]) -> None:
 
 
 def _fit(search: Search, data: Dataset, metric: str, mode: str, tracker: tracking.TrialTracker,
-         results_dir: Path, experiment: str, on_event: Callable[[str], None]) -> None:
+         storage_path: str, experiment: str, on_event: Callable[[str], None]) -> None:
     settings = {
         "train": {"max_epochs": search.max_epochs, "seed": search.seed, "metric": metric, "mode": mode,
                   "early_stopping_patience": search.early_stopping_patience},
@@ -152,12 +163,13 @@ def _fit(search: Search, data: Dataset, metric: str, mode: str, tracker: trackin
             search_alg=_searcher(search, metric, mode),
             scheduler=_scheduler(search),
             num_samples=search.num_samples,
-            reuse_actors=True,
+            # On several nodes a reused actor on a fast node takes the trials of nodes whose workers still start.
+            reuse_actors=len(cluster.alive_nodes(ray.nodes())) <= 1,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
             name=f"{experiment}-{tracker.parent_run_id[:8]}",
-            storage_path=str(results_dir.resolve()),
+            storage_path=storage_path,
             callbacks=[_TrackingCallback(tracker, settings["train"], search.num_samples, metric, mode, on_event)],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=0),
@@ -200,10 +212,13 @@ def _trial(config: dict[str, Any], data: Dataset, settings: dict[str, Any]) -> N
     device = "cuda" if settings["gpu"] and torch.cuda.is_available() else "cpu"
     trial_config = TrialConfig.from_params(config, **settings["train"])
 
+    node_id = ray.get_runtime_context().get_node_id()  # the node's identity; hostname and IP Tune adds itself
+
     def report(metrics: dict[str, float], save: Callable[[Path], None]) -> None:
         with tempfile.TemporaryDirectory() as directory:
             save(Path(directory))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+            tune.report({**metrics, tracking.NODE_ID_KEY: node_id},
+                        checkpoint=tune.Checkpoint.from_directory(directory))
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
@@ -233,12 +248,13 @@ class _TrackingCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if "epoch" in result:
+            self.tracker.node_reported(trial.trial_id, result)
             self.tracker.epoch_reported(trial.trial_id, result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         checkpoint = trial.checkpoint
         last = trial.last_result or {}
-        record = self.tracker.trial_ended(trial.trial_id, model_dir=checkpoint.path if checkpoint else None,
+        record = self.tracker.trial_ended(trial.trial_id, model_dir=_local_dir(checkpoint) if checkpoint else None,
                                           early_stopped=bool(last.get("early_stopped")))
         self._progress(record)
 
@@ -257,6 +273,13 @@ class _TrackingCallback(tune.Callback):
         best = f"best {self.best.metrics[self.metric]:.4g} ({self.best.name})" if self.best else "no best yet"
         self.on_event(f"[{done:>3}/{self.total}] {record.name} {record.status:<9} after {record.epochs:>3} epochs  "
                       f"{shown}  | {best} | {time.monotonic() - self.started:.0f}s")
+
+
+def _local_dir(checkpoint: tune.Checkpoint) -> str:
+    """The checkpoint as a local folder: where it lies on local or shared storage, else downloaded (s3://...)."""
+    if checkpoint.filesystem is None or checkpoint.filesystem.type_name == "local":
+        return checkpoint.path
+    return checkpoint.to_directory()
 
 
 def _error_text(trial: Any) -> str:
