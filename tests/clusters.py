@@ -30,11 +30,14 @@ class Processes:
         self.logs = logs
         self.started: list[subprocess.Popen] = []
 
-    def start(self, name: str, argv: Sequence[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen:
+    def start(self, name: str, argv: Sequence[str], env: dict[str, str], cwd: Path | None = None,
+              grace_s: float = 5) -> subprocess.Popen:
+        """Start ``argv``; at the end it gets SIGTERM, then ``grace_s`` seconds, then SIGKILL (its whole group)."""
         log = open(self.logs / f"{name}.log", "w")  # noqa: SIM115 - closed with the process, in stop_all
         proc = subprocess.Popen(list(argv), env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         proc.log = log  # type: ignore[attr-defined]
+        proc.grace_s = grace_s  # type: ignore[attr-defined]
         self.started.append(proc)
         return proc
 
@@ -44,12 +47,12 @@ class Processes:
 
     def stop_all(self) -> None:
         for proc in reversed(self.started):
-            _stop(proc)
+            _stop(proc, proc.grace_s)  # type: ignore[attr-defined]
             proc.log.close()  # type: ignore[attr-defined]
         self.started.clear()
 
 
-def _stop(proc: subprocess.Popen, grace_s: float = 5) -> None:
+def _stop(proc: subprocess.Popen, grace_s: float) -> None:
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5)):
         if proc.poll() is None:
             _signal_group(proc.pid, sig)

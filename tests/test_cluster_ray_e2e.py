@@ -65,19 +65,23 @@ def ray_cluster() -> Iterator[RayCluster]:
     procs = Processes(root)
     try:
         mlflow = procs.start("mlflow", ["mlflow", "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
-                               "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                               "--artifacts-destination", str(root / "artifacts"), "--workers", "1"], env, cwd=root)
-        common = ["--block", "--num-cpus=1", "--num-gpus=0"]  # and a temp dir per node: runtime envs live there
+                                        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                                        "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+                             env, cwd=root)
+        # A temp dir per node (runtime envs are unpacked there) and free ports, not Ray's defaults, which
+        # another Ray on this machine may hold. `ray start --block` seldom exits on SIGTERM within seconds:
+        # a short grace, then its whole process group is killed.
+        common = ["--block", "--num-cpus=1", "--num-gpus=0", f"--dashboard-agent-listen-port={free_port()}"]
         head = procs.start("head", ["ray", "start", "--head", "--node-ip-address=127.0.0.2", f"--port={gcs_port}",
-                                    "--dashboard-host=127.0.0.2", f"--temp-dir={root}/head",
-                                    f"--dashboard-agent-listen-port={free_port()}",
-                             f"--dashboard-port={dashboard_port}", "--include-dashboard=true", *common], env)
+                                    "--dashboard-host=127.0.0.2", f"--dashboard-port={dashboard_port}",
+                                    "--include-dashboard=true", f"--temp-dir={root}/head", *common], env, grace_s=2)
         dashboard = f"http://127.0.0.2:{dashboard_port}"
         wait_until(lambda: http_ok(f"{dashboard}/api/version", token.read_text()), 90, "the Ray head's dashboard",
                    lambda: procs.log("head"), head)
+        common[-1] = f"--dashboard-agent-listen-port={free_port()}"
         worker = procs.start("worker", ["ray", "start", f"--address=127.0.0.2:{gcs_port}",
-                                        "--node-ip-address=127.0.0.3", f"--temp-dir={root}/worker",
-                                        f"--dashboard-agent-listen-port={free_port()}", *common], env)
+                                        "--node-ip-address=127.0.0.3", f"--temp-dir={root}/worker", *common],
+                             env, grace_s=2)
         wait_until(lambda: _alive_nodes(f"127.0.0.2:{gcs_port}", env) == 2, 90, "the second Ray node",
                    lambda: procs.log("worker"), worker)
         wait_until(lambda: http_ok(f"http://127.0.0.1:{mlflow_port}/health"), 90, "the MLflow server",
