@@ -301,10 +301,13 @@ free_port() {{ "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("", 0))
 
 mapfile -t nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
 head_node="${{nodes[0]}}"
+# The head's address for the other nodes: HPSEARCH_HEAD_IP if set, else the address of the interface that routes
+# outwards (as Ray finds it; `hostname --ip-address` can be 127.0.1.1). One node: the loopback address.
 if [ "${{#nodes[@]}}" -eq 1 ]; then
-  head_ip=127.0.0.1  # one node: Ray need not listen on the network
+  head_ip="${{HPSEARCH_HEAD_IP:-127.0.0.1}}"
 else
-  head_ip="$(hostname --ip-address | awk '{{print $1}}')"
+  head_ip="${{HPSEARCH_HEAD_IP:-$("$PYTHON" -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("8.8.8.8", 80)); print(s.getsockname()[0])')}}"
 fi
 head_address="$head_ip:$(free_port)"
 ray_pids=()
