@@ -138,10 +138,13 @@ def test_a_search_submitted_through_the_jobs_api_uses_both_nodes_and_tracks_on_t
     assert not (tmp_path / "mlruns").exists()
 
 
-def test_run_on_a_multi_node_cluster_without_shared_storage_or_server_stops_before_writing(ray_cluster, tmp_path):
-    result = _hpsearch(["run", str(SPACES / "reference.py"), "--address", ray_cluster.gcs_address,
-                        "--num-samples", "2", "--max-epochs", "1"], ray_cluster.env, tmp_path)
-    assert result.returncode == 2, result.stderr[-3000:]
-    error = result.stderr.strip().splitlines()[-1]
-    assert error.startswith("error: the Ray cluster has 2 nodes") and "--storage" in error and "--tracking-uri" in error
-    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "ray_results").exists()
+def test_a_job_on_several_nodes_without_shared_storage_stops_before_writing_and_exits_2(ray_cluster, tmp_path):
+    """The multi-node check runs in the job's driver; `submit --wait` streams its one line and its exit code."""
+    folder = _job_folder(ray_cluster.root)
+    result = _hpsearch(["submit", str(folder / "space.py"), "--ray-address", ray_cluster.dashboard_url, "--wait",
+                        "--tracking-uri", ray_cluster.tracking_uri, "--experiment", "no-storage"],
+                       ray_cluster.env, tmp_path)
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "error: the Ray cluster has 2 nodes, so the search needs --storage PATH_OR_URI" in result.stdout
+    assert "FAILED (exit code 2)" in result.stdout
+    assert MlflowClient(ray_cluster.tracking_uri).get_experiment_by_name("no-storage") is None
