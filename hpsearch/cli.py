@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     talk = run.add_mutually_exclusive_group()
     talk.add_argument("-q", "--quiet", action="store_true", help="no progress, only warnings and the summary")
     talk.add_argument("-v", "--verbose", action="store_true", help="also every trial start and every epoch")
+    run.add_argument("--address", metavar="ADDRESS", help="an existing Ray cluster: auto or HOST:PORT")
+    run.add_argument("--storage", metavar="PATH_OR_URI",
+                     help="checkpoints: a folder every node shares or an object store URI (default ./ray_results)")
     run.set_defaults(command=_run)
     resume = commands.add_parser("resume", help="continue the interrupted search of an experiment")
     resume.add_argument("experiment", metavar="EXPERIMENT")
@@ -65,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     resume.set_defaults(command=_resume)
     add_model_commands(commands)  # best, export, train, predict (hpsearch.cli_models)
     _add_view_commands(commands)
+    from hpsearch import cluster_cli
+
+    cluster_cli.add_commands(commands)
     return parser
 
 
@@ -101,6 +107,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         outcome = run_search(search, args.space_file, experiment=args.experiment, tracking_uri=args.tracking_uri,
                              resume=args.resume, max_failures=args.max_failures, on_event=display.message,
+                             address=args.address, storage=args.storage,
                              progress=display, plots=not args.no_plots)
     except HpsearchError as err:  # the data, the metric, the resources, the store: say which space file
         if str(err).startswith(str(args.space_file)):

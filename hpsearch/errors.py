@@ -6,8 +6,8 @@ say where the problem is (file, field) and what is allowed. Anything else that e
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "HpsearchError", "NonFiniteLossError", "NotFoundError", "SpaceError",
-           "TrackingError"]
+__all__ = ["ClusterError", "ConfigError", "DataError", "HpsearchError", "NonFiniteLossError", "NotFoundError",
+           "SpaceError", "TrackingError"]
 
 
 class HpsearchError(Exception):
@@ -48,6 +48,11 @@ class NotFoundError(HpsearchError):
 
 class ConfigError(HpsearchError):
     """An exported configuration file (``best.yaml``) or an input file for a model is missing or not valid."""
+
+
+class ClusterError(HpsearchError):
+    """A cluster (Ray, the Ray Jobs API, SLURM) cannot be used as asked: unreachable, unauthorised, or missing
+    what a multi-node search needs (shared storage, a tracking server every node reaches)."""
 
 
 class NonFiniteLossError(RuntimeError):

@@ -36,7 +36,7 @@ from ray.tune import ExperimentAnalysis  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
-from hpsearch import publish, tracking  # noqa: E402
+from hpsearch import cluster, publish, tracking  # noqa: E402
 from hpsearch.data import Dataset, load_dataset  # noqa: E402
 from hpsearch.errors import SpaceError  # noqa: E402
 from hpsearch.model import load_model  # noqa: E402
@@ -96,13 +96,17 @@ def run_search(
     on_event: Callable[[str], None] = print,
     progress: Progress | None = None,
     plots: bool = True,
+    address: str | None = None,
+    storage: str | None = None,
 ) -> SearchOutcome:
     """Run one search (or continue an interrupted one) and return its outcome.
 
-    Every check that can fail on the user's input (space, data, metric, resources, tracking store) runs
-    before the first run is written, so a mistake leaves nothing half-written. Raises
+    Every check that can fail on the user's input (space, data, metric, resources, cluster, tracking store)
+    runs before the first run is written, so a mistake leaves nothing half-written. Raises
     :class:`SearchInterrupted` when the search was stopped before every trial ended (Ctrl-C). ``progress`` shows
     the trials as they go (plain lines on stdout when not given); ``plots`` logs the figures to the parent run.
+    ``address`` is an existing Ray cluster (``auto``, ``HOST:PORT``); ``storage`` replaces ``results_dir`` for
+    checkpoints (a shared folder or an object store URI, as several nodes need).
     """
     progress = progress or Progress(live=False)
     started = time.monotonic()
@@ -114,13 +118,14 @@ def run_search(
         search = search.replace(num_samples=search.grid_size())
     on_event(f"{data.task} task: {len(data.train)} train / {len(data.val)} validation / {len(data.test)} test rows, "
              f"{data.n_features} features; optimising {metric} ({mode})")
-    _start_ray(search.resources)
+    _start_ray(search.resources, address)
+    cluster.check_cluster(ray.nodes(), search.resources, tracking_uri, storage)
     client, uri = tracking.connect(tracking_uri)
 
     exp_id = tracking.experiment_id(client, experiment, uri)
     if resume:
         previous = tracking.find_resumable_search(client, exp_id, experiment)
-        parent, ray_path = previous.info.run_id, Path(previous.data.tags[tracking.TAG_RAY_EXPERIMENT])
+        parent, ray_path = previous.info.run_id, previous.data.tags[tracking.TAG_RAY_EXPERIMENT]
         search = _as_started(search, previous.data.params)
         tracker = tracking.TrialTracker.resume(client, exp_id, parent, search.max_epochs)
         ended = sum(r.status in tracking.ENDED for r in tracker.records.values())
@@ -128,7 +133,8 @@ def run_search(
                  "trials already ended and are kept")
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        ray_path = results_dir.resolve() / f"{_slug(experiment)}-{stamp}-{uuid.uuid4().hex[:6]}"
+        storage_root = cluster.storage_path(storage, results_dir)  # a folder, or an object store URI
+        ray_path = f"{storage_root.rstrip('/')}/{_slug(experiment)}-{stamp}-{uuid.uuid4().hex[:6]}"
         parent = tracking.start_search_run(client, exp_id, f"search-{stamp}",
                                            _search_params(search, data, metric, mode), space_file, ray_path)
         tracker = tracking.TrialTracker(client, exp_id, parent, search.max_epochs)
@@ -144,7 +150,7 @@ def run_search(
         if outcome.best is not None:
             if outcome.best.model_dir is None:  # it ended before a resume: its model is in MLflow
                 outcome.best.model_dir = tracking.download_model(client, outcome.best.run_id,
-                                                                 ray_path / "best_model_from_mlflow")
+                                                                 Path(tempfile.mkdtemp(prefix="hpsearch-")))
             outcome.test_metrics = _test_report(outcome.best, data)
             tracking.log_test_metrics(client, outcome.best.run_id, outcome.test_metrics)
         if plots:  # matplotlib, plotly and Optuna's plots load only when wanted
@@ -185,8 +191,14 @@ def _slug(name: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- Ray Tune
-def _start_ray(resources: dict[str, float]) -> None:
-    """Start a local Ray (or reuse the one this process already has) and check it can hold one trial."""
+def _start_ray(resources: dict[str, float], address: str | None = None) -> None:
+    """Start a local Ray, connect to the cluster at ``address``, or reuse the Ray this process already has;
+    then check it can hold one trial."""
+    if not ray.is_initialized() and address is not None:
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR", configure_logging=True)
+        except Exception as err:  # noqa: BLE001 - unreachable, or refused (token authentication)
+            raise cluster.connection_error(address, err) from None
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True)
     available = ray.cluster_resources()
@@ -197,7 +209,7 @@ def _start_ray(resources: dict[str, float]) -> None:
 
 
 def _fit(search: Search, data: Dataset, metric: str, mode: str, tracker: tracking.TrialTracker,
-         ray_path: Path, max_failures: int, progress: Progress) -> None:
+         ray_path: str, max_failures: int, progress: Progress) -> None:
     settings = {
         "train": {"max_epochs": search.max_epochs, "seed": search.seed, "metric": metric, "mode": mode,
                   "early_stopping_patience": search.early_stopping_patience},
@@ -212,7 +224,8 @@ def _fit(search: Search, data: Dataset, metric: str, mode: str, tracker: trackin
         tuner = _restore(ray_path, trainable, tracker, callback, failure_config)
     else:
         tracker.forget(set(tracker.records))  # nothing was saved before the kill: the trials start afresh
-        shutil.rmtree(ray_path, ignore_errors=True)
+        if "://" not in ray_path:
+            shutil.rmtree(ray_path, ignore_errors=True)
         tuner = _new_tuner(search, metric, mode, trainable, ray_path, callback, failure_config)
     # A failing trial is reported by our callback (one line, the traceback in MLflow), not by Tune's logger.
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
@@ -222,7 +235,7 @@ def _fit(search: Search, data: Dataset, metric: str, mode: str, tracker: trackin
         progress.close()
 
 
-def _new_tuner(search: Search, metric: str, mode: str, trainable: Any, ray_path: Path, callback: tune.Callback,
+def _new_tuner(search: Search, metric: str, mode: str, trainable: Any, ray_path: str, callback: tune.Callback,
                failure_config: tune.FailureConfig) -> tune.Tuner:
     return tune.Tuner(
         trainable,
@@ -232,12 +245,13 @@ def _new_tuner(search: Search, metric: str, mode: str, trainable: Any, ray_path:
             search_alg=_searcher(search, metric, mode),
             scheduler=_scheduler(search),
             num_samples=search.num_samples,
-            reuse_actors=True,
+            # On several nodes a reused actor on a fast node takes the trials of nodes whose workers still start.
+            reuse_actors=len(cluster.alive_nodes(ray.nodes())) <= 1,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
-            name=ray_path.name,
-            storage_path=str(ray_path.parent),
+            name=ray_path.rsplit("/", 1)[1],
+            storage_path=ray_path.rsplit("/", 1)[0],
             callbacks=[callback],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=failure_config,
@@ -246,12 +260,14 @@ def _new_tuner(search: Search, metric: str, mode: str, trainable: Any, ray_path:
     )
 
 
-def _restorable(ray_path: Path) -> bool:
+def _restorable(ray_path: str) -> bool:
     """Whether Ray Tune saved enough of this search to restore it (the tuner and a snapshot of its trials)."""
-    return tune.Tuner.can_restore(str(ray_path)) and any(ray_path.glob("experiment_state-*.json"))
+    if not tune.Tuner.can_restore(ray_path):
+        return False
+    return "://" in ray_path or any(Path(ray_path).glob("experiment_state-*.json"))
 
 
-def _restore(ray_path: Path, trainable: Any, tracker: tracking.TrialTracker, callback: tune.Callback,
+def _restore(ray_path: str, trainable: Any, tracker: tracking.TrialTracker, callback: tune.Callback,
              failure_config: tune.FailureConfig) -> tune.Tuner:
     """Ray Tune's own restore (trials, checkpoints, searcher and scheduler state), tracked by today's callback.
 
@@ -298,10 +314,13 @@ def _trial(config: dict[str, Any], data: Dataset, settings: dict[str, Any]) -> N
     device = "cuda" if settings["gpu"] and torch.cuda.is_available() else "cpu"
     trial_config = TrialConfig.from_params(config, **settings["train"])
 
+    node_id = ray.get_runtime_context().get_node_id()  # the node's identity; hostname and IP Tune adds itself
+
     def report(metrics: dict[str, float], save: Callable[[Path], None]) -> None:
         with tempfile.TemporaryDirectory() as directory:
             save(Path(directory))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+            tune.report({**metrics, tracking.NODE_ID_KEY: node_id},
+                        checkpoint=tune.Checkpoint.from_directory(directory))
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
@@ -334,6 +353,7 @@ class _TrackingCallback(tune.Callback):
         if "epoch" in result:
             record = self.tracker.records[trial.trial_id]
             before = record.epochs
+            self.tracker.node_reported(trial.trial_id, result)
             self.tracker.epoch_reported(trial.trial_id, result)
             if record.epochs > before:
                 self.progress.epoch(record.name, record.epochs, record.metrics)
@@ -343,7 +363,7 @@ class _TrackingCallback(tune.Callback):
         last = trial.last_result or {}
         if "epoch" in last:  # after a kill and a resume, Ray's last result may be newer than what MLflow got
             self.tracker.epoch_reported(trial.trial_id, last)
-        record = self.tracker.trial_ended(trial.trial_id, model_dir=checkpoint.path if checkpoint else None,
+        record = self.tracker.trial_ended(trial.trial_id, model_dir=_local_dir(checkpoint) if checkpoint else None,
                                           early_stopped=bool(last.get("early_stopped")))
         self._ended(record)
 
@@ -364,6 +384,13 @@ class _TrackingCallback(tune.Callback):
     def _ended(self, record: tracking.TrialRecord) -> None:
         self.progress.trial_ended(record.name, record.status, record.epochs, record.metrics.get(self.metric),
                                   record.error)
+
+
+def _local_dir(checkpoint: tune.Checkpoint) -> str:
+    """The checkpoint as a local folder: where it lies on local or shared storage, else downloaded (s3://...)."""
+    if checkpoint.filesystem is None or checkpoint.filesystem.type_name == "local":
+        return checkpoint.path
+    return checkpoint.to_directory()
 
 
 def _error_text(trial: Any) -> str:

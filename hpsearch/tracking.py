@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from hpsearch.errors import TrackingError
@@ -40,6 +40,8 @@ TAG_KIND = "hpsearch.kind"
 TAG_RAY_EXPERIMENT = "hpsearch.ray_experiment"
 TAG_SPACE_FILE = "hpsearch.space_file"
 ENDED = ("completed", "stopped", "failed")
+TAG_NODE = "hpsearch.node"
+NODE_ID_KEY = "hpsearch_node_id"  # what a trial adds to its reports: Ray's id of the node it runs on
 
 for _noisy in ("alembic", "mlflow.store.db.utils"):  # schema creation on a new store is not news
     logging.getLogger(_noisy).setLevel(logging.WARNING)
@@ -135,6 +137,7 @@ class TrialRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     model_dir: str | None = None
     error: str | None = None
+    node: str | None = None
 
 
 class TrialTracker:
@@ -212,6 +215,19 @@ class TrialTracker:
         self._pending.setdefault(record.run_id, []).extend(Metric(k, v, now, epoch) for k, v in values.items())
         if time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
             self.flush()
+
+    def node_reported(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Tag the trial's run with the node it runs on, once: ``hpsearch.node`` = ``HOSTNAME/NODE_ID[:8]``.
+
+        Two Ray nodes on one machine share hostname and IP, so Ray's node id (from the trial) tells them apart.
+        """
+        record = self.records[trial_id]
+        node_id = str(result.get(NODE_ID_KEY, ""))
+        if record.node is not None or not node_id:
+            return
+        record.node = f"{result.get('hostname', 'unknown')}/{node_id[:8]}"
+        tags = {TAG_NODE: record.node, "hpsearch.node_id": node_id, "hpsearch.node_ip": str(result.get("node_ip", ""))}
+        self.client.log_batch(record.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
     def trial_ended(self, trial_id: str, *, model_dir: str | None = None, error: str | None = None,
                     early_stopped: bool = False) -> TrialRecord:
@@ -293,10 +309,10 @@ def latest_space_file(tracking_uri: str | None, experiment: str) -> Path:
 
 
 def start_search_run(client: MlflowClient, experiment_id: str, name: str, params: dict[str, Any],
-                     space_file: Path, ray_experiment: Path) -> str:
+                     space_file: Path, ray_experiment: str) -> str:
     """Open the search's parent run with its settings as params and the space file as an artifact."""
     tags = {TAG_KIND: "search", MLFLOW_RUN_NAME: name, TAG_SPACE_FILE: str(space_file.resolve()),
-            TAG_RAY_EXPERIMENT: str(ray_experiment.resolve())}
+            TAG_RAY_EXPERIMENT: ray_experiment}
     run = client.create_run(experiment_id, run_name=name, tags=tags)
     run_id = run.info.run_id
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]

@@ -1,0 +1,162 @@
+"""The cluster commands' checks, the sbatch script and the KubeRay manifest, without starting a cluster.
+
+The real clusters run in ``test_cluster_ray_e2e.py`` and ``test_cluster_slurm_e2e.py``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from hpsearch import cluster
+from hpsearch.cli import _parser, main
+from hpsearch.errors import ClusterError
+from hpsearch.tracking import TrialTracker
+from tests.conftest import REPO, SPACES, write_space
+
+NODE = {"Alive": True, "Resources": {"CPU": 4.0}}
+
+
+def test_one_node_needs_no_shared_storage_or_server():
+    cluster.check_cluster([NODE, {**NODE, "Alive": False}], {"cpu": 1, "gpu": 0}, None, None)
+
+
+@pytest.mark.parametrize(("tracking_uri", "storage", "missing"), [
+    (None, None, ["--storage", "--tracking-uri"]),
+    ("sqlite:///mlruns/mlflow.db", "/shared/results", ["--tracking-uri"]),
+    ("http://mlflow:5000", None, ["--storage"]),
+])
+def test_several_nodes_need_shared_storage_and_a_tracking_server(tracking_uri, storage, missing):
+    with pytest.raises(ClusterError, match="the Ray cluster has 2 nodes") as info:
+        cluster.check_cluster([NODE, NODE], {"cpu": 1, "gpu": 0}, tracking_uri, storage)
+    for flag in ("--storage", "--tracking-uri"):
+        assert (flag in str(info.value)) == (flag in missing)
+
+
+def test_several_nodes_with_shared_storage_and_a_server_pass():
+    cluster.check_cluster([NODE, NODE], {"cpu": 1, "gpu": 0}, "http://mlflow:5000", "s3://bucket/results")
+
+
+def test_a_trial_larger_than_every_node_is_refused_even_if_the_cluster_total_fits():
+    with pytest.raises(ClusterError, match=r"asks for 6 CPUs .* largest of the cluster's 2 nodes has 4"):
+        cluster.check_cluster([NODE, NODE], {"cpu": 6, "gpu": 0}, "http://mlflow:5000", "/shared")
+
+
+def test_storage_uris_are_kept_and_local_folders_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cluster.storage_path("s3://bucket/x", Path("ray_results")) == "s3://bucket/x"
+    assert cluster.storage_path("shared", Path("ray_results")) == str(tmp_path / "shared")
+    assert cluster.storage_path(None, Path("ray_results")) == str(tmp_path / "ray_results")
+
+
+def test_a_refused_token_is_explained_with_the_fix(monkeypatch):
+    from ray.exceptions import AuthenticationError
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    try:  # the shape ray.init raises: a ConnectionError caused by Ray's AuthenticationError
+        try:
+            raise AuthenticationError("RPC error: InvalidAuthToken: Authentication token is missing or incorrect")
+        except AuthenticationError as cause:
+            raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379") from cause
+    except ConnectionError as err:
+        message = str(cluster.connection_error("10.0.0.1:6379", err))
+    assert message.startswith("cannot connect to the Ray cluster at 10.0.0.1:6379: ")
+    assert "RAY_AUTH_MODE=token" in message and "ray get-auth-token" in message
+
+
+def test_the_node_tag_is_set_once_per_trial_from_the_reported_node(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
+    parent = client.create_run(experiment).info.run_id
+    tracker = TrialTracker(client, experiment, parent, max_epochs=2)
+    run_id = tracker.trial_started("t1", {"lr": 0.1}).run_id
+    tracker.node_reported("t1", {"hostname": "gpu7", "node_ip": "10.0.0.7", "hpsearch_node_id": "ab12cd34ef" * 5})
+    tracker.node_reported("t1", {"hostname": "other", "node_ip": "10.0.0.8", "hpsearch_node_id": "ff" * 25})
+    tags = client.get_run(run_id).data.tags
+    assert tags["hpsearch.node"] == "gpu7/ab12cd34" and tags["hpsearch.node_ip"] == "10.0.0.7"
+    assert tags["hpsearch.node_id"] == "ab12cd34ef" * 5
+
+
+# ---------------------------------------------------------------------------------------------------- SLURM
+def _job(tmp_path: Path, **overrides) -> cluster.SlurmJob:
+    settings = {"space_file": SPACES / "digits.py", "nodes": 3, "cpus_per_node": 8, "workdir": tmp_path,
+                "tracking_uri": "http://mlflow:5000", "run_args": ["--num-samples", "16"]}
+    return cluster.SlurmJob(**{**settings, **overrides})
+
+
+def test_the_sbatch_script_starts_a_head_workers_and_the_search(tmp_path):
+    script = cluster.sbatch_script(_job(tmp_path, gpus_per_node=2, time="02:00:00", partition="gpu"))
+    for line in ("#SBATCH --nodes=3", "#SBATCH --cpus-per-task=8", "#SBATCH --gpus-per-node=2",
+                 "#SBATCH --time=02:00:00", "#SBATCH --partition=gpu",
+                 f"#SBATCH --output={tmp_path}/slurm-logs/hpsearch-%j.out", "export RAY_AUTH_MODE=token"):
+        assert line in script
+    assert "start --head --block" in script and "start --block --address=" in script
+    assert "--num-cpus=8 --num-gpus=2" in script and "srun --nodes=1 --ntasks=1 --cpus-per-task=8 --gpus=2" in script
+    run_line = next(line for line in script.splitlines() if "-m hpsearch run" in line)
+    assert f"--storage {tmp_path}/ray_results" in run_line and "--tracking-uri http://mlflow:5000" in run_line
+    assert str((SPACES / "digits.py").resolve()) in run_line and "--num-samples 16" in run_line
+    path = tmp_path / "job.sbatch"
+    path.write_text(script)
+    assert subprocess.run(["bash", "-n", str(path)], capture_output=True, check=False).returncode == 0
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"nodes": 0}, "--nodes must be at least 1"),
+    ({"cpus_per_node": 0}, "--cpus-per-node must be at least 1"),
+    ({"time": "90 minutes"}, "--time must be HH:MM:SS"),
+    ({"tracking_uri": None}, "--nodes 3: a search on several nodes needs --tracking-uri http://"),
+])
+def test_slurm_job_mistakes_name_the_option(tmp_path, overrides, message):
+    with pytest.raises(ClusterError, match=message):
+        cluster.sbatch_script(_job(tmp_path, **overrides))
+
+
+def test_slurm_command_writes_the_script_and_the_log_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["slurm", str(SPACES / "digits.py"), "--cpus-per-node", "2", "--num-samples", "4"]) == 0
+    script = (tmp_path / "digits.sbatch").read_text()
+    run_line = next(line for line in script.splitlines() if "-m hpsearch run" in line)
+    assert "#SBATCH --nodes=1" in script and "--num-samples 4" in run_line and "--storage" not in run_line
+    assert (tmp_path / "slurm-logs").is_dir()
+    assert "sbatch digits.sbatch" in capsys.readouterr().out
+
+
+def test_slurm_command_refuses_a_trial_larger_than_a_node(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["slurm", str(SPACES / "digits.py"), "--cpus-per-node", "2", "--cpus-per-trial", "4"]) == 2
+    assert "--cpus-per-node is 2" in capsys.readouterr().err
+    assert not (tmp_path / "digits.sbatch").exists()
+
+
+# ------------------------------------------------------------------------------------------------- Ray Jobs
+def test_submit_needs_a_tracking_uri_that_outlives_the_job(tmp_path, capsys):
+    assert main(["submit", str(SPACES / "digits.py"), "--ray-address", "http://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: submit: --tracking-uri must be") and len(err.splitlines()) == 1
+
+
+def test_submit_refuses_data_outside_the_space_files_folder(tmp_path, capsys):
+    (tmp_path / "data.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "spaces").mkdir()
+    space = write_space(tmp_path / "spaces", """
+search = Search(data="csv:../data.csv", target="b", params={"lr": 0.01})
+""")
+    assert main(["submit", str(space), "--ray-address", "http://127.0.0.1:1", "--tracking-uri", "http://m:5000"]) == 2
+    assert "is outside the space file's folder" in capsys.readouterr().err
+
+
+def test_the_kuberay_manifest_parses_and_its_entrypoint_is_a_valid_run_command():
+    manifest = yaml.safe_load((REPO / "deploy" / "kuberay-rayjob.yaml").read_text())
+    assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayJob"
+    spec = manifest["spec"]
+    assert spec["rayClusterSpec"]["authOptions"] == {"mode": "token"}
+    argv = shlex.split(spec["entrypoint"])
+    assert argv[:4] == ["python", "-m", "hpsearch", "run"]
+    args = _parser().parse_args(argv[3:])
+    assert args.address == "auto" and args.storage.startswith("s3://")
+    assert args.tracking_uri.startswith("http://")
