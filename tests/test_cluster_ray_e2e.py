@@ -145,6 +145,6 @@ def test_a_job_on_several_nodes_without_shared_storage_stops_before_writing_and_
                         "--tracking-uri", ray_cluster.tracking_uri, "--experiment", "no-storage"],
                        ray_cluster.env, tmp_path)
     assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "error: the Ray cluster has 2 nodes, so the search needs --storage PATH_OR_URI" in result.stdout
+    assert "the Ray cluster has 2 nodes, so the search needs --storage PATH_OR_URI" in result.stdout
     assert "FAILED (exit code 2)" in result.stdout
     assert MlflowClient(ray_cluster.tracking_uri).get_experiment_by_name("no-storage") is None
