@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue the experiment's interrupted search")
     run.add_argument("--max-failures", type=int, default=0, metavar="N",
                      help="retry a failed trial up to N times from its last checkpoint (default 0)")
+    run.add_argument("--executor", choices=("auto", "ray", "local"), default="auto",
+                     help="ray: Ray Tune trials in parallel; local: trials one after another in this process, "
+                          "no Ray start-up; auto (default): local when trials x epochs x training rows <= 100,000")
     run.set_defaults(command=_run)
     resume = commands.add_parser("resume", help="continue the interrupted search of an experiment")
     resume.add_argument("experiment", metavar="EXPERIMENT")
@@ -71,7 +74,8 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         outcome = run_search(search, args.space_file, experiment=args.experiment, tracking_uri=args.tracking_uri,
-                             resume=args.resume, max_failures=args.max_failures)
+                             resume=args.resume, max_failures=args.max_failures,
+                             executor=getattr(args, "executor", "auto"))
     except HpsearchError as err:  # the data, the metric, the resources, the store: say which space file
         if str(err).startswith(str(args.space_file)):
             raise

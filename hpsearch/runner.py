@@ -28,7 +28,6 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # and their runs would be closed as finished. Trials checkpoint every epoch, so nothing is lost.
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
-import optuna  # noqa: E402
 import ray  # noqa: E402
 import torch  # noqa: E402
 from ray import tune  # noqa: E402
@@ -38,7 +37,8 @@ from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 from hpsearch import tracking  # noqa: E402
 from hpsearch.data import Dataset, load_dataset  # noqa: E402
-from hpsearch.errors import SpaceError  # noqa: E402
+from hpsearch.errors import SpaceError, TrackingError  # noqa: E402
+from hpsearch.local import choose_executor, fit_local, make_sampler  # noqa: E402
 from hpsearch.model import load_model  # noqa: E402
 from hpsearch.space import Search, suggest_params  # noqa: E402
 from hpsearch.train import TrialConfig, evaluate, fit, metric_names  # noqa: E402
@@ -92,12 +92,14 @@ def run_search(
     results_dir: Path = DEFAULT_RESULTS_DIR,
     resume: bool = False,
     max_failures: int = 0,
+    executor: str = "auto",
     on_event: Callable[[str], None] = print,
 ) -> SearchOutcome:
     """Run one search (or continue an interrupted one) and return its outcome.
 
     Every check that can fail on the user's input (space, data, metric, resources, tracking store) runs
-    before the first run is written, so a mistake leaves nothing half-written. Raises
+    before the first run is written, so a mistake leaves nothing half-written. ``executor`` is ``"ray"``
+    (Ray Tune), ``"local"`` (in-process, :mod:`hpsearch.local`) or ``"auto"`` (local for small budgets). Raises
     :class:`SearchInterrupted` when the search was stopped before every trial ended (Ctrl-C).
     """
     started = time.monotonic()
@@ -109,13 +111,20 @@ def run_search(
         search = search.replace(num_samples=search.grid_size())
     on_event(f"{data.task} task: {len(data.train)} train / {len(data.val)} validation / {len(data.test)} test rows, "
              f"{data.n_features} features; optimising {metric} ({mode})")
-    _start_ray(search.resources)
+    executor = choose_executor(executor, search, len(data.train), resume=resume)
+    if executor == "local" and (resume or max_failures):
+        raise SpaceError("--resume and --max-failures need the Ray executor; use --executor ray", field="executor")
+    if executor == "ray":
+        _start_ray(search.resources)
     client, uri = tracking.connect(tracking_uri)
 
     exp_id = tracking.experiment_id(client, experiment, uri)
     if resume:
         previous = tracking.find_resumable_search(client, exp_id, experiment)
         parent, ray_path = previous.info.run_id, Path(previous.data.tags[tracking.TAG_RAY_EXPERIMENT])
+        if previous.data.params.get("executor") == "local":
+            raise TrackingError(f"search {parent} ran in-process (--executor local) and cannot be resumed; "
+                                "run it again without --resume")
         search = _as_started(search, previous.data.params)
         tracker = tracking.TrialTracker.resume(client, exp_id, parent, search.max_epochs)
         ended = sum(r.status in tracking.ENDED for r in tracker.records.values())
@@ -125,12 +134,16 @@ def run_search(
         stamp = time.strftime("%Y%m%d-%H%M%S")
         ray_path = results_dir.resolve() / f"{_slug(experiment)}-{stamp}-{uuid.uuid4().hex[:6]}"
         parent = tracking.start_search_run(client, exp_id, f"search-{stamp}",
-                                           _search_params(search, data, metric, mode), space_file, ray_path)
+                                           {**_search_params(search, data, metric, mode), "executor": executor},
+                                           space_file, ray_path)
         tracker = tracking.TrialTracker(client, exp_id, parent, search.max_epochs)
         on_event(f"search {parent} in experiment {experiment!r}: {search.num_samples} trials, "
-                 f"up to {search.max_epochs} epochs each")
+                 f"up to {search.max_epochs} epochs each, " + ("in-process" if executor == "local" else "on Ray Tune"))
     try:
-        _fit(search, data, metric, mode, tracker, ray_path, max_failures, on_event)
+        if executor == "local":
+            fit_local(search, data, metric, mode, tracker, ray_path, on_event)
+        else:
+            _fit(search, data, metric, mode, tracker, ray_path, max_failures, on_event)
         ended = sum(r.status in tracking.ENDED for r in tracker.records.values())
         if ended < search.num_samples:
             raise SearchInterrupted(f"{ended} of {search.num_samples} trials ended")
@@ -251,15 +264,8 @@ def _restore(ray_path: Path, trainable: Any, tracker: tracking.TrialTracker, cal
 
 
 def _searcher(search: Search, metric: str, mode: str) -> OptunaSearch:
-    """Optuna behind Ray's ``OptunaSearch``: TPE (seeded), random, or a grid of the space's choices."""
-    if search.searcher == "grid":
-        sampler = optuna.samplers.GridSampler(search.grid(), seed=search.seed)
-    elif search.searcher == "random":
-        sampler = optuna.samplers.RandomSampler(seed=search.seed)
-    else:  # TPE's random start-up phase scaled to the budget, so that short searches still use TPE
-        startup = min(10, max(2, search.num_samples // 3))
-        sampler = optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=startup)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    """Optuna behind Ray's ``OptunaSearch``, with the sampler the in-process executor uses too."""
+    sampler = make_sampler(search)
     space = functools.partial(suggest_params, search.params)
     return OptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler)
 
