@@ -65,7 +65,16 @@ class _Pruned(Exception):
 def fit_local(search: Search, data: Dataset, metric: str, mode: str, tracker: tracking.TrialTracker,
               model_root: Path, on_event: Callable[[str], None]) -> None:
     """Run every trial of the search in this process, one after another, tracked like Ray trials."""
-    torch.set_num_threads(max(1, math.floor(search.resources["cpu"])))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, math.floor(search.resources["cpu"])))  # as a Ray trial with these CPUs
+    try:
+        _fit_trials(search, data, metric, mode, tracker, model_root, on_event)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_trials(search: Search, data: Dataset, metric: str, mode: str, tracker: tracking.TrialTracker,
+                model_root: Path, on_event: Callable[[str], None]) -> None:
     settings = {"max_epochs": search.max_epochs, "seed": search.seed, "metric": metric, "mode": mode,
                 "early_stopping_patience": search.early_stopping_patience}
     study = optuna.create_study(direction="minimize" if mode == "min" else "maximize",
