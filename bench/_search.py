@@ -19,7 +19,7 @@ import time
 import uuid
 from types import SimpleNamespace
 
-LEVERS = ("tune-loggers-on", "no-reuse-actors", "checkpoint-keep-all")
+LEVERS = ("tune-loggers-on", "no-reuse-actors", "checkpoint-keep-all", "checkpoint-keep-4")
 
 
 def _rss_mb() -> float:
@@ -160,6 +160,9 @@ def _apply_lever(lever: str | None) -> None:
     elif lever == "checkpoint-keep-all":  # no num_to_keep: Ray then skips the forced snapshot per checkpoint
         real_checkpoint = tune.CheckpointConfig
         tune.CheckpointConfig = lambda *a, **k: real_checkpoint()
+    elif lever == "checkpoint-keep-4":  # 4 checkpoints kept per trial: a forced snapshot every 4th epoch
+        real_keep = tune.CheckpointConfig
+        tune.CheckpointConfig = lambda *a, **k: real_keep(num_to_keep=4)
 
 
 if __name__ == "__main__":

@@ -232,6 +232,7 @@ def part_levers(cfg: argparse.Namespace, root: Path) -> dict:
     warm_store(work)
     variants = {"as shipped": [], "Tune's loggers on": ["--lever", "tune-loggers-on"],
                 "no actor reuse": ["--lever", "no-reuse-actors"],
+                "checkpoints: keep 4 per trial (a forced snapshot every 4th epoch)": ["--lever", "checkpoint-keep-4"],
                 "checkpoints: keep all (no forced snapshot)": ["--lever", "checkpoint-keep-all"]}
     walls: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(cfg.repeats):
