@@ -222,7 +222,7 @@ def part_memory(cfg: argparse.Namespace, root: Path) -> dict:
         wall, figures = hpsearch(SPACES / "reference.py", work, "--num-samples", trials, "--executor", executor)
         samples = figures["rss_after_trials_mb"]
         marks = {f"after {int(len(samples) * q)} trials": samples[int(len(samples) * q) - 1] for q in (0.25, 0.5, 1.0)}
-        result[executor] = {"wall": wall, "peak_rss_mb": figures["peak_rss_mb"], **marks}
+        result[executor] = {"wall": wall, "trials": trials, "peak_rss_mb": figures["peak_rss_mb"], **marks}
     return result
 
 
@@ -244,11 +244,11 @@ def part_levers(cfg: argparse.Namespace, root: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- report
-def render(results: dict, cfg: argparse.Namespace, started: str, took: float) -> str:
-    lines = [f"Measured {started} on {platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}; "
-             f"{cfg.repeats} repeat(s), median shown (all runs in brackets); the script took {took / 60:.1f} min.",
-             "Regenerate: `PYTHONPATH=. python bench/run_bench.py --write`" + (" (this was a --quick run)" if cfg.quick else "")
-             + ".", ""]
+def render(results: dict, meta: dict[str, str]) -> str:
+    lines = [f"Machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}. Median shown, "
+             "every run in brackets. When each part was measured: " + "; ".join(f"{p} {meta[p]}" for p in results) + ".",
+             "Regenerate: `PYTHONPATH=. python bench/run_bench.py --write` (a run of some `--parts` keeps the others, "
+             "from docs/benchmarks.json).", ""]
     f = lambda x, d=1: "n/a" if x is None or x != x else f"{x:.{d}f}"  # noqa: E731
     runs = lambda xs: "[" + ", ".join(f(x) for x in xs) + "]"  # noqa: E731
     if "tiny" in results:
@@ -312,7 +312,7 @@ def render(results: dict, cfg: argparse.Namespace, started: str, took: float) ->
                   "RSS after 25 % | after 50 % | after 100 % | peak RSS MB |", "|---|---|---|---|---|---|---|"]
         for executor, r in results["memory"].items():
             marks = [v for k, v in r.items() if k.startswith("after")]
-            lines.append(f"| {executor} | {'40' if cfg.quick else '200'} | {f(r['wall'])} | "
+            lines.append(f"| {executor} | {r.get('trials', '')} | {f(r['wall'])} | "
                          + " | ".join(f(v) for v in marks) + f" | {f(r['peak_rss_mb'])} |")
         lines.append("")
     if "levers" in results:
@@ -337,18 +337,26 @@ def main() -> int:
     unknown = set(parts) - set(PARTS)
     if unknown:
         parser.error(f"unknown part(s) {sorted(unknown)}; the parts are {', '.join(PARTS)}")
-    started, t0 = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), time.perf_counter()
-    results = {}
+    results, meta = {}, {}
+    saved = REPO / "docs" / "benchmarks.json"
+    if cfg.write and saved.exists():  # parts not run this time keep their last figures
+        previous = json.loads(saved.read_text())
+        results, meta = previous["results"], previous["meta"]
     with tempfile.TemporaryDirectory(prefix="hpsearch-bench-") as root:
         for part in parts:  # tables written after every part: a long run stopped half-way keeps what it measured
             print(f"-- {part}", file=sys.stderr, flush=True)
+            started, t0 = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), time.perf_counter()
             results[part] = globals()[f"part_{part}"](cfg, Path(root))
+            meta[part] = (f"{started} ({cfg.repeats} repeat(s), {(time.perf_counter() - t0) / 60:.1f} min"
+                          + (", --quick" if cfg.quick else "") + ")")
             print(json.dumps(results[part], default=str)[:2000], file=sys.stderr, flush=True)
-            text = render(results, cfg, started, time.perf_counter() - t0)
+            results = {p: results[p] for p in PARTS if p in results}
+            text = render(results, meta)
             if cfg.json:
                 cfg.json.write_text(json.dumps(results, indent=1, default=str))
             if cfg.write:
                 _write(text)
+                saved.write_text(json.dumps({"results": results, "meta": meta}, indent=1, default=str))
     print(text)
     return 0
 
