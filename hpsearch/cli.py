@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--address", metavar="ADDRESS", help="an existing Ray cluster: auto or HOST:PORT")
     run.add_argument("--storage", metavar="PATH_OR_URI",
                      help="checkpoints: a folder every node shares or an object store URI (default ./ray_results)")
+    run.add_argument("--executor", choices=("auto", "ray", "local"),
+                     help="ray (default): Ray Tune trials in parallel; local: trials one after another in this "
+                          "process, no Ray start-up; auto: local when trials x epochs x training rows <= 100,000")
     run.set_defaults(command=_run)
     resume = commands.add_parser("resume", help="continue the interrupted search of an experiment")
     resume.add_argument("experiment", metavar="EXPERIMENT")
@@ -108,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
         outcome = run_search(search, args.space_file, experiment=args.experiment, tracking_uri=args.tracking_uri,
                              resume=args.resume, max_failures=args.max_failures, on_event=display.message,
                              address=args.address, storage=args.storage,
-                             progress=display, plots=not args.no_plots)
+                             progress=display, plots=not args.no_plots, executor=args.executor or search.executor)
     except HpsearchError as err:  # the data, the metric, the resources, the store: say which space file
         if str(err).startswith(str(args.space_file)):
             raise

@@ -28,23 +28,31 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # and their runs would be closed as finished. Trials checkpoint every epoch, so nothing is lost.
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
-import optuna  # noqa: E402
-import ray  # noqa: E402
 import torch  # noqa: E402
-from ray import tune  # noqa: E402
-from ray.tune import ExperimentAnalysis  # noqa: E402
-from ray.tune.schedulers import ASHAScheduler  # noqa: E402
-from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 from hpsearch import cluster, publish, tracking  # noqa: E402
 from hpsearch.data import Dataset, load_dataset  # noqa: E402
-from hpsearch.errors import SpaceError  # noqa: E402
+from hpsearch.errors import SpaceError, TrackingError  # noqa: E402
+from hpsearch.local import choose_executor, fit_local, make_sampler  # noqa: E402
 from hpsearch.model import load_model  # noqa: E402
 from hpsearch.progress import Progress  # noqa: E402
 from hpsearch.space import Search, suggest_params  # noqa: E402
 from hpsearch.train import TrialConfig, evaluate, fit, metric_names  # noqa: E402
 
 __all__ = ["SearchInterrupted", "SearchOutcome", "resolve_objective", "run_search"]
+
+# Ray Tune loads only for a search that runs on it (about 1.5 s of imports the in-process executor saves).
+ray = tune = ExperimentAnalysis = ASHAScheduler = OptunaSearch = None
+
+
+def _import_ray() -> None:
+    global ray, tune, ExperimentAnalysis, ASHAScheduler, OptunaSearch
+    if tune is None:
+        import ray
+        from ray import tune
+        from ray.tune import ExperimentAnalysis
+        from ray.tune.schedulers import ASHAScheduler
+        from ray.tune.search.optuna import OptunaSearch
 
 DEFAULT_RESULTS_DIR = Path("ray_results")
 
@@ -93,6 +101,7 @@ def run_search(
     results_dir: Path = DEFAULT_RESULTS_DIR,
     resume: bool = False,
     max_failures: int = 0,
+    executor: str = "ray",
     on_event: Callable[[str], None] = print,
     progress: Progress | None = None,
     plots: bool = True,
@@ -107,6 +116,8 @@ def run_search(
     the trials as they go (plain lines on stdout when not given); ``plots`` logs the figures to the parent run.
     ``address`` is an existing Ray cluster (``auto``, ``HOST:PORT``); ``storage`` replaces ``results_dir`` for
     checkpoints (a shared folder or an object store URI, as several nodes need).
+    ``executor`` is ``"ray"`` (Ray Tune), ``"local"`` (in-process, :mod:`hpsearch.local`) or ``"auto"`` (local
+    for small budgets on one machine).
     """
     progress = progress or Progress(live=False)
     started = time.monotonic()
@@ -118,14 +129,24 @@ def run_search(
         search = search.replace(num_samples=search.grid_size())
     on_event(f"{data.task} task: {len(data.train)} train / {len(data.val)} validation / {len(data.test)} test rows, "
              f"{data.n_features} features; optimising {metric} ({mode})")
-    _start_ray(search.resources, address)
-    cluster.check_cluster(ray.nodes(), search.resources, tracking_uri, storage)
+    if address is not None or storage is not None:
+        executor = "ray" if executor == "auto" else executor  # a cluster or shared storage means Ray Tune
+    executor = choose_executor(executor, search, len(data.train), resume=resume)
+    if executor == "local" and (resume or max_failures or address or storage):
+        raise SpaceError("--resume, --max-failures, --address and --storage need the Ray executor; "
+                         "use --executor ray", field="executor")
+    if executor == "ray":
+        _start_ray(search.resources, address)
+        cluster.check_cluster(ray.nodes(), search.resources, tracking_uri, storage)
     client, uri = tracking.connect(tracking_uri)
 
     exp_id = tracking.experiment_id(client, experiment, uri)
     if resume:
         previous = tracking.find_resumable_search(client, exp_id, experiment)
         parent, ray_path = previous.info.run_id, previous.data.tags[tracking.TAG_RAY_EXPERIMENT]
+        if previous.data.params.get("executor") == "local":
+            raise TrackingError(f"search {parent} ran in-process (--executor local) and cannot be resumed; "
+                                "run it again without --resume")
         search = _as_started(search, previous.data.params)
         tracker = tracking.TrialTracker.resume(client, exp_id, parent, search.max_epochs)
         ended = sum(r.status in tracking.ENDED for r in tracker.records.values())
@@ -136,12 +157,16 @@ def run_search(
         storage_root = cluster.storage_path(storage, results_dir)  # a folder, or an object store URI
         ray_path = f"{storage_root.rstrip('/')}/{_slug(experiment)}-{stamp}-{uuid.uuid4().hex[:6]}"
         parent = tracking.start_search_run(client, exp_id, f"search-{stamp}",
-                                           _search_params(search, data, metric, mode), space_file, ray_path)
+                                           {**_search_params(search, data, metric, mode), "executor": executor},
+                                           space_file, ray_path)
         tracker = tracking.TrialTracker(client, exp_id, parent, search.max_epochs)
         on_event(f"search {parent} in experiment {experiment!r}: {search.num_samples} trials, "
-                 f"up to {search.max_epochs} epochs each")
+                 f"up to {search.max_epochs} epochs each, " + ("in-process" if executor == "local" else "on Ray Tune"))
     try:
-        _fit(search, data, metric, mode, tracker, ray_path, max_failures, progress)
+        if executor == "local":
+            fit_local(search, data, metric, mode, tracker, Path(ray_path), progress.message)
+        else:
+            _fit(search, data, metric, mode, tracker, ray_path, max_failures, progress)
         ended = sum(r.status in tracking.ENDED for r in tracker.records.values())
         if ended < search.num_samples:
             raise SearchInterrupted(f"{ended} of {search.num_samples} trials ended")
@@ -194,6 +219,7 @@ def _slug(name: str) -> str:
 def _start_ray(resources: dict[str, float], address: str | None = None) -> None:
     """Start a local Ray, connect to the cluster at ``address``, or reuse the Ray this process already has;
     then check it can hold one trial."""
+    _import_ray()
     if not ray.is_initialized() and address is not None:
         try:
             ray.init(address=address, log_to_driver=False, logging_level="ERROR", configure_logging=True)
@@ -218,7 +244,7 @@ def _fit(search: Search, data: Dataset, metric: str, mode: str, tracker: trackin
     }
     trainable = tune.with_resources(tune.with_parameters(_trial, data=data.for_trials(), settings=settings),
                                     {"cpu": search.resources["cpu"], "gpu": search.resources["gpu"]})
-    callback = _TrackingCallback(tracker, settings["train"], search.num_samples, metric, mode, progress)
+    callback = _ray_callback()(tracker, settings["train"], search.num_samples, metric, mode, progress)
     failure_config = tune.FailureConfig(max_failures=max_failures)
     if _restorable(ray_path):
         tuner = _restore(ray_path, trainable, tracker, callback, failure_config)
@@ -284,15 +310,8 @@ def _restore(ray_path: str, trainable: Any, tracker: tracking.TrialTracker, call
 
 
 def _searcher(search: Search, metric: str, mode: str) -> OptunaSearch:
-    """Optuna behind Ray's ``OptunaSearch``: TPE (seeded), random, or a grid of the space's choices."""
-    if search.searcher == "grid":
-        sampler = optuna.samplers.GridSampler(search.grid(), seed=search.seed)
-    elif search.searcher == "random":
-        sampler = optuna.samplers.RandomSampler(seed=search.seed)
-    else:  # TPE's random start-up phase scaled to the budget, so that short searches still use TPE
-        startup = min(10, max(2, search.num_samples // 3))
-        sampler = optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=startup)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    """Optuna behind Ray's ``OptunaSearch``, with the sampler the in-process executor uses too."""
+    sampler = make_sampler(search)
     space = functools.partial(suggest_params, search.params)
     return OptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler)
 
@@ -310,6 +329,7 @@ def _scheduler(search: Search) -> ASHAScheduler | None:
 
 def _trial(config: dict[str, Any], data: Dataset, settings: dict[str, Any]) -> None:
     """What runs inside each Ray Tune trial: the shared training function, reporting to Tune per epoch."""
+    _import_ray()
     torch.set_num_threads(settings["threads"])
     device = "cuda" if settings["gpu"] and torch.cuda.is_available() else "cpu"
     trial_config = TrialConfig.from_params(config, **settings["train"])
@@ -330,8 +350,17 @@ def _trial(config: dict[str, Any], data: Dataset, settings: dict[str, Any]) -> N
             fit(trial_config, data, report, device=device, resume_from=Path(directory))
 
 
-class _TrackingCallback(tune.Callback):
-    """Hands Ray Tune's trial events to the tracker and to the progress display."""
+@functools.cache
+def _ray_callback() -> type:
+    """:class:`_TrackingCallback` as a Ray Tune callback, built once Ray Tune is imported."""
+    return type("_TrackingCallback", (_TrackingCallback, tune.Callback), {"__module__": __name__})
+
+
+class _TrackingCallback:
+    """Hands Ray Tune's trial events to the tracker and to the progress display.
+
+    A plain class, so that this module loads without Ray: :func:`_ray_callback` mixes in ``tune.Callback``.
+    """
 
     def __init__(self, tracker: tracking.TrialTracker, train_settings: dict[str, Any], total: int,
                  metric: str, mode: str, progress: Progress) -> None:

@@ -43,6 +43,7 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu", "gelu")
 TASKS = ("binary", "multiclass", "regression")
 SEARCHERS = ("tpe", "random", "grid")
 SCHEDULERS = ("asha", "fifo")
+EXECUTORS = ("ray", "local", "auto")
 SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 
 #: Hyperparameters the training function knows, with the value used when a space file leaves one out.
@@ -262,6 +263,7 @@ _FIELDS: dict[str, Any] = {
     "early_stopping_patience": None,
     "experiment": None,
     "split": (0.7, 0.15, 0.15),
+    "executor": "ray",
 }
 
 
@@ -294,6 +296,7 @@ class Search:
     early_stopping_patience: int | None
     experiment: str | None
     split: tuple[float, float, float]
+    executor: str
 
     def __init__(self, **fields: Any) -> None:
         unknown = sorted(set(fields) - set(_FIELDS))
@@ -503,6 +506,7 @@ _FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "early_stopping_patience": _check_optional_int("early_stopping_patience", 1),
     "experiment": _check_str("experiment"),
     "split": _check_split,
+    "executor": _check_one_of("executor", EXECUTORS, optional=False),
 }
 
 

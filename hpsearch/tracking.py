@@ -231,27 +231,34 @@ class TrialTracker:
 
     def trial_ended(self, trial_id: str, *, model_dir: str | None = None, error: str | None = None,
                     early_stopped: bool = False) -> TrialRecord:
-        """Tag the trial completed / stopped / failed, attach its model, and close its run (once)."""
+        """Tag the trial completed / stopped / failed, attach its model, and close its run (once).
+
+        Its last metrics, ``epochs_trained`` and its tags go in one ``log_batch`` after the model files, so a
+        run tagged completed always has its model.
+        """
         record = self.records[trial_id]
         if record.status in ENDED:
             return record
-        self.flush()
+        tags: dict[str, str] = {}
         if error is not None:
             record.status, record.error = "failed", error
-            self.client.set_tag(record.run_id, "hpsearch.error", _first_line(error)[:4000])
+            tags["hpsearch.error"] = _first_line(error)[:4000]
             self.client.log_text(record.run_id, error, "error.txt")
         elif record.epochs >= self.max_epochs:
             record.status = "completed"
         else:
             record.status = "stopped"
-            reason = "early_stopping" if early_stopped else "scheduler"
-            self.client.set_tag(record.run_id, "hpsearch.stop_reason", reason)
+            tags["hpsearch.stop_reason"] = "early_stopping" if early_stopped else "scheduler"
         if model_dir is not None and error is None:
             record.model_dir = model_dir
             for name in MODEL_FILES:
                 self.client.log_artifact(record.run_id, str(Path(model_dir) / name), "model")
-        self.client.set_tag(record.run_id, TAG_STATUS, record.status)
-        self.client.log_metric(record.run_id, "epochs_trained", record.epochs)
+        tags[TAG_STATUS] = record.status
+        metrics = [*self._pending.pop(record.run_id, []),
+                   Metric("epochs_trained", record.epochs, int(time.time() * 1000), 0)]
+        for start in range(0, len(metrics), 1000):  # MLflow's limit per log_batch
+            batch_tags = [RunTag(k, v) for k, v in tags.items()] if start == 0 else []
+            self.client.log_batch(record.run_id, metrics=metrics[start : start + 1000], tags=batch_tags)
         status = RunStatus.to_string(RunStatus.FAILED if error else RunStatus.FINISHED)
         self.client.set_terminated(record.run_id, status)
         return record
@@ -311,13 +318,15 @@ def latest_space_file(tracking_uri: str | None, experiment: str) -> Path:
 def start_search_run(client: MlflowClient, experiment_id: str, name: str, params: dict[str, Any],
                      space_file: Path, ray_experiment: str) -> str:
     """Open the search's parent run with its settings as params and the space file as an artifact."""
-    tags = {TAG_KIND: "search", MLFLOW_RUN_NAME: name, TAG_SPACE_FILE: str(space_file.resolve()),
-            TAG_RAY_EXPERIMENT: ray_experiment}
+    tags = {MLFLOW_RUN_NAME: name, TAG_SPACE_FILE: str(space_file.resolve()), TAG_RAY_EXPERIMENT: ray_experiment}
     run = client.create_run(experiment_id, run_name=name, tags=tags)
     run_id = run.info.run_id
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
     for start in range(0, len(items), 100):  # MLflow's limit per log_batch
-        client.log_batch(run_id, params=items[start : start + 100])
+        # The kind tag comes with the first params (the settings a resume reads): a search killed in between
+        # is never taken for a resumable one without them.
+        kind = [RunTag(TAG_KIND, "search")] if start == 0 else []
+        client.log_batch(run_id, params=items[start : start + 100], tags=kind)
     client.log_artifact(run_id, str(space_file), "space")
     return run_id
 

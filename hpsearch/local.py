@@ -1,0 +1,143 @@
+"""The in-process executor: small searches without Ray (``--executor local``, or chosen by ``auto``).
+
+For a search whose whole training budget takes seconds, starting Ray (imports and ``ray.init``: 6 to 8 s on
+2 cores) costs more than the trials. Here Optuna runs in the driver instead: the same seeded sampler, a
+successive-halving pruner in place of ASHA (the same rungs: ``grace_period`` and ``reduction_factor``), the
+same training function, and the same :class:`~hpsearch.tracking.TrialTracker`, so MLflow holds exactly what a
+Ray search writes (one parent run, one child run per trial, the same params, metrics, tags and model files).
+Trials run one after another; a search in-process cannot be resumed (``--resume`` needs the Ray executor).
+This module never imports Ray.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from hpsearch import tracking
+from hpsearch.data import Dataset
+from hpsearch.space import Search, suggest_params
+from hpsearch.train import TrialConfig, fit
+
+__all__ = ["AUTO_LOCAL_BUDGET", "choose_executor", "fit_local", "make_sampler"]
+
+#: ``auto`` runs a search in-process when trials x epochs x training rows is at most this: a few seconds of
+#: training at the loop's speed, far less than Ray's start-up, so parallel trials could not win it back.
+AUTO_LOCAL_BUDGET = 100_000
+EXECUTORS = ("auto", "ray", "local")
+
+
+def choose_executor(executor: str, search: Search, n_train: int, *, resume: bool) -> str:
+    """``"ray"`` or ``"local"``: ``auto`` picks local for a small CPU budget when no Ray is running here."""
+    if executor != "auto":
+        return executor
+    ray = sys.modules.get("ray")
+    ray_running = ray is not None and ray.is_initialized()
+    budget = search.num_samples * search.max_epochs * n_train
+    small = budget <= AUTO_LOCAL_BUDGET and search.resources["gpu"] == 0
+    return "local" if small and not resume and not ray_running else "ray"
+
+
+def make_sampler(search: Search) -> optuna.samplers.BaseSampler:
+    """Optuna's sampler for the search: TPE (seeded), random, or a grid of the space's choices."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if search.searcher == "grid":
+        return optuna.samplers.GridSampler(search.grid(), seed=search.seed)
+    if search.searcher == "random":
+        return optuna.samplers.RandomSampler(seed=search.seed)
+    # TPE's random start-up phase scaled to the budget, so that short searches still use TPE
+    startup = min(10, max(2, search.num_samples // 3))
+    return optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=startup)
+
+
+class _Pruned(Exception):
+    """Raised from the report callback when the pruner stops a trial (the scheduler's stop, in Ray's terms)."""
+
+
+def fit_local(search: Search, data: Dataset, metric: str, mode: str, tracker: tracking.TrialTracker,
+              model_root: Path, on_event: Callable[[str], None]) -> None:
+    """Run every trial of the search in this process, one after another, tracked like Ray trials."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, math.floor(search.resources["cpu"])))  # as a Ray trial with these CPUs
+    try:
+        _fit_trials(search, data, metric, mode, tracker, model_root, on_event)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_trials(search: Search, data: Dataset, metric: str, mode: str, tracker: tracking.TrialTracker,
+                model_root: Path, on_event: Callable[[str], None]) -> None:
+    settings = {"max_epochs": search.max_epochs, "seed": search.seed, "metric": metric, "mode": mode,
+                "early_stopping_patience": search.early_stopping_patience}
+    study = optuna.create_study(direction="minimize" if mode == "min" else "maximize",
+                                sampler=make_sampler(search), pruner=_pruner(search))
+    started, best = time.monotonic(), None
+    for _ in range(search.num_samples):
+        trial = study.ask()
+        config = TrialConfig.from_params({**suggest_params(search.params, trial), **trial.params}, **settings)
+        record, pruned = _run_trial(trial, config, data, metric, tracker, model_root / f"trial_{trial.number:05d}")
+        value = record.metrics.get(metric)
+        if record.status == "failed":
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        elif pruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, value)
+        if value is not None and (best is None or (value < best[0] if mode == "min" else value > best[0])):
+            best = (value, record.name)
+        on_event(_progress_line(record, metric, best, tracker, search.num_samples, started))
+    tracker.flush()
+
+
+def _pruner(search: Search) -> optuna.pruners.BasePruner:
+    if search.scheduler is None:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=min(search.scheduler.grace_period, search.max_epochs),
+                                                  reduction_factor=search.scheduler.reduction_factor)
+
+
+def _run_trial(trial: optuna.Trial, config: TrialConfig, data: Dataset, metric: str,
+               tracker: tracking.TrialTracker, model_dir: Path) -> tuple[tracking.TrialRecord, bool]:
+    """Train one trial; returns its record and whether the pruner stopped it."""
+    trial_id = f"local_{trial.number:05d}"
+    tracker.trial_started(trial_id, config.to_params())
+    last: dict[str, Any] = {}
+
+    def report(metrics: dict[str, float], save: Callable[[Path], None]) -> None:
+        last.update(metrics=metrics, save=save)  # the model is written once, when the trial ends
+        tracker.epoch_reported(trial_id, metrics)
+        trial.report(metrics[metric], int(metrics["epoch"]))
+        if trial.should_prune():
+            raise _Pruned
+
+    pruned = False
+    try:
+        fit(config, data, report)
+    except _Pruned:
+        pruned = True
+    except Exception:  # noqa: BLE001 - a failing trial is recorded and the search goes on, as with Ray
+        return tracker.trial_ended(trial_id, error=traceback.format_exc()), False
+    if "save" in last:
+        last["save"](model_dir)
+    early = bool(last.get("metrics", {}).get("early_stopped"))
+    record = tracker.trial_ended(trial_id, model_dir=str(model_dir) if "save" in last else None,
+                                 early_stopped=early)
+    return record, pruned
+
+
+def _progress_line(record: tracking.TrialRecord, metric: str, best: tuple[float, str] | None,
+                   tracker: tracking.TrialTracker, total: int, started: float) -> str:
+    value = record.metrics.get(metric)
+    done = sum(r.status != "running" for r in tracker.records.values())
+    shown = f"{metric}={value:.4g}" if value is not None else (record.error or "").strip().splitlines()[-1:]
+    best_text = f"best {best[0]:.4g} ({best[1]})" if best else "no best yet"
+    return (f"[{done:>3}/{total}] {record.name} {record.status:<9} after {record.epochs:>3} epochs  {shown}  | "
+            f"{best_text} | {time.monotonic() - started:.0f}s")
