@@ -1,0 +1,75 @@
+"""A trial whose worker dies is retried from its checkpoint with --max-failures, in the same child run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from hpsearch.cli import main
+from tests.conftest import write_space
+
+pytestmark = pytest.mark.e2e
+
+
+def _trial_workers() -> list[int]:
+    """The pids of Ray's trial workers (their process title names the trainable)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        if "ImplicitFunc" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _epochs_logged(store: Path) -> int:
+    if not store.exists():
+        return 0
+    client = MlflowClient(f"sqlite:///{store}")
+    experiment = client.get_experiment_by_name("retry")
+    if experiment is None:
+        return 0
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`hpsearch.kind` = 'trial'")
+    return max((len(client.get_metric_history(r.info.run_id, "val_loss")) for r in runs), default=0)
+
+
+def test_max_failures_retries_a_trial_whose_worker_died_from_its_checkpoint(ray_session, workdir):
+    space = write_space(workdir, """
+from sklearn.datasets import make_classification
+
+def make_data():
+    return make_classification(n_samples=12000, n_features=20, random_state=0)
+
+search = Search(data=make_data, params={"layers": [32], "batch_size": 16}, num_samples=1, max_epochs=20,
+                scheduler="fifo", experiment="retry")
+""")
+    codes: list[int] = []
+    search = threading.Thread(target=lambda: codes.append(main(["run", str(space), "--max-failures", "1", "-q"])))
+    search.start()
+    deadline = time.monotonic() + 240
+    while _epochs_logged(workdir / "mlruns" / "mlflow.db") < 2:  # checkpoints exist: kill the trial's worker
+        assert time.monotonic() < deadline and search.is_alive(), "the trial never reached its second epoch"
+        time.sleep(0.2)
+    workers = _trial_workers()
+    assert workers, "no Ray trial worker found"
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    search.join(timeout=300)
+    assert codes == [0]
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("retry")
+    children = client.search_runs([experiment.experiment_id], filter_string="tags.`hpsearch.kind` = 'trial'")
+    assert len(children) == 1, "the retried trial keeps its one run"
+    child = children[0]
+    assert child.info.status == "FINISHED" and child.data.tags["hpsearch.status"] == "completed"
+    steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")]
+    assert steps == list(range(1, 21)), steps
