@@ -76,8 +76,8 @@ class SearchOutcome:
         return {s: statuses.count(s) for s in ("completed", "stopped", "failed", "killed")}
 
     def ranked(self) -> list[tracking.TrialRecord]:
-        """Trials with a value for the metric, best first."""
-        scored = [t for t in self.trials if self.metric in t.metrics]
+        """Trials that ended with a model and a value for the metric, best first (a failed trial is never best)."""
+        scored = [t for t in self.trials if self.metric in t.metrics and t.status in ("completed", "stopped")]
         return sorted(scored, key=lambda t: t.metrics[self.metric], reverse=self.mode == "max")
 
 
