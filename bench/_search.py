@@ -49,6 +49,9 @@ class _NullClient:
     def create_experiment(self, *args, **kwargs):
         return "0"
 
+    def search_runs(self, *args, **kwargs):
+        return []
+
     def __getattr__(self, name):
         return lambda *args, **kwargs: None
 
@@ -101,6 +104,10 @@ def main(argv: list[str]) -> int:
         return timed[-1], uri
 
     tracking.connect = connect
+    if tracking_off:  # nothing to publish the best model into
+        from hpsearch import publish
+
+        publish.on_search_end = lambda *a, **k: None
     samples: list[float] = []
     real_ended = tracking.TrialTracker.trial_ended
 
