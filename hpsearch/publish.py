@@ -138,9 +138,9 @@ def on_search_end(client: MlflowClient, outcome: Any, *, search: Any, space_file
 
 
 def provenance_tags(space_file: Path, data: Any) -> dict[str, str]:
-    """Tags for a search's parent run: where the space file and the data are, and the versions used."""
-    space_file = Path(space_file).resolve()
-    tags = {"hpsearch.space_file": str(space_file), "hpsearch.space_sha256": file_sha256(space_file)}
+    """Tags for a search's parent run: the space file's hash, where the data is, and the versions used."""
+    space_file = Path(space_file).resolve()  # its path is tagged when the search starts (tracking)
+    tags = {"hpsearch.space_sha256": file_sha256(space_file)}
     if isinstance(data, str) and data.split(":", 1)[0] in ("csv", "parquet"):
         tags["hpsearch.data_path"] = str((space_file.parent / data.split(":", 1)[1]).resolve())
     for package in ("hpsearch", "torch", "ray", "mlflow"):
