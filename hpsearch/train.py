@@ -2,8 +2,9 @@
 
 It imports neither Ray nor MLflow: it takes a config, the data and a ``report`` callback, so it runs on its
 own in a test in seconds, and the runner passes in a callback that reports to Ray Tune with a checkpoint.
-The loop slices shuffled indices of in-memory tensors instead of using a DataLoader: at the sizes we search,
-per-batch Python overhead, not arithmetic, is what costs.
+The loop slices in-memory tensors (shuffled once per epoch) instead of using a DataLoader, and steps with torch's
+fused optimizer kernels called directly (:mod:`hpsearch.optim`): at the sizes we search, per-batch Python
+overhead, not arithmetic, is what costs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import nn
 from hpsearch.data import Dataset, Split
 from hpsearch.errors import NonFiniteLossError
 from hpsearch.model import WEIGHTS_FILE, ModelSpec, build_model, save_model
+from hpsearch.optim import Optimizer, make_optimizer
 from hpsearch.space import DEFAULT_PARAMS, decode_sizes
 
 __all__ = ["TrialConfig", "evaluate", "fit", "metric_names", "model_spec"]
@@ -112,7 +114,8 @@ def fit(
     torch.manual_seed(config.seed)
     spec = model_spec(config, data)
     model = build_model(spec).to(device)
-    optimizer = _make_optimizer(config, model)
+    optimizer = make_optimizer(config.optimizer, model, lr=config.lr, weight_decay=config.weight_decay,
+                               momentum=config.momentum)
     loss_fn = _loss_function(data.task)
     generator = torch.Generator().manual_seed(config.seed)
     X, y = _tensors(data.train, device)
@@ -158,39 +161,29 @@ def evaluate(model: nn.Module, split: Split, spec: ModelSpec, *, prefix: str = "
 # ------------------------------------------------------------------------------------------------- helpers
 def _train_one_epoch(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     loss_fn: nn.Module,
     X: torch.Tensor,
     y: torch.Tensor,
     batch_size: int,
     generator: torch.Generator,
 ) -> float:
-    """One pass over shuffled mini-batches; returns the mean training loss."""
+    """One pass over shuffled mini-batches; returns the mean training loss.
+
+    The data is shuffled with one gather per epoch, so that each batch is a slice (a view), not a gather.
+    """
     model.train()
     task_squeeze = y.dtype != torch.long
     order = torch.randperm(len(X), generator=generator).to(X.device)
+    X, y = X[order], y[order]
     total = torch.zeros((), device=X.device)
     for start in range(0, len(X), batch_size):
-        idx = order[start : start + batch_size]
-        out = model(X[idx])
-        loss = loss_fn(out.squeeze(1) if task_squeeze else out, y[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.detach() * len(idx)
+        xb, yb = X[start : start + batch_size], y[start : start + batch_size]
+        out = model(xb)
+        loss = loss_fn(out.squeeze(1) if task_squeeze else out, yb)
+        optimizer.step(loss)
+        total += loss.detach() * len(xb)
     return total.item() / len(X)
-
-
-def _make_optimizer(config: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """The optimizer; SGD and Adam(W) use their fused kernels: one call per step instead of a loop over tensors."""
-    params, lr, wd = model.parameters(), config.lr, config.weight_decay
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=wd, fused=True)
-    if config.optimizer == "rmsprop":  # has no fused kernel
-        return torch.optim.RMSprop(params, lr=lr, momentum=config.momentum, weight_decay=wd)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, fused=True)
-    return torch.optim.Adam(params, lr=lr, weight_decay=wd, fused=True)
 
 
 def _loss_function(task: str) -> nn.Module:
@@ -215,7 +208,7 @@ def _save(
     directory: Path,
     model: nn.Module,
     spec: ModelSpec,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     generator: torch.Generator,
     state: dict[str, Any],
 ) -> None:
@@ -235,7 +228,7 @@ def _save(
 def _restore(
     directory: Path,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     generator: torch.Generator,
     device: str,
 ) -> dict[str, Any]:
