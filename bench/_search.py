@@ -173,4 +173,6 @@ def _apply_lever(lever: str | None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from hpsearch.cli import exit_process
+
+    exit_process(main(sys.argv[1:]))  # exits as `python -m hpsearch` does

@@ -1,7 +1,6 @@
 """``python -m hpsearch``: see :mod:`hpsearch.cli`."""
 
-import sys
+from hpsearch.cli import program
 
-from hpsearch.cli import main
-
-sys.exit(main())
+if __name__ == "__main__":
+    program()

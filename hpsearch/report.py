@@ -134,7 +134,8 @@ def _figures(history: SearchHistory, plots_dir: Path) -> list[tuple[str, Any]]:
     if logged.is_file():
         return [(f["title"], pio.from_json(json.dumps(f["figure"]))) for f in json.loads(logged.read_text())]
     from hpsearch import plots
-    from hpsearch.visualize import PlotsLogged, search_plots
+    from hpsearch.drawing import PlotsLogged
+    from hpsearch.visualize import search_plots
 
     drawn = search_plots(history, PlotsLogged())
     plots.close(drawn)

@@ -30,7 +30,7 @@ os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 import torch  # noqa: E402
 
-from hpsearch import cluster, publish, tracking  # noqa: E402
+from hpsearch import cluster, drawing, publish, tracking  # noqa: E402
 from hpsearch.data import Dataset, load_dataset  # noqa: E402
 from hpsearch.errors import SpaceError, TrackingError  # noqa: E402
 from hpsearch.local import choose_executor, fit_local, make_sampler  # noqa: E402
@@ -135,6 +135,26 @@ def run_search(
     if executor == "local" and (resume or max_failures or address or storage):
         raise SpaceError("--resume, --max-failures, --address and --storage need the Ray executor; "
                          "use --executor ray", field="executor")
+    drawer = drawing.Drawer.start() if plots else None  # its imports overlap with Ray's start and the trials
+    try:
+        outcome = _run_checked(search, space_file, data, metric, mode, experiment, executor, started, drawer,
+                               plots=plots, tracking_uri=tracking_uri, results_dir=results_dir, resume=resume,
+                               max_failures=max_failures, on_event=on_event, progress=progress, address=address,
+                               storage=storage)
+    except BaseException:
+        if drawer is not None:
+            drawer.close(wait=False)
+        raise
+    if drawer is not None:
+        drawer.close()
+    return outcome
+
+
+def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, mode: str, experiment: str,
+                 executor: str, started: float, drawer: drawing.Drawer | None, *, plots: bool, tracking_uri: str | None,
+                 results_dir: Path, resume: bool, max_failures: int, on_event: Callable[[str], None],
+                 progress: Progress, address: str | None, storage: str | None) -> SearchOutcome:
+    """The search once its input has been checked: tracking, the trials, the figures and the best model."""
     if executor == "ray":
         _start_ray(search.resources, address)
         cluster.check_cluster(ray.nodes(), search.resources, tracking_uri, storage)
@@ -160,6 +180,8 @@ def run_search(
                                            {**_search_params(search, data, metric, mode), "executor": executor},
                                            space_file, ray_path)
         tracker = tracking.TrialTracker(client, exp_id, parent, search.max_epochs)
+        if drawer is not None:  # each trial's loss curve is drawn as it ends, while the next ones train
+            tracker.on_ended = drawer.trial_ended
         on_event(f"search {parent} in experiment {experiment!r}: {search.num_samples} trials, "
                  f"up to {search.max_epochs} epochs each, " + ("in-process" if executor == "local" else "on Ray Tune"))
     try:
@@ -178,16 +200,17 @@ def run_search(
                                                                  Path(tempfile.mkdtemp(prefix="hpsearch-")))
             outcome.test_metrics = _test_report(outcome.best, data)
             tracking.log_test_metrics(client, outcome.best.run_id, outcome.test_metrics)
-        if plots:  # matplotlib, plotly and Optuna's plots load only when wanted
-            from hpsearch import visualize
-
-            visualize.log_search_plots(client, parent, outcome.best, data.test, on_event=progress.message)
+        pending = None
+        if plots:  # drawn in the drawer's process (if any) while the best model is published here
+            pending = drawing.start_search_plots(client, parent, outcome.best, data.test, drawer)
+        publish.on_search_end(client, outcome, search=search, space_file=space_file, preprocessor=data.preprocessor,
+                              on_event=on_event)
+        if pending is not None:
+            pending.log(client, on_event=progress.message)
         tracking.finish_search_run(client, parent, outcome.counts(), outcome.best, outcome.test_metrics, metric)
     except BaseException as err:
         tracking.abort_search_run(client, parent, tracker, err)
         raise
-    publish.on_search_end(client, outcome, search=search, space_file=space_file, preprocessor=data.preprocessor,
-                          on_event=on_event)
     outcome.wall_s = time.monotonic() - started
     return outcome
 

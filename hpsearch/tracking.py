@@ -16,7 +16,7 @@ import os
 import sqlite3
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,6 +138,7 @@ class TrialRecord:
     model_dir: str | None = None
     error: str | None = None
     node: str | None = None
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # losses per epoch, as reported here
 
 
 class TrialTracker:
@@ -158,6 +159,7 @@ class TrialTracker:
         self.records: dict[str, TrialRecord] = {}
         self._pending: dict[str, list[Metric]] = {}
         self._last_flush = time.monotonic()
+        self.on_ended: Callable[[TrialRecord], None] | None = None  # called once per trial, after its run is closed
 
     @classmethod
     def resume(cls, client: MlflowClient, experiment_id: str, parent_run_id: str, max_epochs: int) -> TrialTracker:
@@ -211,6 +213,9 @@ class TrialTracker:
         record.epochs = epoch
         values = {k: float(v) for k, v in metrics.items() if _is_metric(k, v)}
         record.metrics = values
+        for key in CURVE_KEYS:
+            if key in values:
+                record.curves.setdefault(key, []).append((epoch, values[key]))
         now = int(time.time() * 1000)
         self._pending.setdefault(record.run_id, []).extend(Metric(k, v, now, epoch) for k, v in values.items())
         if time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
@@ -261,6 +266,8 @@ class TrialTracker:
             self.client.log_batch(record.run_id, metrics=metrics[start : start + 1000], tags=batch_tags)
         status = RunStatus.to_string(RunStatus.FAILED if error else RunStatus.FINISHED)
         self.client.set_terminated(record.run_id, status)
+        if self.on_ended is not None:
+            self.on_ended(record)
         return record
 
     def flush(self) -> None:
@@ -384,3 +391,4 @@ def _first_line(text: str) -> str:
 
 
 METRIC_KEYS = frozenset({"train_loss", "val_loss", "val_accuracy", "val_rmse", "val_mae"})
+CURVE_KEYS = ("train_loss", "val_loss")  # kept per epoch in a TrialRecord, for its loss-curve PNG

@@ -1,84 +1,50 @@
-"""At the end of a search: draw the figures from what MLflow holds and log them as artifacts.
+"""Draw every figure of a finished search into files: the search's own, each trial's, the best model's.
 
-The runner calls :func:`log_search_plots` once, before it closes the parent run. Figures go to the parent run's
-``plots/`` folder (a PNG per figure, all interactive figures in one ``interactive.html`` with plotly.js inline,
-their plotly JSON in ``figures.json`` for ``hpsearch report``, ``param_importances.json``, the best model's
-``architecture.txt`` and, where Graphviz is installed, ``architecture.png``); each child run gets
-``plots/loss_curve.png``. A figure that cannot be drawn (too few trials for an importance, say) is skipped with
-its reason in ``plots/skipped.txt``: plots never fail a search whose results are already tracked.
+What is drawn (see :mod:`hpsearch.drawing` for where and when, and how it reaches MLflow): in ``plots/``, a PNG
+per figure, all interactive figures in one ``interactive.html`` with plotly.js inline, their plotly JSON in
+``figures.json`` for ``hpsearch report``, ``param_importances.json``, the best model's ``architecture.txt`` and,
+where Graphviz is installed, ``architecture.png``; for each trial, ``trials/RUN_ID/loss_curve.png``. A figure
+that cannot be drawn (too few trials for an importance, say) is skipped with its reason in ``plots/skipped.txt``:
+plots never fail a search whose results are already tracked.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import plotly.io as pio
-import torch
-from mlflow import MlflowClient
 
 from hpsearch import architecture, plots
-from hpsearch.data import Split
-from hpsearch.history import SearchHistory, load_search
-from hpsearch.model import ModelSpec, load_model
+from hpsearch.drawing import FIGURES_FILE, PLOTS_DIR, TRIAL_PNG, TRIALS_DIR, BestModelFacts, PlotsLogged
+from hpsearch.history import SearchHistory
 from hpsearch.study import rebuild_study
 
-__all__ = ["PlotsLogged", "interactive_page", "log_search_plots", "search_plots"]
+__all__ = ["draw_search_plots", "interactive_page", "search_plots"]
 
-PLOTS_DIR = "plots"
-FIGURES_FILE = "figures.json"
 PNG_DPI = 100
 
 
-@dataclass
-class PlotsLogged:
-    """What :func:`log_search_plots` logged, and what it cost (seconds)."""
+def draw_search_plots(history: SearchHistory, best: BestModelFacts | None, folder: Path,
+                      already_drawn: set[str] = frozenset()) -> PlotsLogged:
+    """Every figure of a search as files: ``folder/plots/`` for the search, ``folder/trials/RUN_ID/`` per trial.
 
-    files: list[str] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-    importances: dict[str, float] = field(default_factory=dict)
-    per_trial_s: float = 0.0
-    total_s: float = 0.0
-
-
-def log_search_plots(client: MlflowClient, parent_run_id: str, best: Any, test: Split | None,
-                     on_event: Callable[[str], None] = print) -> PlotsLogged:
-    """Draw and log every figure of a finished search.
-
-    Args:
-        client: the MLflow client the search wrote with.
-        parent_run_id: the search's parent run (still open).
-        best: the best trial's record (``run_id``, ``model_dir``; None when its model is only in MLflow), or
-            None when no trial scored.
-        test: the test split, for the best model's confusion matrix or predicted-vs-true plot.
-        on_event: where to say what was logged and which figure was skipped.
+    Needs neither the tracking store nor torch (it runs in the :class:`~hpsearch.drawing.Drawer`): everything
+    comes in as arguments. Trials in ``already_drawn`` got their loss-curve PNG when they ended.
     """
     started = time.monotonic()
-    history = load_search(client, parent_run_id)
     logged = PlotsLogged()
-    with tempfile.TemporaryDirectory(prefix="hpsearch-plots-") as tmp:
-        out = Path(tmp) / PLOTS_DIR
-        out.mkdir()
-        logged.per_trial_s = _log_trial_pngs(client, history, Path(tmp))
-        figures = search_plots(history, logged)
-        if best is not None:
-            model_dir = best.model_dir or _download_model(client, best.run_id, Path(tmp) / "best")
-            figures += _best_model_plots(history, model_dir, test, out, logged)
-        _write(figures, out, logged)
-        plots.close(figures)
-        client.log_artifacts(parent_run_id, str(out), PLOTS_DIR)
-    logged.total_s = time.monotonic() - started
-    for name, reason in logged.skipped.items():
-        on_event(f"plot {name} skipped: {reason}")
-    on_event(f"plots: {len(logged.files)} files logged to the search run's {PLOTS_DIR}/ in {logged.total_s:.1f}s "
-             f"({logged.per_trial_s * 1000:.0f} ms per trial for its loss curve)")
+    out = folder / PLOTS_DIR
+    out.mkdir(parents=True)
+    logged.per_trial_s = _draw_trial_pngs(history, folder / TRIALS_DIR, already_drawn)
+    figures = search_plots(history, logged)
+    if best is not None:
+        figures += _best_model_plots(history, best, out, logged)
+    _write(figures, out, logged)
+    plots.close(figures)
+    logged.draw_s = time.monotonic() - started
     return logged
 
 
@@ -92,15 +58,13 @@ def interactive_page(title: str, figures: list[tuple[str, Any]]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- figures
-def _log_trial_pngs(client: MlflowClient, history: SearchHistory, tmp: Path) -> float:
-    """Each child run's own loss-curve PNG; returns the mean seconds per trial (drawing + logging)."""
+def _draw_trial_pngs(history: SearchHistory, folder: Path, already_drawn: set[str]) -> float:
+    """Each child run's own loss-curve PNG, unless it has one already; returns the mean seconds per PNG."""
     started = time.monotonic()
-    trials = [t for t in history.trials if t.curves]
+    trials = [t for t in history.trials if t.curves and t.run_id not in already_drawn]
     for trial in trials:
-        folder = tmp / "trials" / trial.run_id
-        folder.mkdir(parents=True)
-        plots.trial_loss_png(trial, str(folder / "loss_curve.png"))
-        client.log_artifact(trial.run_id, str(folder / "loss_curve.png"), PLOTS_DIR)
+        (folder / trial.run_id).mkdir(parents=True)
+        plots.trial_loss_png(trial, str(folder / trial.run_id / TRIAL_PNG))
     return (time.monotonic() - started) / max(1, len(trials))
 
 
@@ -125,44 +89,22 @@ def search_plots(history: SearchHistory, logged: PlotsLogged) -> list[plots.Plot
     return figures
 
 
-def _best_model_plots(history: SearchHistory, model_dir: str, test: Split | None, out: Path,
+def _best_model_plots(history: SearchHistory, facts: BestModelFacts, out: Path,
                       logged: PlotsLogged) -> list[plots.Plot]:
     best = next((t for t in history.trials if t.run_id == history.tags.get("hpsearch.best_run_id")), None)
     best = best or history.ranked()[0]
     figures = [plots.best_trial_losses(best)]
-    model, spec = load_model(model_dir)
-    (out / "architecture.txt").write_text(architecture.summary(model, spec))
-    dot = architecture.to_dot(model, spec)
-    (out / "architecture.dot").write_text(dot)
-    if not architecture.graph_png(dot, out / "architecture.png"):
+    (out / "architecture.txt").write_text(facts.summary)
+    (out / "architecture.dot").write_text(facts.dot)
+    if not architecture.graph_png(facts.dot, out / "architecture.png"):
         logged.skipped["architecture.png"] = "Graphviz `dot` is not installed (apt-get install graphviz)"
-    if test is None or len(test) == 0:
+    if facts.y_true is None or facts.y_pred is None:
         logged.skipped["test split"] = "no test rows"
-        return figures
-    y_true, y_pred = _predictions(model, spec, test)
-    if spec.task == "regression":
-        figures.append(plots.predicted_vs_true(y_true, y_pred, history.params.get("target", "target")))
+    elif facts.task == "regression":
+        figures.append(plots.predicted_vs_true(facts.y_true, facts.y_pred, history.params.get("target", "target")))
     else:
-        figures.append(plots.confusion_matrix(y_true, y_pred, spec.classes))
+        figures.append(plots.confusion_matrix(facts.y_true, facts.y_pred, facts.classes))
     return figures
-
-
-def _download_model(client: MlflowClient, run_id: str, into: Path) -> str:
-    """The model of a trial that ended before the search was resumed: only MLflow still has it."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a progress bar per file is noise
-    into.mkdir(parents=True)
-    return client.download_artifacts(run_id, "model", str(into))
-
-
-@torch.no_grad()
-def _predictions(model: torch.nn.Module, spec: ModelSpec, split: Split) -> tuple[np.ndarray, np.ndarray]:
-    """True and predicted values on a split: class indices, or the target in its own units."""
-    outputs = model(torch.as_tensor(split.X)).cpu()
-    if spec.task == "regression":
-        scale = lambda v: np.asarray(v, dtype=float) * spec.target_std + spec.target_mean
-        return scale(split.y), scale(outputs.squeeze(1).numpy())
-    predicted = (outputs.squeeze(1) > 0).long() if spec.task == "binary" else outputs.argmax(1)
-    return np.asarray(split.y).astype(int), predicted.numpy()
 
 
 def _write(figures: list[plots.Plot], out: Path, logged: PlotsLogged) -> None:

@@ -1,0 +1,236 @@
+"""Where and when a search's figures are drawn, and how they reach MLflow.
+
+Drawing costs about a second per search plus tens of milliseconds per trial, all of it Python (matplotlib's
+layout and rendering; :mod:`hpsearch.visualize` says what is drawn). So the runner starts a :class:`Drawer`, a
+second process, when a search starts: each trial's loss-curve PNG is drawn there as the trial ends, while the
+next trials train; once the trials have ended, :func:`start_search_plots` reads the search back from MLflow and
+hands it to the drawer, the runner publishes the best model meanwhile, and :meth:`PendingPlots.log` logs the
+files before the parent run is closed. The driver never imports matplotlib or plotly; what the figures need from
+the best model (predictions, the architecture) it computes itself, with the torch it has loaded.
+
+The drawer is forked, so it starts with the driver's imports already done, and only where forking is safe:
+before Ray runs in this process (a fork would copy Ray's threads in an unknown state). Elsewhere (a library
+caller that already started Ray, ``hpsearch report``) the same drawing runs in-process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from mlflow import MlflowClient
+
+from hpsearch import architecture
+from hpsearch.data import Split
+from hpsearch.history import TrialHistory, load_search
+from hpsearch.model import ModelSpec, load_model
+
+__all__ = ["BestModelFacts", "Drawer", "PendingPlots", "PlotsLogged", "best_model_facts", "log_search_plots",
+           "start_search_plots"]
+
+PLOTS_DIR = "plots"
+TRIALS_DIR = "trials"
+FIGURES_FILE = "figures.json"
+TRIAL_PNG = "loss_curve.png"
+LOSS_CURVES = ("train_loss", "val_loss")
+
+
+@dataclass
+class PlotsLogged:
+    """What was drawn and logged, and what it cost (seconds)."""
+
+    files: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    importances: dict[str, float] = field(default_factory=dict)
+    per_trial_s: float = 0.0
+    draw_s: float = 0.0
+    total_s: float = 0.0
+
+
+@dataclass
+class BestModelFacts:
+    """What the best model's figures need, computed where torch and the model are: the figures need neither."""
+
+    summary: str
+    dot: str
+    task: str
+    classes: list[Any]
+    y_true: np.ndarray | None = None  # on the test split: class indices, or the target in its own units
+    y_pred: np.ndarray | None = None
+
+
+def best_model_facts(model_dir: str, test: Split | None) -> BestModelFacts:
+    """The best model's architecture (text and Graphviz source) and its predictions on the test split."""
+    model, spec = load_model(model_dir)
+    facts = BestModelFacts(architecture.summary(model, spec), architecture.to_dot(model, spec), spec.task,
+                           list(spec.classes))
+    if test is not None and len(test) > 0:
+        facts.y_true, facts.y_pred = _predictions(model, spec, test)
+    return facts
+
+
+@torch.no_grad()
+def _predictions(model: torch.nn.Module, spec: ModelSpec, split: Split) -> tuple[np.ndarray, np.ndarray]:
+    outputs = model(torch.as_tensor(split.X)).cpu()
+    if spec.task == "regression":
+        scale = lambda v: np.asarray(v, dtype=float) * spec.target_std + spec.target_mean
+        return scale(split.y), scale(outputs.squeeze(1).numpy())
+    predicted = (outputs.squeeze(1) > 0).long() if spec.task == "binary" else outputs.argmax(1)
+    return np.asarray(split.y).astype(int), predicted.numpy()
+
+
+class Drawer:
+    """A forked process that draws the figures while the driver goes on, and the folder it draws into.
+
+    It ignores Ctrl-C (the driver decides what an interruption means); :meth:`close` ends it and removes the
+    folder. Create it with :meth:`start`, which returns None where forking is not safe.
+    """
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="hpsearch-plots-"))
+        self.drawn: dict[str, Future] = {}  # run id -> its loss-curve PNG, drawn as the trial ended
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker)
+        self._pool.submit(bool)  # fork now, so the worker loads the plotting libraries while the search runs
+
+    @classmethod
+    def start(cls) -> Drawer | None:
+        ray = sys.modules.get("ray")
+        if os.name != "posix" or (ray is not None and ray.is_initialized()):
+            return None
+        sys.stdout.flush(), sys.stderr.flush()  # nothing buffered is written twice
+        return cls()
+
+    def trial_ended(self, record: Any) -> None:
+        """Draw an ended trial's loss-curve PNG now, from its :class:`~hpsearch.tracking.TrialRecord` (it is
+        logged with the search's figures). Only for trials whose every epoch this process saw: not resumed ones."""
+        if record.curves:
+            trial = TrialHistory(record.name, record.run_id, record.status, {}, dict(record.curves))
+            path = self.folder / TRIALS_DIR / record.run_id / TRIAL_PNG
+            self.drawn[record.run_id] = self._pool.submit(_draw_trial, trial, path)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        return self._pool.submit(fn, *args)
+
+    def close(self, wait: bool = True) -> None:
+        """End the process (at once, or after its current figure when ``wait`` is False) and remove the folder."""
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _start_worker() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import hpsearch.visualize  # noqa: F401 - matplotlib, plotly and Optuna's plots, loaded while the search runs
+
+
+def _draw_trial(trial: TrialHistory, path: Path) -> float:
+    from hpsearch import plots
+
+    started = time.monotonic()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plots.trial_loss_png(trial, str(path))
+    return time.monotonic() - started
+
+
+@dataclass
+class PendingPlots:
+    """Figures being drawn (in a :class:`Drawer`, or already drawn in-process) into ``folder``, not yet logged."""
+
+    parent_run_id: str
+    folder: Path
+    runs: list[str]
+    result: Future | PlotsLogged
+    started: float
+    args: tuple = ()
+    trials: dict[str, Future] = field(default_factory=dict)
+    owns_folder: bool = True  # False: the drawer's folder, which the drawer removes
+
+    def log(self, client: MlflowClient, on_event: Callable[[str], None] = print) -> PlotsLogged:
+        """Wait for the drawing, log the files to the runs, and say what was logged or skipped."""
+        try:
+            logged = self.result if isinstance(self.result, PlotsLogged) else self._wait()
+            for run_id in self.runs:
+                png = self.folder / TRIALS_DIR / run_id / TRIAL_PNG
+                if png.exists():
+                    client.log_artifact(run_id, str(png), PLOTS_DIR)
+            client.log_artifacts(self.parent_run_id, str(self.folder / PLOTS_DIR), PLOTS_DIR)
+        finally:
+            if self.owns_folder:
+                shutil.rmtree(self.folder, ignore_errors=True)
+        logged.total_s = time.monotonic() - self.started
+        for name, reason in logged.skipped.items():
+            on_event(f"plot {name} skipped: {reason}")
+        on_event(f"plots: {len(logged.files)} files logged to the search run's {PLOTS_DIR}/ in {logged.total_s:.1f}s "
+                 f"at the end of the search ({logged.per_trial_s * 1000:.0f} ms per trial for its loss curve)")
+        return logged
+
+    def _wait(self) -> PlotsLogged:
+        try:
+            logged = self.result.result()
+            seconds = [future.result() for future in self.trials.values()]
+        except BrokenProcessPool:  # the drawer died (killed, out of memory): draw everything here instead
+            shutil.rmtree(self.folder / PLOTS_DIR, ignore_errors=True)
+            shutil.rmtree(self.folder / TRIALS_DIR, ignore_errors=True)
+            return _draw(*self.args, set())
+        if seconds:
+            logged.per_trial_s = sum(seconds) / len(seconds)
+        return logged
+
+
+def start_search_plots(client: MlflowClient, parent_run_id: str, best: Any, test: Split | None,
+                       drawer: Drawer | None = None) -> PendingPlots:
+    """Read the finished search back from MLflow and start drawing its figures (in ``drawer`` if given).
+
+    Args:
+        client: the MLflow client the search wrote with.
+        parent_run_id: the search's parent run (still open).
+        best: the best trial's record (``run_id``, ``model_dir``; None when its model is only in MLflow), or
+            None when no trial scored.
+        test: the test split, for the best model's confusion matrix or predicted-vs-true plot.
+        drawer: the process to draw in; None draws here and now, into a new temporary folder.
+    """
+    started = time.monotonic()
+    history = load_search(client, parent_run_id)
+    folder = drawer.folder if drawer else Path(tempfile.mkdtemp(prefix="hpsearch-plots-"))
+    facts = None
+    if best is not None:
+        model_dir = best.model_dir or _download_model(client, best.run_id, folder / "best")
+        facts = best_model_facts(model_dir, test)
+    runs = [t.run_id for t in history.trials]
+    args = (history, facts, folder)
+    if drawer is None:
+        return PendingPlots(parent_run_id, folder, runs, _draw(*args, set()), started, args)
+    drawn = {run_id: future for run_id, future in drawer.drawn.items() if run_id in runs}
+    return PendingPlots(parent_run_id, folder, runs, drawer.submit(_draw, *args, set(drawn)), started, args, drawn,
+                        owns_folder=False)
+
+
+def log_search_plots(client: MlflowClient, parent_run_id: str, best: Any, test: Split | None,
+                     on_event: Callable[[str], None] = print) -> PlotsLogged:
+    """Draw and log every figure of a finished search, here and now (see :func:`start_search_plots`)."""
+    return start_search_plots(client, parent_run_id, best, test).log(client, on_event)
+
+
+def _draw(*args: Any) -> PlotsLogged:
+    from hpsearch import visualize  # matplotlib, plotly and Optuna's plots: only where figures are drawn
+
+    return visualize.draw_search_plots(*args)
+
+
+def _download_model(client: MlflowClient, run_id: str, into: Path) -> str:
+    """The model of a trial that ended before the search was resumed: only MLflow still has it."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a progress bar per file is noise
+    into.mkdir(parents=True)
+    return client.download_artifacts(run_id, "model", str(into))
