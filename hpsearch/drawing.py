@@ -45,7 +45,9 @@ PLOTS_DIR = "plots"
 TRIALS_DIR = "trials"
 FIGURES_FILE = "figures.json"
 TRIAL_PNG = "loss_curve.png"
-LOSS_CURVES = ("train_loss", "val_loss")
+#: The figures of :func:`hpsearch.visualize.draw_part`, in two halves of about equal cost, drawn at once.
+HALVES = (("learning_curves", "best_so_far", "best_model"), ("parallel_coordinates", "param_importances"))
+WORKERS = len(HALVES)
 
 
 @dataclass
@@ -93,7 +95,7 @@ def _predictions(model: torch.nn.Module, spec: ModelSpec, split: Split) -> tuple
 
 
 class Drawer:
-    """A forked process that draws the figures while the driver goes on, and the folder it draws into.
+    """Forked processes that draw the figures while the driver goes on, and the folder they draw into.
 
     It ignores Ctrl-C (the driver decides what an interruption means); :meth:`close` ends it and removes the
     folder. Create it with :meth:`start`, which returns None where forking is not safe.
@@ -102,8 +104,9 @@ class Drawer:
     def __init__(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="hpsearch-plots-"))
         self.drawn: dict[str, Future] = {}  # run id -> its loss-curve PNG, drawn as the trial ended
-        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker)
-        self._pool.submit(bool)  # fork now, so the worker loads the plotting libraries while the search runs
+        self._pool = ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("fork"),
+                                         initializer=_start_worker)
+        self._pool.submit(bool)  # fork now, so the workers load the plotting libraries while the search runs
 
     @classmethod
     def start(cls) -> Drawer | None:
@@ -146,28 +149,29 @@ def _draw_trial(trial: TrialHistory, path: Path) -> float:
 
 @dataclass
 class PendingPlots:
-    """Figures being drawn (in a :class:`Drawer`, or already drawn in-process) into ``folder``, not yet logged."""
+    """Figures being drawn (by a :class:`Drawer`, or already drawn in-process) into ``folder``, not yet logged."""
 
     parent_run_id: str
     folder: Path
     runs: list[str]
-    result: Future | PlotsLogged
     started: float
-    args: tuple = ()
+    args: tuple  # what draw_search_plots needs, to draw everything here if the drawer dies
+    drawer: Drawer | None = None
+    halves: list[Future] = field(default_factory=list)
     trials: dict[str, Future] = field(default_factory=dict)
-    owns_folder: bool = True  # False: the drawer's folder, which the drawer removes
+    drawn: PlotsLogged | None = None  # already drawn, in-process
 
     def log(self, client: MlflowClient, on_event: Callable[[str], None] = print) -> PlotsLogged:
         """Wait for the drawing, log the files to the runs, and say what was logged or skipped."""
         try:
-            logged = self.result if isinstance(self.result, PlotsLogged) else self._wait()
+            logged = self.drawn or self._wait()
             for run_id in self.runs:
                 png = self.folder / TRIALS_DIR / run_id / TRIAL_PNG
                 if png.exists():
                     client.log_artifact(run_id, str(png), PLOTS_DIR)
             client.log_artifacts(self.parent_run_id, str(self.folder / PLOTS_DIR), PLOTS_DIR)
         finally:
-            if self.owns_folder:
+            if self.drawer is None:  # a drawer removes its own folder
                 shutil.rmtree(self.folder, ignore_errors=True)
         logged.total_s = time.monotonic() - self.started
         for name, reason in logged.skipped.items():
@@ -177,15 +181,18 @@ class PendingPlots:
         return logged
 
     def _wait(self) -> PlotsLogged:
+        assert self.drawer is not None
         try:
-            logged = self.result.result()
+            parts = [future.result() for future in self.halves]
+            logged = self.drawer.submit(_pages, self.folder, parts).result()
             seconds = [future.result() for future in self.trials.values()]
-        except BrokenProcessPool:  # the drawer died (killed, out of memory): draw everything here instead
+        except BrokenProcessPool:  # a drawer process died (killed, out of memory): draw everything here instead
             shutil.rmtree(self.folder / PLOTS_DIR, ignore_errors=True)
             shutil.rmtree(self.folder / TRIALS_DIR, ignore_errors=True)
             return _draw(*self.args, set())
         if seconds:
             logged.per_trial_s = sum(seconds) / len(seconds)
+        logged.draw_s = time.monotonic() - self.started
         return logged
 
 
@@ -211,10 +218,10 @@ def start_search_plots(client: MlflowClient, parent_run_id: str, best: Any, test
     runs = [t.run_id for t in history.trials]
     args = (history, facts, folder)
     if drawer is None:
-        return PendingPlots(parent_run_id, folder, runs, _draw(*args, set()), started, args)
-    drawn = {run_id: future for run_id, future in drawer.drawn.items() if run_id in runs}
-    return PendingPlots(parent_run_id, folder, runs, drawer.submit(_draw, *args, set(drawn)), started, args, drawn,
-                        owns_folder=False)
+        return PendingPlots(parent_run_id, folder, runs, started, args, drawn=_draw(*args, set()))
+    trials = {run_id: future for run_id, future in drawer.drawn.items() if run_id in runs}
+    halves = [drawer.submit(_draw_half, *args, names, set(trials)) for names in HALVES]
+    return PendingPlots(parent_run_id, folder, runs, started, args, drawer, halves, trials)
 
 
 def log_search_plots(client: MlflowClient, parent_run_id: str, best: Any, test: Split | None,
@@ -227,6 +234,18 @@ def _draw(*args: Any) -> PlotsLogged:
     from hpsearch import visualize  # matplotlib, plotly and Optuna's plots: only where figures are drawn
 
     return visualize.draw_search_plots(*args)
+
+
+def _draw_half(*args: Any) -> Any:
+    from hpsearch import visualize
+
+    return visualize.draw_part(*args)
+
+
+def _pages(*args: Any) -> PlotsLogged:
+    from hpsearch import visualize
+
+    return visualize.write_pages(*args)
 
 
 def _download_model(client: MlflowClient, run_id: str, into: Path) -> str:
