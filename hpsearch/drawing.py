@@ -15,6 +15,7 @@ caller that already started Ray, ``hpsearch report``) the same drawing runs in-p
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import shutil
@@ -38,16 +39,13 @@ from hpsearch.data import Split
 from hpsearch.history import TrialHistory, load_search
 from hpsearch.model import ModelSpec, load_model
 
-__all__ = ["BestModelFacts", "Drawer", "PendingPlots", "PlotsLogged", "best_model_facts", "log_search_plots",
-           "start_search_plots"]
+__all__ = ["BestModelFacts", "Drawer", "PendingPlots", "PlotsLogged", "best_model_facts",
+           "log_search_plots", "start_search_plots"]
 
 PLOTS_DIR = "plots"
 TRIALS_DIR = "trials"
 FIGURES_FILE = "figures.json"
 TRIAL_PNG = "loss_curve.png"
-#: The figures of :func:`hpsearch.visualize.draw_part`, in two halves of about equal cost, drawn at once.
-HALVES = (("learning_curves", "best_so_far", "best_model"), ("parallel_coordinates", "param_importances"))
-WORKERS = len(HALVES)
 
 
 @dataclass
@@ -95,7 +93,7 @@ def _predictions(model: torch.nn.Module, spec: ModelSpec, split: Split) -> tuple
 
 
 class Drawer:
-    """Forked processes that draw the figures while the driver goes on, and the folder they draw into.
+    """A forked process that draws the figures while the driver goes on, and the folder it draws into.
 
     It ignores Ctrl-C (the driver decides what an interruption means); :meth:`close` ends it and removes the
     folder. Create it with :meth:`start`, which returns None where forking is not safe.
@@ -104,9 +102,10 @@ class Drawer:
     def __init__(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="hpsearch-plots-"))
         self.drawn: dict[str, Future] = {}  # run id -> its loss-curve PNG, drawn as the trial ended
-        self._pool = ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("fork"),
-                                         initializer=_start_worker)
-        self._pool.submit(bool)  # fork now, so the workers load the plotting libraries while the search runs
+        # One process: a second one (the search's figures in two halves at once) finished the figures sooner but
+        # slowed the search more, on 2 cores, than it saved (bench: tiny search 8.5 s against 7.9 s).
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker)
+        self._pool.submit(bool)  # fork now, so that it loads the plotting libraries while the search runs
 
     @classmethod
     def start(cls) -> Drawer | None:
@@ -122,7 +121,8 @@ class Drawer:
         if record.curves:
             trial = TrialHistory(record.name, record.run_id, record.status, {}, dict(record.curves))
             path = self.folder / TRIALS_DIR / record.run_id / TRIAL_PNG
-            self.drawn[record.run_id] = self._pool.submit(_draw_trial, trial, path)
+            with contextlib.suppress(BrokenProcessPool):  # a dead drawer: the end of the search draws it here
+                self.drawn[record.run_id] = self._pool.submit(_draw_trial, trial, path)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         return self._pool.submit(fn, *args)
@@ -135,7 +135,9 @@ class Drawer:
 
 def _start_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import hpsearch.visualize  # noqa: F401 - matplotlib, plotly and Optuna's plots, loaded while the search runs
+    from hpsearch import visualize  # matplotlib, plotly and Optuna's plots, loaded while the search runs
+
+    visualize.warm_up()
 
 
 def _draw_trial(trial: TrialHistory, path: Path) -> float:
@@ -156,9 +158,9 @@ class PendingPlots:
     runs: list[str]
     started: float
     args: tuple  # what draw_search_plots needs, to draw everything here if the drawer dies
-    drawer: Drawer | None = None
-    halves: list[Future] = field(default_factory=list)
-    trials: dict[str, Future] = field(default_factory=dict)
+    owns_folder: bool = True  # False: the drawer's folder, which the drawer removes
+    figures: Future | None = None  # the search's figures, in the drawer
+    trials: dict[str, Future] = field(default_factory=dict)  # the trials' PNGs drawn as they ended
     drawn: PlotsLogged | None = None  # already drawn, in-process
 
     def log(self, client: MlflowClient, on_event: Callable[[str], None] = print) -> PlotsLogged:
@@ -171,7 +173,7 @@ class PendingPlots:
                     client.log_artifact(run_id, str(png), PLOTS_DIR)
             client.log_artifacts(self.parent_run_id, str(self.folder / PLOTS_DIR), PLOTS_DIR)
         finally:
-            if self.drawer is None:  # a drawer removes its own folder
+            if self.owns_folder:
                 shutil.rmtree(self.folder, ignore_errors=True)
         logged.total_s = time.monotonic() - self.started
         for name, reason in logged.skipped.items():
@@ -181,18 +183,14 @@ class PendingPlots:
         return logged
 
     def _wait(self) -> PlotsLogged:
-        assert self.drawer is not None
+        assert self.figures is not None
         try:
-            parts = [future.result() for future in self.halves]
-            logged = self.drawer.submit(_pages, self.folder, parts).result()
+            logged = self.figures.result()
             seconds = [future.result() for future in self.trials.values()]
-        except BrokenProcessPool:  # a drawer process died (killed, out of memory): draw everything here instead
-            shutil.rmtree(self.folder / PLOTS_DIR, ignore_errors=True)
-            shutil.rmtree(self.folder / TRIALS_DIR, ignore_errors=True)
-            return _draw(*self.args, set())
+        except BrokenProcessPool:  # the drawer died (killed, out of memory): draw everything here instead
+            return _draw_again(*self.args)
         if seconds:
             logged.per_trial_s = sum(seconds) / len(seconds)
-        logged.draw_s = time.monotonic() - self.started
         return logged
 
 
@@ -217,11 +215,16 @@ def start_search_plots(client: MlflowClient, parent_run_id: str, best: Any, test
         facts = best_model_facts(model_dir, test)
     runs = [t.run_id for t in history.trials]
     args = (history, facts, folder)
+    pending = PendingPlots(parent_run_id, folder, runs, started, args, owns_folder=drawer is None)
     if drawer is None:
-        return PendingPlots(parent_run_id, folder, runs, started, args, drawn=_draw(*args, set()))
-    trials = {run_id: future for run_id, future in drawer.drawn.items() if run_id in runs}
-    halves = [drawer.submit(_draw_half, *args, names, set(trials)) for names in HALVES]
-    return PendingPlots(parent_run_id, folder, runs, started, args, drawer, halves, trials)
+        pending.drawn = _draw(*args, set())
+        return pending
+    pending.trials = {run_id: future for run_id, future in drawer.drawn.items() if run_id in runs}
+    try:
+        pending.figures = drawer.submit(_draw, *args, set(pending.trials))
+    except BrokenProcessPool:  # the drawer died before the end of the search
+        pending.drawn = _draw_again(*args)
+    return pending
 
 
 def log_search_plots(client: MlflowClient, parent_run_id: str, best: Any, test: Split | None,
@@ -236,16 +239,11 @@ def _draw(*args: Any) -> PlotsLogged:
     return visualize.draw_search_plots(*args)
 
 
-def _draw_half(*args: Any) -> Any:
-    from hpsearch import visualize
-
-    return visualize.draw_part(*args)
-
-
-def _pages(*args: Any) -> PlotsLogged:
-    from hpsearch import visualize
-
-    return visualize.write_pages(*args)
+def _draw_again(history: Any, facts: BestModelFacts | None, folder: Path) -> PlotsLogged:
+    """Every figure, here, into a folder emptied of what a dead drawer may have left half-written."""
+    shutil.rmtree(folder / PLOTS_DIR, ignore_errors=True)
+    shutil.rmtree(folder / TRIALS_DIR, ignore_errors=True)
+    return _draw(history, facts, folder, set())
 
 
 def _download_model(client: MlflowClient, run_id: str, into: Path) -> str:

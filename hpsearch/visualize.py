@@ -11,6 +11,8 @@ plots never fail a search whose results are already tracked.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +21,15 @@ from typing import Any
 import plotly.io as pio
 
 from hpsearch import architecture, plots
-from hpsearch.drawing import FIGURES_FILE, HALVES, PLOTS_DIR, TRIAL_PNG, TRIALS_DIR, BestModelFacts, PlotsLogged
-from hpsearch.history import SearchHistory
+from hpsearch.drawing import FIGURES_FILE, PLOTS_DIR, TRIAL_PNG, TRIALS_DIR, BestModelFacts, PlotsLogged
+from hpsearch.history import SearchHistory, TrialHistory
 from hpsearch.study import rebuild_study
 
-__all__ = ["DrawnPart", "draw_part", "draw_search_plots", "interactive_page", "search_plots", "write_pages"]
+__all__ = ["DrawnPart", "draw_part", "draw_search_plots", "interactive_page", "search_plots", "warm_up", "write_pages"]
 
 PNG_DPI = 100
 SEARCH_FIGURES = ("learning_curves", "best_so_far", "parallel_coordinates", "param_importances")
-FIGURES = HALVES[0] + HALVES[1]  # everything draw_part can draw
+FIGURES = (*SEARCH_FIGURES, "best_model")  # everything draw_part can draw
 #: The order of the figures in ``interactive.html``, ``figures.json`` and the report.
 _RANK = {name: i for i, name in enumerate(("learning_curves", "best_so_far", "parallel_coordinates",
                                             "param_importances", "best_trial_loss", "confusion_matrix",
@@ -36,7 +38,7 @@ _RANK = {name: i for i, name in enumerate(("learning_curves", "best_so_far", "pa
 
 @dataclass
 class DrawnPart:
-    """Some of a search's figures, drawn: their PNGs are in the folder, their plotly JSON is here (picklable)."""
+    """Some of a search's figures, drawn: their PNGs are in the folder, their plotly JSON is here."""
 
     figures: list[dict[str, Any]]  # {"name", "title", "figure"}
     skipped: dict[str, str]
@@ -48,9 +50,8 @@ def draw_search_plots(history: SearchHistory, best: BestModelFacts | None, folde
                       already_drawn: set[str] = frozenset()) -> PlotsLogged:
     """Every figure of a search as files: ``folder/plots/`` for the search, ``folder/trials/RUN_ID/`` per trial.
 
-    Needs neither the tracking store nor torch (the :class:`~hpsearch.drawing.Drawer` draws its halves,
-    :data:`~hpsearch.drawing.HALVES`, in two processes): everything comes in as arguments. Trials in
-    ``already_drawn`` got their loss-curve PNG when they ended.
+    Needs neither the tracking store nor torch (it runs in the :class:`~hpsearch.drawing.Drawer`): everything
+    comes in as arguments. Trials in ``already_drawn`` got their loss-curve PNG when they ended.
     """
     started = time.monotonic()
     logged = write_pages(folder, [draw_part(history, best, folder, FIGURES, already_drawn)])
@@ -96,6 +97,27 @@ def write_pages(folder: Path, parts: list[DrawnPart]) -> PlotsLogged:
         (out / "skipped.txt").write_text("".join(f"{k}: {v}\n" for k, v in logged.skipped.items()))
     logged.files = sorted(f"{PLOTS_DIR}/{p.name}" for p in out.iterdir())
     return logged
+
+
+def warm_up() -> None:
+    """Draw two figures of a made-up three-trial search and throw them away.
+
+    The first figures a process draws pay for loading fonts, plotly's validators and Optuna's plotting code
+    (about 0.4 s): the drawer's processes pay it while the search runs, not at its end.
+    """
+    trials = [TrialHistory(f"trial_{i}", f"run{i}", "completed",
+                           {"n_layers": "1", "units_0": str(8 * (i + 1)), "lr": str(10.0 ** -(i + 1))},
+                           {key: [(1, 1.0 + i + offset), (2, 0.5 + i + offset)] for key, offset in
+                            (("train_loss", 0.0), ("val_loss", 0.1))}, 1000 * i, 1000 * i + 500)
+              for i in range(3)]
+    space = {"space.layers": "layers(1, 2, units=(4, 64))", "space.lr": "loguniform(0.0001, 0.1)"}
+    history = SearchHistory("warm-up", "warm-up", "warm-up", {**space, "metric": "val_loss", "mode": "min"}, {}, {},
+                            trials)
+    folder = Path(tempfile.mkdtemp(prefix="hpsearch-warm-up-"))
+    try:  # the two figures whose first drawing costs most (Optuna's plots load on first use)
+        draw_part(history, None, folder, ("learning_curves", "parallel_coordinates"))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def interactive_page(title: str, figures: list[tuple[str, Any]]) -> str:
