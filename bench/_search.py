@@ -3,7 +3,8 @@
     python bench/_search.py OUT.json SPACE_FILE [hpsearch run options] [--no-tracking] [--lever NAME]
 
 Runs :func:`hpsearch.cli.main` in this process (so the wall time measured outside includes every import and
-start-up, as for a user), and writes to OUT.json: the time spent in MLflow client calls, the driver's peak and
+start-up, as for a user), and writes to OUT.json: the time spent in MLflow client calls (and apart: opening the
+store, publishing the best model), the driver's peak and
 sampled resident memory, the best validation metric, and each trial's config and epochs (for the ideal time).
 ``--no-tracking`` replaces the MLflow client by one that does nothing; ``--lever`` undoes one optimisation
 (driver-side only) to measure what it pays.
@@ -96,18 +97,33 @@ def main(argv: list[str]) -> int:
     timed: list[_TimedClient] = []
     real_connect = tracking.connect
 
+    seconds = {"connect_s": 0.0, "publish_s": 0.0}
+
     def connect(uri):
         if tracking_off:
             return _NullClient(), "null://"
+        start = time.perf_counter()
         client, uri = real_connect(uri)
+        seconds["connect_s"] += time.perf_counter() - start
         timed.append(_TimedClient(client))
         return timed[-1], uri
 
     tracking.connect = connect
-    if tracking_off:  # nothing to publish the best model into
-        from hpsearch import publish
+    from hpsearch import publish
 
+    if tracking_off:  # nothing to publish the best model into
         publish.on_search_end = lambda *a, **k: None
+    else:  # the best model's pyfunc packaging and registration, apart from the per-trial tracking calls
+        real_publish = publish.on_search_end
+
+        def on_search_end(*a, **k):
+            start = time.perf_counter()
+            try:
+                return real_publish(*a, **k)
+            finally:
+                seconds["publish_s"] += time.perf_counter() - start
+
+        publish.on_search_end = on_search_end
     samples: list[float] = []
     real_ended = tracking.TrialTracker.trial_ended
 
@@ -135,6 +151,7 @@ def main(argv: list[str]) -> int:
     result = {
         "code": code,
         "tracking_s": sum(c.seconds for c in timed),
+        **seconds,
         "tracking_calls": sum(c.calls for c in timed),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "driver_cpu_s": _cpu_s(),

@@ -127,9 +127,9 @@ class Drawer:
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         return self._pool.submit(fn, *args)
 
-    def close(self, wait: bool = True) -> None:
-        """End the process (at once, or after its current figure when ``wait`` is False) and remove the folder."""
-        self._pool.shutdown(wait=wait, cancel_futures=True)
+    def close(self) -> None:
+        """End the process once its current figure is done (figures not started are dropped); remove the folder."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

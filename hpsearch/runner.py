@@ -141,12 +141,9 @@ def run_search(
                                plots=plots, tracking_uri=tracking_uri, results_dir=results_dir, resume=resume,
                                max_failures=max_failures, on_event=on_event, progress=progress, address=address,
                                storage=storage)
-    except BaseException:
+    finally:
         if drawer is not None:
-            drawer.close(wait=False)
-        raise
-    if drawer is not None:
-        drawer.close()
+            drawer.close()
     return outcome
 
 

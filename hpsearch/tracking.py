@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import math
@@ -68,6 +69,8 @@ def connect(tracking_uri: str | None) -> tuple[MlflowClient, str]:
     nothing is written until the space file and the data have been checked. The default SQLite store runs in
     WAL mode with a generous busy timeout, so two searches can write to it at once.
     """
+    if tracking_uri is None or tracking_uri.startswith("sqlite:"):
+        _fast_wal_commits()
     if tracking_uri is None:
         DEFAULT_STORE.mkdir(exist_ok=True)
         tracking_uri = f"{default_tracking_uri()}?timeout={SQLITE_BUSY_TIMEOUT_S}"
@@ -93,6 +96,26 @@ def _enable_wal(database: Path) -> None:
     """WAL lets readers and one writer work at once; the setting is stored in the database file itself."""
     with sqlite3.connect(database, timeout=SQLITE_BUSY_TIMEOUT_S) as connection:
         connection.execute("PRAGMA journal_mode=WAL")
+
+
+@functools.cache
+def _fast_wal_commits() -> None:
+    """Commit to SQLite stores in WAL mode without an fsync each time (``synchronous=NORMAL``).
+
+    Every MLflow call is a transaction; with SQLite's default (FULL) each one waits for the disk: about 9 ms a
+    call here against 3 ms. In WAL mode, NORMAL is what SQLite recommends: a commit survives the process being
+    killed, and a power cut can lose the last commits but never corrupts the database. Stores not in WAL mode
+    (where NORMAL could corrupt on a power cut) keep their setting.
+    """
+    import sqlalchemy  # MLflow's SQL stores load it anyway; a tracking server does not need it
+
+    @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
+    def _on_connect(connection: Any, _record: Any) -> None:
+        if isinstance(connection, sqlite3.Connection):
+            cursor = connection.cursor()
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
 
 
 def _check_reachable(tracking_uri: str) -> None:
@@ -160,6 +183,10 @@ class TrialTracker:
         self._pending: dict[str, list[Metric]] = {}
         self._last_flush = time.monotonic()
         self.on_ended: Callable[[TrialRecord], None] | None = None  # called once per trial, after its run is closed
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Ray Tune pickles its callbacks (and this tracker) into its snapshot: the hook stays in this process."""
+        return {**self.__dict__, "on_ended": None}
 
     @classmethod
     def resume(cls, client: MlflowClient, experiment_id: str, parent_run_id: str, max_epochs: int) -> TrialTracker:

@@ -43,3 +43,21 @@ def test_a_search_writes_only_mlruns_and_ray_results_even_for_a_hostile_experime
     client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("../../escaped")
     assert experiment.artifact_location == (workdir / "mlruns" / "artifacts").as_uri()
+
+
+def test_stores_in_wal_mode_commit_without_fsync_and_other_sqlite_stores_keep_their_setting(tmp_path: Path):
+    import sqlite3
+
+    import sqlalchemy
+
+    from hpsearch import tracking
+
+    tracking.connect(f"sqlite:///{tmp_path / 'other.db'}")  # installs the setting for the process
+    wal = tmp_path / "wal.db"
+    with sqlite3.connect(wal) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+    synchronous = {}
+    for name in ("wal.db", "rollback.db"):
+        with sqlalchemy.create_engine(f"sqlite:///{tmp_path / name}").connect() as connection:
+            synchronous[name] = connection.exec_driver_sql("PRAGMA synchronous").scalar()
+    assert synchronous == {"wal.db": 1, "rollback.db": 2}  # NORMAL in WAL mode, SQLite's default FULL otherwise
