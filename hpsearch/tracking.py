@@ -181,6 +181,7 @@ class TrialTracker:
         self.max_epochs = max_epochs
         self.records: dict[str, TrialRecord] = {}
         self._pending: dict[str, list[Metric]] = {}
+        self._pending_tags: dict[str, list[RunTag]] = {}
         self._last_flush = time.monotonic()
         self.on_ended: Callable[[TrialRecord], None] | None = None  # called once per trial, after its run is closed
 
@@ -259,7 +260,8 @@ class TrialTracker:
             return
         record.node = f"{result.get('hostname', 'unknown')}/{node_id[:8]}"
         tags = {TAG_NODE: record.node, "hpsearch.node_id": node_id, "hpsearch.node_ip": str(result.get("node_ip", ""))}
-        self.client.log_batch(record.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        # Written with the trial's next metrics (one log_batch, not two): a call less per trial.
+        self._pending_tags.setdefault(record.run_id, []).extend(RunTag(k, v) for k, v in tags.items())
 
     def trial_ended(self, trial_id: str, *, model_dir: str | None = None, error: str | None = None,
                     early_stopped: bool = False) -> TrialRecord:
@@ -288,8 +290,9 @@ class TrialTracker:
         tags[TAG_STATUS] = record.status
         metrics = [*self._pending.pop(record.run_id, []),
                    Metric("epochs_trained", record.epochs, int(time.time() * 1000), 0)]
+        run_tags = [*self._pending_tags.pop(record.run_id, []), *(RunTag(k, v) for k, v in tags.items())]
         for start in range(0, len(metrics), 1000):  # MLflow's limit per log_batch
-            batch_tags = [RunTag(k, v) for k, v in tags.items()] if start == 0 else []
+            batch_tags = run_tags if start == 0 else []
             self.client.log_batch(record.run_id, metrics=metrics[start : start + 1000], tags=batch_tags)
         status = RunStatus.to_string(RunStatus.FAILED if error else RunStatus.FINISHED)
         self.client.set_terminated(record.run_id, status)
@@ -298,10 +301,12 @@ class TrialTracker:
         return record
 
     def flush(self) -> None:
-        for run_id, metrics in self._pending.items():
-            for start in range(0, len(metrics), 1000):  # MLflow's limit per log_batch
-                self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        for run_id in {*self._pending, *self._pending_tags}:
+            metrics, tags = self._pending.get(run_id, []), self._pending_tags.get(run_id, [])
+            for start in range(0, max(1, len(metrics)), 1000):  # MLflow's limit per log_batch
+                self.client.log_batch(run_id, metrics=metrics[start : start + 1000], tags=tags if start == 0 else [])
         self._pending.clear()
+        self._pending_tags.clear()
         self._last_flush = time.monotonic()
 
     def close_open_runs(self, status: str = "KILLED") -> None:
