@@ -39,8 +39,7 @@ from hpsearch.data import Split
 from hpsearch.history import TrialHistory, load_search
 from hpsearch.model import ModelSpec, load_model
 
-__all__ = ["BestModelFacts", "Drawer", "PendingPlots", "PlotsLogged", "best_model_facts",
-           "log_search_plots", "start_search_plots"]
+__all__ = ["BestModelFacts", "Drawer", "PendingPlots", "PlotsLogged", "best_model_facts", "start_search_plots"]
 
 PLOTS_DIR = "plots"
 TRIALS_DIR = "trials"
@@ -56,7 +55,6 @@ class PlotsLogged:
     skipped: dict[str, str] = field(default_factory=dict)
     importances: dict[str, float] = field(default_factory=dict)
     per_trial_s: float = 0.0
-    draw_s: float = 0.0
     total_s: float = 0.0
 
 
@@ -225,12 +223,6 @@ def start_search_plots(client: MlflowClient, parent_run_id: str, best: Any, test
     except BrokenProcessPool:  # the drawer died before the end of the search
         pending.drawn = _draw_again(*args)
     return pending
-
-
-def log_search_plots(client: MlflowClient, parent_run_id: str, best: Any, test: Split | None,
-                     on_event: Callable[[str], None] = print) -> PlotsLogged:
-    """Draw and log every figure of a finished search, here and now (see :func:`start_search_plots`)."""
-    return start_search_plots(client, parent_run_id, best, test).log(client, on_event)
 
 
 def _draw(*args: Any) -> PlotsLogged:

@@ -10,11 +10,9 @@ plots never fail a search whose results are already tracked.
 
 from __future__ import annotations
 
+import io
 import json
-import shutil
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +23,9 @@ from hpsearch.drawing import FIGURES_FILE, PLOTS_DIR, TRIAL_PNG, TRIALS_DIR, Bes
 from hpsearch.history import SearchHistory, TrialHistory
 from hpsearch.study import rebuild_study
 
-__all__ = ["DrawnPart", "draw_part", "draw_search_plots", "interactive_page", "search_plots", "warm_up", "write_pages"]
+__all__ = ["draw_search_plots", "interactive_page", "search_plots", "warm_up"]
 
 PNG_DPI = 100
-SEARCH_FIGURES = ("learning_curves", "best_so_far", "parallel_coordinates", "param_importances")
-FIGURES = (*SEARCH_FIGURES, "best_model")  # everything draw_part can draw
-#: The order of the figures in ``interactive.html``, ``figures.json`` and the report.
-_RANK = {name: i for i, name in enumerate(("learning_curves", "best_so_far", "parallel_coordinates",
-                                            "param_importances", "best_trial_loss", "confusion_matrix",
-                                            "predicted_vs_true"))}
-
-
-@dataclass
-class DrawnPart:
-    """Some of a search's figures, drawn: their PNGs are in the folder, their plotly JSON is here."""
-
-    figures: list[dict[str, Any]]  # {"name", "title", "figure"}
-    skipped: dict[str, str]
-    importances: dict[str, float]
-    per_trial_s: float = 0.0
 
 
 def draw_search_plots(history: SearchHistory, best: BestModelFacts | None, folder: Path,
@@ -53,49 +35,15 @@ def draw_search_plots(history: SearchHistory, best: BestModelFacts | None, folde
     Needs neither the tracking store nor torch (it runs in the :class:`~hpsearch.drawing.Drawer`): everything
     comes in as arguments. Trials in ``already_drawn`` got their loss-curve PNG when they ended.
     """
-    started = time.monotonic()
-    logged = write_pages(folder, [draw_part(history, best, folder, FIGURES, already_drawn)])
-    logged.draw_s = time.monotonic() - started
-    return logged
-
-
-def draw_part(history: SearchHistory, best: BestModelFacts | None, folder: Path, names: tuple[str, ...],
-              already_drawn: set[str] = frozenset()) -> DrawnPart:
-    """The figures in ``names`` (see :data:`FIGURES`): PNGs into ``folder/plots``, their plotly JSON returned.
-
-    The trials' loss-curve PNGs not in ``already_drawn`` come with ``learning_curves``.
-    """
-    out = folder / PLOTS_DIR
-    out.mkdir(parents=True, exist_ok=True)
     logged = PlotsLogged()
-    per_trial = _draw_trial_pngs(history, folder / TRIALS_DIR, already_drawn) if "learning_curves" in names else 0.0
-    figures = search_plots(history, logged, names)
-    if best is not None and "best_model" in names:
-        figures += _best_model_plots(history, best, out, logged)
-    for plot in figures:
-        plot.png.savefig(out / f"{plot.name}.png", dpi=PNG_DPI)
-    drawn = [{"name": p.name, "title": p.title, "figure": json.loads(p.interactive.to_json())} for p in figures]
-    plots.close(figures)
-    return DrawnPart(drawn, logged.skipped, logged.importances, per_trial)
-
-
-def write_pages(folder: Path, parts: list[DrawnPart]) -> PlotsLogged:
-    """The files that hold every figure at once: ``interactive.html``, ``figures.json``, the importances."""
     out = folder / PLOTS_DIR
     out.mkdir(parents=True, exist_ok=True)
-    logged = PlotsLogged(per_trial_s=max((p.per_trial_s for p in parts), default=0.0))
-    for part in parts:
-        logged.skipped.update(part.skipped)
-        logged.importances.update(part.importances)
-    figures = sorted((f for part in parts for f in part.figures), key=lambda f: _RANK.get(f["name"], len(_RANK)))
-    page = interactive_page("Search plots", [(f["title"], f["figure"]) for f in figures])
-    (out / "interactive.html").write_text(page)
-    (out / FIGURES_FILE).write_text(json.dumps(figures))
-    if logged.importances:
-        (out / "param_importances.json").write_text(json.dumps(logged.importances, indent=2))
-    if logged.skipped:
-        (out / "skipped.txt").write_text("".join(f"{k}: {v}\n" for k, v in logged.skipped.items()))
-    logged.files = sorted(f"{PLOTS_DIR}/{p.name}" for p in out.iterdir())
+    logged.per_trial_s = _draw_trial_pngs(history, folder / TRIALS_DIR, already_drawn)
+    figures = search_plots(history, logged)
+    if best is not None:
+        figures += _best_model_plots(history, best, out, logged)
+    _write(figures, out, logged)
+    plots.close(figures)
     return logged
 
 
@@ -103,7 +51,7 @@ def warm_up() -> None:
     """Draw two figures of a made-up three-trial search and throw them away.
 
     The first figures a process draws pay for loading fonts, plotly's validators and Optuna's plotting code
-    (about 0.4 s): the drawer's processes pay it while the search runs, not at its end.
+    (about 0.4 s): the drawer pays it while the search runs, not at its end.
     """
     trials = [TrialHistory(f"trial_{i}", f"run{i}", "completed",
                            {"n_layers": "1", "units_0": str(8 * (i + 1)), "lr": str(10.0 ** -(i + 1))},
@@ -113,11 +61,11 @@ def warm_up() -> None:
     space = {"space.layers": "layers(1, 2, units=(4, 64))", "space.lr": "loguniform(0.0001, 0.1)"}
     history = SearchHistory("warm-up", "warm-up", "warm-up", {**space, "metric": "val_loss", "mode": "min"}, {}, {},
                             trials)
-    folder = Path(tempfile.mkdtemp(prefix="hpsearch-warm-up-"))
-    try:  # the two figures whose first drawing costs most (Optuna's plots load on first use)
-        draw_part(history, None, folder, ("learning_curves", "parallel_coordinates"))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    figures = [plots.learning_curves(history), plots.parallel_coordinates(rebuild_study(history), history.metric)]
+    for plot in figures:  # the two whose first drawing costs most (Optuna's plots load on first use)
+        plot.png.savefig(io.BytesIO(), format="png", dpi=PNG_DPI)
+        plot.interactive.to_json()
+    plots.close(figures)
 
 
 def interactive_page(title: str, figures: list[tuple[str, Any]]) -> str:
@@ -140,28 +88,22 @@ def _draw_trial_pngs(history: SearchHistory, folder: Path, already_drawn: set[st
     return (time.monotonic() - started) / max(1, len(trials))
 
 
-def search_plots(history: SearchHistory, logged: PlotsLogged,
-                 names: tuple[str, ...] = SEARCH_FIGURES) -> list[plots.Plot]:
+def search_plots(history: SearchHistory, logged: PlotsLogged) -> list[plots.Plot]:
     """The figures about the whole search (no model needed); what cannot be drawn goes to ``logged.skipped``."""
     figures: list[plots.Plot] = []
     if not history.scored():
         logged.skipped["all"] = "no trial reported the search's metric"
         return figures
-    if "learning_curves" in names:
-        figures.append(plots.learning_curves(history))
-    if "best_so_far" in names:
-        figures.append(plots.best_so_far(history))
-    if "parallel_coordinates" not in names and "param_importances" not in names:
-        return figures
+    figures.append(plots.learning_curves(history))
+    figures.append(plots.best_so_far(history))
     study = rebuild_study(history)
     if not study.trials or not study.trials[0].params:
         logged.skipped["parallel_coordinates"] = "the space searches no hyperparameter"
         return figures
-    if "parallel_coordinates" in names:
-        figures.append(plots.parallel_coordinates(study, history.metric))
-    if "param_importances" in names and len(study.trials) < 2:
+    figures.append(plots.parallel_coordinates(study, history.metric))
+    if len(study.trials) < 2:
         logged.skipped["param_importances"] = f"needs 2 scored trials or more, got {len(study.trials)}"
-    elif "param_importances" in names:
+    else:
         plot, logged.importances = plots.param_importances(study, history.metric)
         figures.append(plot)
     return figures
@@ -183,6 +125,19 @@ def _best_model_plots(history: SearchHistory, facts: BestModelFacts, out: Path,
     else:
         figures.append(plots.confusion_matrix(facts.y_true, facts.y_pred, facts.classes))
     return figures
+
+
+def _write(figures: list[plots.Plot], out: Path, logged: PlotsLogged) -> None:
+    for plot in figures:
+        plot.png.savefig(out / f"{plot.name}.png", dpi=PNG_DPI)
+    (out / "interactive.html").write_text(interactive_page("Search plots", [(p.title, p.interactive) for p in figures]))
+    (out / FIGURES_FILE).write_text(json.dumps(
+        [{"name": p.name, "title": p.title, "figure": json.loads(p.interactive.to_json())} for p in figures]))
+    if logged.importances:
+        (out / "param_importances.json").write_text(json.dumps(logged.importances, indent=2))
+    if logged.skipped:
+        (out / "skipped.txt").write_text("".join(f"{k}: {v}\n" for k, v in logged.skipped.items()))
+    logged.files = sorted(f"{PLOTS_DIR}/{p.name}" for p in out.iterdir())
 
 
 def _escape(text: str) -> str:

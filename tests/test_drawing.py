@@ -37,7 +37,8 @@ if os.environ.get("KILL_DRAWER"):  # the drawer dies once the trials have ended
     drawing.start_search_plots = start
 
 code = main(sys.argv[1:])
-print(json.dumps({"code": code, "drawers": len(started), "matplotlib": "matplotlib" in sys.modules,
+print(json.dumps({"code": code, "drawers": len(started), "drawn_as_trials_ended": len(started[0].drawn),
+                  "matplotlib": "matplotlib" in sys.modules,
                   "plotly": "plotly" in sys.modules}))
 """
 
@@ -69,7 +70,7 @@ def _artifacts(workdir: Path) -> tuple[list[str], dict[str, list[str]]]:
 
 def test_a_search_draws_its_figures_in_a_drawer_and_the_driver_never_loads_matplotlib(workdir: Path):
     figures = _search(workdir)
-    assert figures == {"code": 0, "drawers": 1, "matplotlib": False, "plotly": False}
+    assert figures == {"code": 0, "drawers": 1, "drawn_as_trials_ended": 4, "matplotlib": False, "plotly": False}
     parent, children = _artifacts(workdir)
     for name in ("learning_curves.png", "best_so_far.png", "parallel_coordinates.png", "param_importances.png",
                  "best_trial_loss.png", "confusion_matrix.png", "interactive.html", "figures.json",
