@@ -9,7 +9,6 @@ all fitted on the training split only.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import LabelEncoder, OneHotEncoder, StandardScaler
 from sklearn.utils.multiclass import type_of_target
 
+from hpsearch.dataset import Dataset, Split
 from hpsearch.errors import DataError
 from hpsearch.space import Search
 
@@ -29,50 +29,6 @@ __all__ = ["Dataset", "Split", "load_dataset", "infer_task"]
 
 #: A classification target with more distinct values than this is taken for a regression target.
 MAX_INFERRED_CLASSES = 50
-
-
-@dataclass(frozen=True)
-class Split:
-    """One part of the data, ready for torch: features ``X`` (float32) and target ``y``."""
-
-    X: np.ndarray
-    y: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """The preprocessed data of a search and what the model needs to know about it.
-
-    ``y`` holds class indices (int64) for multiclass, 0/1 (float32) for binary, and the standardised target
-    (float32) for regression; ``target_mean`` and ``target_std`` turn predictions back into the target's units.
-    """
-
-    train: Split
-    val: Split
-    test: Split
-    task: str
-    feature_names: list[str]
-    classes: list[Any]
-    target_mean: float = 0.0
-    target_std: float = 1.0
-    preprocessor: Any = None
-
-    @property
-    def n_features(self) -> int:
-        return self.train.X.shape[1]
-
-    @property
-    def n_outputs(self) -> int:
-        return len(self.classes) if self.task == "multiclass" else 1
-
-    def for_trials(self) -> Dataset:
-        """The same data without the test split and the fitted preprocessor: what trials are shipped."""
-        empty = Split(self.test.X[:0], self.test.y[:0])
-        return Dataset(self.train, self.val, empty, self.task, self.feature_names, self.classes,
-                       self.target_mean, self.target_std, None)
 
 
 def load_dataset(search: Search, space_path: Path) -> Dataset:

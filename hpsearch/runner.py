@@ -2,7 +2,8 @@
 
 Ray Tune runs the trials (ASHA scheduler, checkpoints, resources); Optuna proposes configurations through
 Ray's ``OptunaSearch`` with our define-by-run space (conditional layer sizes); every trial runs
-:func:`hpsearch.train.fit`; a Tune callback in the driver hands each event to :class:`TrialTracker`.
+:func:`hpsearch.train.fit` (through :func:`hpsearch.trial.ray_trial`); a Tune callback in the driver hands each
+event to :class:`TrialTracker`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # and their runs would be closed as finished. Trials checkpoint every epoch, so nothing is lost.
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
-import torch  # noqa: E402
 
 from hpsearch import cluster, drawing, publish, tracking  # noqa: E402
 from hpsearch.data import Dataset, load_dataset  # noqa: E402
@@ -37,7 +37,8 @@ from hpsearch.local import choose_executor, fit_local, make_sampler  # noqa: E40
 from hpsearch.model import load_model  # noqa: E402
 from hpsearch.progress import Progress  # noqa: E402
 from hpsearch.space import Search, suggest_params  # noqa: E402
-from hpsearch.train import TrialConfig, evaluate, fit, metric_names  # noqa: E402
+from hpsearch.train import TrialConfig, evaluate, metric_names  # noqa: E402
+from hpsearch.trial import NODE_ID_KEY, ray_trial  # noqa: E402
 
 __all__ = ["SearchInterrupted", "SearchOutcome", "resolve_objective", "run_search"]
 
@@ -262,7 +263,7 @@ def _fit(search: Search, data: Dataset, metric: str, mode: str, tracker: trackin
         "threads": max(1, math.floor(search.resources["cpu"])),
         "gpu": search.resources["gpu"] > 0,
     }
-    trainable = tune.with_resources(tune.with_parameters(_trial, data=data.for_trials(), settings=settings),
+    trainable = tune.with_resources(tune.with_parameters(ray_trial, data=data.for_trials(), settings=settings),
                                     {"cpu": search.resources["cpu"], "gpu": search.resources["gpu"]})
     callback = _ray_callback()(tracker, settings["train"], search.num_samples, metric, mode, progress)
     failure_config = tune.FailureConfig(max_failures=max_failures)
@@ -347,29 +348,6 @@ def _scheduler(search: Search) -> ASHAScheduler | None:
     )
 
 
-def _trial(config: dict[str, Any], data: Dataset, settings: dict[str, Any]) -> None:
-    """What runs inside each Ray Tune trial: the shared training function, reporting to Tune per epoch."""
-    _import_ray()
-    torch.set_num_threads(settings["threads"])
-    device = "cuda" if settings["gpu"] and torch.cuda.is_available() else "cpu"
-    trial_config = TrialConfig.from_params(config, **settings["train"])
-
-    node_id = ray.get_runtime_context().get_node_id()  # the node's identity; hostname and IP Tune adds itself
-
-    def report(metrics: dict[str, float], save: Callable[[Path], None]) -> None:
-        with tempfile.TemporaryDirectory() as directory:
-            save(Path(directory))
-            tune.report({**metrics, tracking.NODE_ID_KEY: node_id},
-                        checkpoint=tune.Checkpoint.from_directory(directory))
-
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        fit(trial_config, data, report, device=device)
-    else:
-        with checkpoint.as_directory() as directory:
-            fit(trial_config, data, report, device=device, resume_from=Path(directory))
-
-
 @functools.cache
 def _ray_callback() -> type:
     """:class:`_TrackingCallback` as a Ray Tune callback, built once Ray Tune is imported."""
@@ -402,7 +380,9 @@ class _TrackingCallback:
         if "epoch" in result:
             record = self.tracker.records[trial.trial_id]
             before = record.epochs
-            self.tracker.node_reported(trial.trial_id, result)
+            self.tracker.node_reported(trial.trial_id, str(result.get(NODE_ID_KEY, "")),
+                                       hostname=str(result.get("hostname", "unknown")),
+                                       node_ip=str(result.get("node_ip", "")))
             self.tracker.epoch_reported(trial.trial_id, result)
             if record.epochs > before:
                 self.progress.epoch(record.name, record.epochs, record.metrics)

@@ -28,7 +28,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from hpsearch.errors import TrackingError
 
-__all__ = ["DEFAULT_STORE", "TrialRecord", "TrialTracker", "connect", "default_tracking_uri", "ui_command"]
+__all__ = ["DEFAULT_STORE", "TrialRecord", "TrialTracker", "connect", "default_tracking_uri", "prepare", "ui_command"]
 
 DEFAULT_STORE = Path("mlruns")
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -42,7 +42,6 @@ TAG_RAY_EXPERIMENT = "hpsearch.ray_experiment"
 TAG_SPACE_FILE = "hpsearch.space_file"
 ENDED = ("completed", "stopped", "failed")
 TAG_NODE = "hpsearch.node"
-NODE_ID_KEY = "hpsearch_node_id"  # what a trial adds to its reports: Ray's id of the node it runs on
 
 for _noisy in ("alembic", "mlflow.store.db.utils"):  # schema creation on a new store is not news
     logging.getLogger(_noisy).setLevel(logging.WARNING)
@@ -80,6 +79,29 @@ def connect(tracking_uri: str | None) -> tuple[MlflowClient, str]:
     else:
         _check_reachable(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri), tracking_uri
+
+
+def prepare(tracking_uri: str | None) -> None:
+    """Load what opening a local store and publishing a model will need, without touching any store.
+
+    About a second of imports (MLflow's SQL stores, SQLAlchemy's mappers) and the scan of the installed
+    packages that ``mlflow.pyfunc.save_model`` does to check a model's requirements: the runner does this while
+    Ray starts, when the driver is otherwise waiting. Writes nothing, so a check that fails meanwhile leaves no
+    store behind.
+    """
+    if tracking_uri is None or tracking_uri.startswith("sqlite:"):
+        _fast_wal_commits()
+        import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+        import sqlalchemy.orm
+
+        sqlalchemy.orm.configure_mappers()
+    from mlflow.utils import requirements_utils
+
+    # MLflow fills this cache on its first model save (0.4 s): a private name, so only when it is there.
+    warm = getattr(requirements_utils, "_init_packages_to_modules_map", None)
+    if callable(warm):
+        warm()
 
 
 @contextlib.contextmanager
@@ -249,17 +271,16 @@ class TrialTracker:
         if time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
             self.flush()
 
-    def node_reported(self, trial_id: str, result: dict[str, Any]) -> None:
+    def node_reported(self, trial_id: str, node_id: str, *, hostname: str, node_ip: str) -> None:
         """Tag the trial's run with the node it runs on, once: ``hpsearch.node`` = ``HOSTNAME/NODE_ID[:8]``.
 
         Two Ray nodes on one machine share hostname and IP, so Ray's node id (from the trial) tells them apart.
         """
         record = self.records[trial_id]
-        node_id = str(result.get(NODE_ID_KEY, ""))
         if record.node is not None or not node_id:
             return
-        record.node = f"{result.get('hostname', 'unknown')}/{node_id[:8]}"
-        tags = {TAG_NODE: record.node, "hpsearch.node_id": node_id, "hpsearch.node_ip": str(result.get("node_ip", ""))}
+        record.node = f"{hostname}/{node_id[:8]}"
+        tags = {TAG_NODE: record.node, "hpsearch.node_id": node_id, "hpsearch.node_ip": node_ip}
         # Written with the trial's next metrics (one log_batch, not two): a call less per trial.
         self._pending_tags.setdefault(record.run_id, []).extend(RunTag(k, v) for k, v in tags.items())
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hpsearch.data import Dataset, Split
+from hpsearch.dataset import Dataset, Split
 from hpsearch.errors import NonFiniteLossError
 from hpsearch.model import WEIGHTS_FILE, ModelSpec, build_model, save_model
 from hpsearch.optim import Optimizer, make_optimizer

@@ -75,8 +75,8 @@ def test_the_node_tag_is_set_once_per_trial_from_the_reported_node(tmp_path):
     parent = client.create_run(experiment).info.run_id
     tracker = TrialTracker(client, experiment, parent, max_epochs=2)
     run_id = tracker.trial_started("t1", {"lr": 0.1}).run_id
-    tracker.node_reported("t1", {"hostname": "gpu7", "node_ip": "10.0.0.7", "hpsearch_node_id": "ab12cd34ef" * 5})
-    tracker.node_reported("t1", {"hostname": "other", "node_ip": "10.0.0.8", "hpsearch_node_id": "ff" * 25})
+    tracker.node_reported("t1", "ab12cd34ef" * 5, hostname="gpu7", node_ip="10.0.0.7")
+    tracker.node_reported("t1", "ff" * 25, hostname="other", node_ip="10.0.0.8")
     assert "hpsearch.node" not in client.get_run(run_id).data.tags  # written with the trial's next metrics
     tracker.flush()
     tags = client.get_run(run_id).data.tags
