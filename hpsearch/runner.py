@@ -294,6 +294,11 @@ def _new_tuner(search: Search, metric: str, mode: str, trainable: Any, ray_path:
             num_samples=search.num_samples,
             # On several nodes a reused actor on a fast node takes the trials of nodes whose workers still start.
             reuse_actors=len(cluster.alive_nodes(ray.nodes())) <= 1,
+            # As many trials at once as the cluster has slots, no more: Tune then starts that many actors at the
+            # start and reuses them. Without a limit it keeps one trial pending, starts an actor for it, and
+            # throws that actor away when a running trial ends first: on 2 cores, one slot spent starting
+            # actors that never train. It also keeps TPE from proposing configurations it cannot run yet.
+            max_concurrent_trials=_parallel_slots(search.resources),
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
@@ -305,6 +310,14 @@ def _new_tuner(search: Search, metric: str, mode: str, trainable: Any, ray_path:
             verbose=0,
         ),
     )
+
+
+def _parallel_slots(resources: dict[str, float]) -> int:
+    """How many trials of this size the Ray cluster runs at once (its CPUs and GPUs divided by a trial's)."""
+    available = ray.cluster_resources()
+    slots = [available.get(ray_key, 0) / resources[key] for key, ray_key in (("cpu", "CPU"), ("gpu", "GPU"))
+             if resources[key] > 0]
+    return max(1, math.floor(min(slots, default=1) + 1e-9))
 
 
 def _restorable(ray_path: str) -> bool:

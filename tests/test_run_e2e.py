@@ -125,3 +125,12 @@ def test_python_dash_m_runs_a_search_and_reports_the_ui_command(workdir):
     assert "search finished" in result.stdout
     _, children = _runs(_store(workdir), "ref")
     assert len(children) == 2
+
+
+@pytest.mark.parametrize(("resources", "slots"), [({"cpu": 1, "gpu": 0}, 2), ({"cpu": 0.5, "gpu": 0}, 4),
+                                                   ({"cpu": 2, "gpu": 0}, 1), ({"cpu": 1.5, "gpu": 0}, 1)])
+def test_tune_runs_as_many_trials_at_once_as_the_cluster_has_slots(ray_session, resources, slots):
+    from hpsearch import runner
+
+    runner._import_ray()
+    assert runner._parallel_slots(resources) == slots  # the session's Ray has 2 CPUs
