@@ -28,7 +28,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from hpsearch.errors import TrackingError
 
-__all__ = ["DEFAULT_STORE", "TrialRecord", "TrialTracker", "connect", "default_tracking_uri", "prepare", "ui_command"]
+__all__ = ["DEFAULT_STORE", "TrialRecord", "TrialTracker", "connect", "default_tracking_uri", "ui_command"]
 
 DEFAULT_STORE = Path("mlruns")
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -79,29 +79,6 @@ def connect(tracking_uri: str | None) -> tuple[MlflowClient, str]:
     else:
         _check_reachable(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri), tracking_uri
-
-
-def prepare(tracking_uri: str | None) -> None:
-    """Load what opening a local store and publishing a model will need, without touching any store.
-
-    About a second of imports (MLflow's SQL stores, SQLAlchemy's mappers) and the scan of the installed
-    packages that ``mlflow.pyfunc.save_model`` does to check a model's requirements: the runner does this while
-    Ray starts, when the driver is otherwise waiting. Writes nothing, so a check that fails meanwhile leaves no
-    store behind.
-    """
-    if tracking_uri is None or tracking_uri.startswith("sqlite:"):
-        _fast_wal_commits()
-        import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401
-        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
-        import sqlalchemy.orm
-
-        sqlalchemy.orm.configure_mappers()
-    from mlflow.utils import requirements_utils
-
-    # MLflow fills this cache on its first model save (0.4 s): a private name, so only when it is there.
-    warm = getattr(requirements_utils, "_init_packages_to_modules_map", None)
-    if callable(warm):
-        warm()
 
 
 @contextlib.contextmanager
