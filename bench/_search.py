@@ -20,7 +20,8 @@ import time
 import uuid
 from types import SimpleNamespace
 
-LEVERS = ("tune-loggers-on", "no-reuse-actors", "checkpoint-keep-all", "checkpoint-keep-4")
+LEVERS = ("tune-loggers-on", "no-reuse-actors", "checkpoint-keep-all", "checkpoint-keep-4", "no-concurrency-limit",
+          "heavy-worker-imports")
 
 
 def _rss_mb() -> float:
@@ -174,19 +175,32 @@ def _apply_lever(lever: str | None) -> None:
         return
     from ray import tune
 
-    if lever == "no-reuse-actors":
+    if lever in ("no-reuse-actors", "no-concurrency-limit"):
         real = tune.TuneConfig
+        undone = {"reuse_actors": False} if lever == "no-reuse-actors" else {"max_concurrent_trials": None}
 
         def tune_config(*a, **k):
-            return real(*a, **{**k, "reuse_actors": False})
+            return real(*a, **{**k, **undone})
 
         tune.TuneConfig = tune_config
+    elif lever == "heavy-worker-imports":  # the trainable as it was: a function whose module loads everything
+        from hpsearch import runner
+
+        runner.ray_trial = _heavy_trial
     elif lever == "checkpoint-keep-all":  # no num_to_keep: Ray then skips the forced snapshot per checkpoint
         real_checkpoint = tune.CheckpointConfig
         tune.CheckpointConfig = lambda *a, **k: real_checkpoint()
     elif lever == "checkpoint-keep-4":  # 4 checkpoints kept per trial: a forced snapshot every 4th epoch
         real_keep = tune.CheckpointConfig
         tune.CheckpointConfig = lambda *a, **k: real_keep(num_to_keep=4)
+
+
+def _heavy_trial(config, data, settings):
+    """Pickled by value (it lives in ``__main__``): the worker imports what the runner imports, then trains."""
+    import hpsearch.runner  # noqa: F401 - MLflow, scikit-learn, pandas: what a worker loaded before hpsearch.trial
+    from hpsearch.trial import ray_trial
+
+    ray_trial(config, data, settings)
 
 
 if __name__ == "__main__":

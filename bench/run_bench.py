@@ -236,6 +236,9 @@ def part_levers(cfg: argparse.Namespace, root: Path) -> dict:
     warm_store(work)
     variants = {"as shipped": [], "Tune's loggers on": ["--lever", "tune-loggers-on"],
                 "no actor reuse": ["--lever", "no-reuse-actors"],
+                "no limit on trials at once (Tune's default: one pending trial)": ["--lever", "no-concurrency-limit"],
+                "trial workers import the driver's modules (MLflow, scikit-learn, pandas)":
+                    ["--lever", "heavy-worker-imports"],
                 "checkpoints: keep 4 per trial (a forced snapshot every 4th epoch)": ["--lever", "checkpoint-keep-4"],
                 "checkpoints: keep all (no forced snapshot)": ["--lever", "checkpoint-keep-all"]}
     walls: dict[str, list[float]] = {k: [] for k in variants}
