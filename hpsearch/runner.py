@@ -1,4 +1,4 @@
-"""The only module that drives Ray Tune and Optuna: one search, from a validated space to a tracked result.
+"""One search, from a validated space to a tracked result, on Ray Tune or in-process (:mod:`hpsearch.local`).
 
 Ray Tune runs the trials (ASHA scheduler, checkpoints, resources); Optuna proposes configurations through
 Ray's ``OptunaSearch`` with our define-by-run space (conditional layer sizes); every trial runs
