@@ -1,7 +1,7 @@
 # ruff: noqa: E501 - the table rows read better on one line
 """The performance benchmark of issue 7: hpsearch against the two reference scripts and a plain Ray Tune search.
 
-    PYTHONPATH=. python bench/run_bench.py --write          # full run (3 repeats, about 35-40 min on 2 quiet cores)
+    PYTHONPATH=. python bench/run_bench.py --write          # full run (3 repeats, about 30 min on 2 quiet cores)
     PYTHONPATH=. python bench/run_bench.py --quick          # smoke run: one repeat, smaller searches
     PYTHONPATH=. python bench/run_bench.py --parts tiny,loop --repeats 5
 
