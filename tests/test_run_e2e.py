@@ -129,8 +129,25 @@ def test_python_dash_m_runs_a_search_and_reports_the_ui_command(workdir):
 
 @pytest.mark.parametrize(("resources", "slots"), [({"cpu": 1, "gpu": 0}, 2), ({"cpu": 0.5, "gpu": 0}, 4),
                                                    ({"cpu": 2, "gpu": 0}, 1), ({"cpu": 1.5, "gpu": 0}, 1)])
-def test_tune_runs_as_many_trials_at_once_as_the_cluster_has_slots(ray_session, resources, slots):
+def test_a_cluster_has_as_many_slots_as_trials_of_that_size_fit_in_it(ray_session, resources, slots):
     from hpsearch import runner
 
     runner._import_ray()
     assert runner._parallel_slots(resources) == slots  # the session's Ray has 2 CPUs
+
+
+def test_tune_is_told_to_run_no_more_trials_at_once_than_the_cluster_has_slots(ray_session, tmp_path, monkeypatch):
+    """Without the limit Tune starts an actor per new trial and throws it away (bench: levers)."""
+    from ray import tune
+
+    from hpsearch import runner
+    from hpsearch.space import load_space
+
+    runner._import_ray()
+    configs = []
+    real = tune.TuneConfig
+    monkeypatch.setattr(tune, "TuneConfig", lambda **kwargs: configs.append(kwargs) or real(**kwargs))
+    search = load_space(SPACES / "digits.py")
+    runner._new_tuner(search, "val_loss", "min", lambda config: None, str(tmp_path / "exp"), tune.Callback(),
+                      tune.FailureConfig())
+    assert configs[0]["max_concurrent_trials"] == 2 and configs[0]["reuse_actors"] is True

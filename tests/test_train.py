@@ -114,3 +114,14 @@ def test_training_runs_on_the_gpu_and_matches_the_cpu_closely():
     gpu = _collect(config, data, device="cuda")[-1]
     cpu = _collect(config, data)[-1]
     assert gpu["val_accuracy"] == pytest.approx(cpu["val_accuracy"], abs=0.05)
+
+
+def test_the_ray_trainable_loads_neither_mlflow_nor_scikit_learn_nor_pandas():
+    """Every Ray worker imports the trainable's module: the driver's libraries would cost it seconds of CPU."""
+    import subprocess
+    import sys
+
+    code = ("import sys, hpsearch.trial; "
+            "print(sorted(m for m in ('mlflow', 'sklearn', 'pandas', 'matplotlib', 'plotly') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
