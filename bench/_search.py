@@ -3,11 +3,11 @@
     python bench/_search.py OUT.json SPACE_FILE [hpsearch run options] [--no-tracking] [--lever NAME]
 
 Runs :func:`hpsearch.cli.main` in this process (so the wall time measured outside includes every import and
-start-up, as for a user), and writes to OUT.json: the time spent in MLflow client calls (and apart: opening the
-store, publishing the best model), the driver's peak and
-sampled resident memory, the best validation metric, and each trial's config and epochs (for the ideal time).
-``--no-tracking`` replaces the MLflow client by one that does nothing; ``--lever`` undoes one optimisation
-(driver-side only) to measure what it pays.
+start-up, as for a user), and writes to OUT.json: the time the driver waits on the tracking store's calls (and
+apart: opening the store, publishing the best model), the CPU time of the store's own process, the driver's peak
+and sampled resident memory, the best validation metric, and each trial's config and epochs (for the ideal time).
+``--no-tracking`` replaces the store by one that does nothing (no MLflow anywhere); ``--lever`` undoes one
+optimisation (driver-side only) to measure what it pays.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import resource
 import sys
 import time
 import uuid
-from types import SimpleNamespace
+from pathlib import Path
 
 LEVERS = ("tune-loggers-on", "no-reuse-actors", "checkpoint-keep-all", "checkpoint-keep-4", "no-concurrency-limit",
           "heavy-worker-imports")
@@ -37,47 +37,60 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-class _NullClient:
-    """An MLflow client that records nothing: tracking off."""
+class _NullStore:
+    """A tracking store that records nothing (tracking off): no MLflow anywhere, no process of its own."""
 
-    tracking_uri = "null://"
+    uri = "null://"
+    _ANSWERS = {"experiment_id": lambda: "0", "start_search_run": lambda: uuid.uuid4().hex,
+                "_open_trial_run": lambda: uuid.uuid4().hex, "on_search_end": list, "trial_records": list}
 
-    def create_run(self, *args, **kwargs):
-        return SimpleNamespace(info=SimpleNamespace(run_id=uuid.uuid4().hex))
+    def connect(self):
+        return self.uri
 
-    def get_experiment_by_name(self, name):
-        return None
+    def call(self, fn, *args, **kwargs):
+        return self._ANSWERS.get(fn.__name__, lambda: None)()
 
-    def create_experiment(self, *args, **kwargs):
-        return "0"
-
-    def search_runs(self, *args, **kwargs):
-        return []
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
+    def close(self):
+        pass
 
 
-class _TimedClient:
-    """Forwards to the real client and adds up the seconds spent in its calls."""
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process (from /proc), 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, client):
-        self._client, self.seconds, self.calls = client, 0.0, 0
 
-    def __getattr__(self, name):
-        attr = getattr(self._client, name)
-        if not callable(attr):
-            return attr
+def _timed_store(store, seconds: dict, calls: list) -> object:
+    """Add up the seconds the driver waits on the store: opening it, publishing the best model, and the rest."""
+    real_connect, real_call, real_close = store.connect, store.call, store.close
 
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return attr(*args, **kwargs)
-            finally:
-                self.seconds += time.perf_counter() - start
-                self.calls += 1
+    def connect():
+        start = time.perf_counter()
+        try:
+            return real_connect()
+        finally:
+            seconds["connect_s"] += time.perf_counter() - start
 
-        return timed
+    def call(fn, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return real_call(fn, *args, **kwargs)
+        finally:
+            key = "publish_s" if fn.__name__ == "on_search_end" else "tracking_s"
+            seconds[key] += time.perf_counter() - start
+            calls.append(fn.__name__)
+
+    def close():
+        process = getattr(store, "_process", None)
+        if process is not None:
+            seconds["store_process_cpu_s"] = _process_cpu_s(process.pid)
+        real_close()
+
+    store.connect, store.call, store.close = connect, call, close
+    return store
 
 
 def main(argv: list[str]) -> int:
@@ -93,38 +106,16 @@ def main(argv: list[str]) -> int:
     if lever == "tune-loggers-on":
         os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "0"
 
-    from hpsearch import tracking
+    from hpsearch import cli, store, tracking  # neither loads MLflow nor torch: the CLI's order is kept
 
-    timed: list[_TimedClient] = []
-    real_connect = tracking.connect
+    seconds = {"connect_s": 0.0, "publish_s": 0.0, "tracking_s": 0.0, "store_process_cpu_s": 0.0}
+    calls: list[str] = []
+    real_start = store.StoreProcess.start
 
-    seconds = {"connect_s": 0.0, "publish_s": 0.0}
+    def start(uri):
+        return _NullStore() if tracking_off else _timed_store(real_start(uri), seconds, calls)
 
-    def connect(uri):
-        if tracking_off:
-            return _NullClient(), "null://"
-        start = time.perf_counter()
-        client, uri = real_connect(uri)
-        seconds["connect_s"] += time.perf_counter() - start
-        timed.append(_TimedClient(client))
-        return timed[-1], uri
-
-    tracking.connect = connect
-    from hpsearch import publish
-
-    if tracking_off:  # nothing to publish the best model into
-        publish.on_search_end = lambda *a, **k: None
-    else:  # the best model's pyfunc packaging and registration, apart from the per-trial tracking calls
-        real_publish = publish.on_search_end
-
-        def on_search_end(*a, **k):
-            start = time.perf_counter()
-            try:
-                return real_publish(*a, **k)
-            finally:
-                seconds["publish_s"] += time.perf_counter() - start
-
-        publish.on_search_end = on_search_end
+    store.StoreProcess.start = start
     samples: list[float] = []
     real_ended = tracking.TrialTracker.trial_ended
 
@@ -135,25 +126,29 @@ def main(argv: list[str]) -> int:
 
     tracking.TrialTracker.trial_ended = trial_ended
     outcomes = []
-    from hpsearch import runner
+    real_run_search = cli._run_search
 
-    real_run = runner.run_search
+    def run_search_command(cli_args, search_store):
+        """As the CLI does, after the store's fork: load the runner (and undo a lever), then search."""
+        from hpsearch import runner
 
-    def run_search(*a, **k):
-        outcomes.append(real_run(*a, **k))
-        return outcomes[-1]
+        real_run = runner.run_search
 
-    runner.run_search = run_search
-    _apply_lever(lever)
-    from hpsearch.cli import main as cli_main
+        def run_search(*a, **k):
+            outcomes.append(real_run(*a, **k))
+            return outcomes[-1]
 
-    code = cli_main(["run", *args])
+        runner.run_search = run_search
+        _apply_lever(lever)
+        return real_run_search(cli_args, search_store)
+
+    cli._run_search = run_search_command
+    code = cli.main(["run", *args])
     outcome = outcomes[-1] if outcomes else None
     result = {
         "code": code,
-        "tracking_s": sum(c.seconds for c in timed),
         **seconds,
-        "tracking_calls": sum(c.calls for c in timed),
+        "tracking_calls": len(calls),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "driver_cpu_s": _cpu_s(),
         "rss_after_trials_mb": samples,
@@ -196,8 +191,10 @@ def _apply_lever(lever: str | None) -> None:
 
 
 def _heavy_trial(config, data, settings):
-    """Pickled by value (it lives in ``__main__``): the worker imports what the runner imports, then trains."""
-    import hpsearch.runner  # noqa: F401 - MLflow, scikit-learn, pandas: what a worker loaded before hpsearch.trial
+    """Pickled by value (it lives in ``__main__``): the worker imports what the runner used to, then trains."""
+    import mlflow  # noqa: F401 - MLflow, scikit-learn, pandas: what a worker loaded before hpsearch.trial
+
+    import hpsearch.runner  # noqa: F401
     from hpsearch.trial import ray_trial
 
     ray_trial(config, data, settings)

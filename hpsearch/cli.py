@@ -120,6 +120,17 @@ def _add_view_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from hpsearch.store import StoreProcess
+
+    # MLflow loads and opens the store in a process of its own while this one loads torch (hpsearch.store)
+    store = StoreProcess.start(args.tracking_uri)
+    try:
+        return _run_search(args, store)
+    finally:
+        store.close()
+
+
+def _run_search(args: argparse.Namespace, store) -> int:  # noqa: ANN001 - hpsearch.store.Store, imported lazily
     from hpsearch.space import load_space
 
     search = load_space(args.space_file)
@@ -135,7 +146,8 @@ def _run(args: argparse.Namespace) -> int:
         outcome = run_search(search, args.space_file, experiment=args.experiment, tracking_uri=args.tracking_uri,
                              resume=args.resume, max_failures=args.max_failures, on_event=display.message,
                              address=args.address, storage=args.storage,
-                             progress=display, plots=not args.no_plots, executor=args.executor or search.executor)
+                             progress=display, plots=not args.no_plots, executor=args.executor or search.executor,
+                             store=store)
     except HpsearchError as err:  # the data, the metric, the resources, the store: say which space file
         if str(err).startswith(str(args.space_file)):
             raise

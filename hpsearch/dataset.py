@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Dataset", "Split"]
+__all__ = ["Dataset", "Split", "preprocessing_state"]
 
 
 @dataclass(frozen=True)
@@ -56,3 +56,33 @@ class Dataset:
         empty = Split(self.test.X[:0], self.test.y[:0])
         return Dataset(self.train, self.val, empty, self.task, self.feature_names, self.classes,
                        self.target_mean, self.target_std, None)
+
+
+def preprocessing_state(preprocessor: Any) -> dict[str, Any]:
+    """The fitted numbers of :func:`hpsearch.data._make_preprocessor`'s ColumnTransformer, as plain JSON data.
+
+    ``columns`` keeps the original column order (the model's input signature); ``numeric`` and ``categorical``
+    keep the order of the ColumnTransformer's output, which the network's first layer was trained on.
+    """
+    state: dict[str, Any] = {"columns": [str(c) for c in preprocessor.feature_names_in_], "numeric": [],
+                             "categorical": []}
+    for name, pipeline, columns in preprocessor.transformers_:
+        if name not in ("numeric", "categorical") or len(columns) == 0:
+            continue
+        imputer = pipeline.steps[0][1]
+        if name == "numeric":
+            scaler = pipeline.steps[1][1]
+            for i, column in enumerate(columns):
+                state["numeric"].append({"name": str(column), "fill": float(imputer.statistics_[i]),
+                                         "mean": float(scaler.mean_[i]), "scale": float(scaler.scale_[i])})
+        else:
+            encoder = pipeline.steps[1][1]
+            for i, column in enumerate(columns):
+                state["categorical"].append({"name": str(column), "fill": _plain(imputer.statistics_[i]),
+                                             "categories": [_plain(c) for c in encoder.categories_[i]]})
+    return state
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as a plain Python value, so that it goes to JSON."""
+    return value.item() if isinstance(value, np.generic) else value

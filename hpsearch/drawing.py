@@ -28,16 +28,18 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from mlflow import MlflowClient
 
-from hpsearch import architecture
-from hpsearch.data import Split
+from hpsearch import architecture, tracking
+from hpsearch.dataset import Split
 from hpsearch.history import TrialHistory, load_search
 from hpsearch.model import ModelSpec, load_model
+
+if TYPE_CHECKING:
+    from hpsearch.store import Store
 
 __all__ = ["BestModelFacts", "Drawer", "PendingPlots", "PlotsLogged", "best_model_facts", "start_search_plots"]
 
@@ -161,15 +163,13 @@ class PendingPlots:
     trials: dict[str, Future] = field(default_factory=dict)  # the trials' PNGs drawn as they ended
     drawn: PlotsLogged | None = None  # already drawn, in-process
 
-    def log(self, client: MlflowClient, on_event: Callable[[str], None] = print) -> PlotsLogged:
+    def log(self, store: Store, on_event: Callable[[str], None] = print) -> PlotsLogged:
         """Wait for the drawing, log the files to the runs, and say what was logged or skipped."""
         try:
             logged = self.drawn or self._wait()
-            for run_id in self.runs:
-                png = self.folder / TRIALS_DIR / run_id / TRIAL_PNG
-                if png.exists():
-                    client.log_artifact(run_id, str(png), PLOTS_DIR)
-            client.log_artifacts(self.parent_run_id, str(self.folder / PLOTS_DIR), PLOTS_DIR)
+            files = [(run_id, str(png), PLOTS_DIR) for run_id in self.runs
+                     if (png := self.folder / TRIALS_DIR / run_id / TRIAL_PNG).exists()]
+            store.call(tracking.log_files, [*files, (self.parent_run_id, str(self.folder / PLOTS_DIR), PLOTS_DIR)])
         finally:
             if self.owns_folder:
                 shutil.rmtree(self.folder, ignore_errors=True)
@@ -192,12 +192,12 @@ class PendingPlots:
         return logged
 
 
-def start_search_plots(client: MlflowClient, parent_run_id: str, best: Any, test: Split | None,
+def start_search_plots(store: Store, parent_run_id: str, best: Any, test: Split | None,
                        drawer: Drawer | None = None) -> PendingPlots:
     """Read the finished search back from MLflow and start drawing its figures (in ``drawer`` if given).
 
     Args:
-        client: the MLflow client the search wrote with.
+        store: the tracking store the search wrote to.
         parent_run_id: the search's parent run (still open).
         best: the best trial's record (``run_id``, ``model_dir``; None when its model is only in MLflow), or
             None when no trial scored.
@@ -205,11 +205,11 @@ def start_search_plots(client: MlflowClient, parent_run_id: str, best: Any, test
         drawer: the process to draw in; None draws here and now, into a new temporary folder.
     """
     started = time.monotonic()
-    history = load_search(client, parent_run_id)
+    history = store.call(load_search, parent_run_id)
     folder = drawer.folder if drawer else Path(tempfile.mkdtemp(prefix="hpsearch-plots-"))
     facts = None
     if best is not None:
-        model_dir = best.model_dir or _download_model(client, best.run_id, folder / "best")
+        model_dir = best.model_dir or store.call(tracking.download_model, best.run_id, folder / "best")
         facts = best_model_facts(model_dir, test)
     runs = [t.run_id for t in history.trials]
     args = (history, facts, folder)
@@ -236,10 +236,3 @@ def _draw_again(history: Any, facts: BestModelFacts | None, folder: Path) -> Plo
     shutil.rmtree(folder / PLOTS_DIR, ignore_errors=True)
     shutil.rmtree(folder / TRIALS_DIR, ignore_errors=True)
     return _draw(history, facts, folder, set())
-
-
-def _download_model(client: MlflowClient, run_id: str, into: Path) -> str:
-    """The model of a trial that ended before the search was resumed: only MLflow still has it."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a progress bar per file is noise
-    into.mkdir(parents=True)
-    return client.download_artifacts(run_id, "model", str(into))

@@ -8,11 +8,13 @@ at its end. Read-only: :mod:`hpsearch.tracking` writes the runs; this module onl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-from mlflow import MlflowClient
-from mlflow.entities import Run
+from typing import TYPE_CHECKING
 
 from hpsearch.errors import TrackingError
+
+if TYPE_CHECKING:  # the history's classes load without MLflow: the driver and the drawer never load it
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 __all__ = ["SearchHistory", "TrialHistory", "find_search", "load_search"]
 

@@ -9,23 +9,18 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["ModelSpec", "build_model", "load_model", "save_model"]
 
 WEIGHTS_FILE = "model.pt"
 SPEC_FILE = "model.json"
 
-_ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "leaky_relu": nn.LeakyReLU,
-    "gelu": nn.GELU,
-}
+# torch loads in the functions that need it: the spec alone (publishing a model) needs no torch
+_ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "leaky_relu": "LeakyReLU", "gelu": "GELU"}
 
 
 @dataclass(frozen=True)
@@ -54,10 +49,12 @@ class ModelSpec:
 
 def build_model(spec: ModelSpec) -> nn.Sequential:
     """An MLP: ``Linear -> activation -> Dropout`` per hidden layer, then a linear output layer."""
+    from torch import nn
+
     modules: list[nn.Module] = []
     width = spec.n_features
     for units in spec.hidden_sizes:
-        modules += [nn.Linear(width, units), _ACTIVATIONS[spec.activation]()]
+        modules += [nn.Linear(width, units), getattr(nn, _ACTIVATIONS[spec.activation])()]
         if spec.dropout > 0:
             modules.append(nn.Dropout(spec.dropout))
         width = units
@@ -67,6 +64,8 @@ def build_model(spec: ModelSpec) -> nn.Sequential:
 
 def save_model(model: nn.Module, spec: ModelSpec, directory: Path) -> None:
     """Write the weights and the spec into ``directory``."""
+    import torch
+
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), directory / WEIGHTS_FILE)
     (directory / SPEC_FILE).write_text(spec.to_json())
@@ -74,6 +73,8 @@ def save_model(model: nn.Module, spec: ModelSpec, directory: Path) -> None:
 
 def load_model(directory: str | Path) -> tuple[nn.Sequential, ModelSpec]:
     """Rebuild a model saved by :func:`save_model`, in eval mode, on the CPU."""
+    import torch
+
     directory = Path(directory)
     spec = ModelSpec.from_json((directory / SPEC_FILE).read_text())
     model = build_model(spec)

@@ -19,17 +19,14 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import mlflow.pyfunc
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
+from typing import TYPE_CHECKING, Any
 
 from hpsearch.model import SPEC_FILE, WEIGHTS_FILE, ModelSpec
-from hpsearch.pyfunc import CODE_FILE, PREPROCESSING_FILE, input_example, signature
+
+if TYPE_CHECKING:  # MLflow loads where the client is (hpsearch.store), never in a driver that only names these
+    from mlflow import MlflowClient
 
 __all__ = ["BEST_ALIAS", "MODEL_PATH", "Registered", "log_pyfunc", "on_search_end", "provenance_tags", "publish_best",
            "register"]
@@ -59,6 +56,10 @@ def log_pyfunc(client: MlflowClient, run_id: str, model_dir: Path, preprocessing
 
     Returns the model's artifact URI (a registry ``source``).
     """
+    import mlflow.pyfunc
+
+    from hpsearch.pyfunc import CODE_FILE, PREPROCESSING_FILE, input_example, signature
+
     spec = ModelSpec.from_json((Path(model_dir) / SPEC_FILE).read_text())
     with tempfile.TemporaryDirectory() as tmp:
         files = Path(tmp) / "files"
@@ -82,6 +83,8 @@ def log_pyfunc(client: MlflowClient, run_id: str, model_dir: Path, preprocessing
 def register(client: MlflowClient, name: str, source: str, run_id: str, *, metric: str, mode: str,
              value: float) -> tuple[str, bool]:
     """A new version of model ``name``; the alias ``best`` moves to it when ``value`` beats the current best."""
+    from mlflow.exceptions import MlflowException
+
     client = _registry(client)
     try:
         client.get_registered_model(name)
@@ -97,44 +100,46 @@ def register(client: MlflowClient, name: str, source: str, run_id: str, *, metri
     return str(version), is_best
 
 
-def publish_best(client: MlflowClient, *, experiment: str, outcome: Any, preprocessor: Any) -> Registered | None:
+def publish_best(client: MlflowClient, best: Any, *, experiment: str, parent_run_id: str, metric: str, mode: str,
+                 preprocessing: dict[str, Any]) -> Registered | None:
     """After a search: log the best trial's model as a pyfunc model into its run and register it.
 
-    ``outcome`` is the runner's ``SearchOutcome``; nothing happens when no trial has a model.
+    ``best`` is the best trial's :class:`~hpsearch.tracking.TrialRecord`; nothing happens when it has no model.
+    ``preprocessing`` is :func:`~hpsearch.dataset.preprocessing_state` of the search's data.
     """
-    best = outcome.best
     if best is None or best.model_dir is None:
         return None
-    from hpsearch.pyfunc import preprocessing_state
-
     started = time.monotonic()
-    source = log_pyfunc(client, best.run_id, Path(best.model_dir), preprocessing_state(preprocessor))
-    version, is_best = register(client, experiment, source, best.run_id, metric=outcome.metric,
-                                mode=outcome.mode, value=best.metrics[outcome.metric])
+    source = log_pyfunc(client, best.run_id, Path(best.model_dir), preprocessing)
+    version, is_best = register(client, experiment, source, best.run_id, metric=metric, mode=mode,
+                                value=best.metrics[metric])
     seconds = time.monotonic() - started
     client.log_metric(best.run_id, "model_log_seconds", seconds)
-    client.set_tag(outcome.parent_run_id, "hpsearch.model_version", version)
+    client.set_tag(parent_run_id, "hpsearch.model_version", version)
     return Registered(experiment, version, is_best, seconds)
 
 
-def on_search_end(client: MlflowClient, outcome: Any, *, search: Any, space_file: Path, preprocessor: Any,
-                  on_event: Callable[[str], None] = print) -> Registered | None:
+def on_search_end(client: MlflowClient, best: Any, *, experiment: str, parent_run_id: str, metric: str, mode: str,
+                  space_file: Path, data: Any, preprocessing: dict[str, Any]) -> list[str]:
     """The runner's hook at the end of a search: provenance tags on the parent run, then :func:`publish_best`.
 
+    ``data`` is the space file's ``data`` field. Returns the lines to show (it may run in the store's process).
     The search's runs are complete by now: a registry that fails is reported, not raised.
     """
-    for key, value in provenance_tags(space_file, search.data).items():
-        client.set_tag(outcome.parent_run_id, key, value)
+    from mlflow.exceptions import MlflowException
+
+    for key, value in provenance_tags(space_file, data).items():
+        client.set_tag(parent_run_id, key, value)
     try:
-        registered = publish_best(client, experiment=outcome.experiment, outcome=outcome, preprocessor=preprocessor)
+        registered = publish_best(client, best, experiment=experiment, parent_run_id=parent_run_id, metric=metric,
+                                  mode=mode, preprocessing=preprocessing)
     except MlflowException as err:
-        on_event(f"warning: the best model was not registered: {str(err).splitlines()[0]}")
-        return None
-    if registered is not None:
-        moved = "alias 'best' moved to it" if registered.is_best else "an earlier search's model stays @best"
-        on_event(f"best model logged and registered as {registered.name} version {registered.version} "
-                 f"({moved}) in {registered.log_seconds:.1f}s: models:/{registered.name}@{BEST_ALIAS}")
-    return registered
+        return [f"warning: the best model was not registered: {str(err).splitlines()[0]}"]
+    if registered is None:
+        return []
+    moved = "alias 'best' moved to it" if registered.is_best else "an earlier search's model stays @best"
+    return [f"best model logged and registered as {registered.name} version {registered.version} "
+            f"({moved}) in {registered.log_seconds:.1f}s: models:/{registered.name}@{BEST_ALIAS}"]
 
 
 def provenance_tags(space_file: Path, data: Any) -> dict[str, str]:
@@ -154,11 +159,15 @@ def file_sha256(path: Path) -> str:
 
 def _registry(client: MlflowClient) -> MlflowClient:
     """A client whose registry is the tracking store (or ``MLFLOW_REGISTRY_URI``), whatever MLflow's globals say."""
+    from mlflow import MlflowClient
+
     return MlflowClient(tracking_uri=client.tracking_uri,
                         registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or client.tracking_uri)
 
 
 def _beats_current(client: MlflowClient, name: str, metric: str, mode: str, value: float) -> bool:
+    from mlflow.exceptions import MlflowException
+
     try:
         current = client.get_model_version_by_alias(name, BEST_ALIAS)
     except MlflowException:

@@ -15,16 +15,19 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 from mlflow.models.signature import ModelSignature
 from mlflow.pyfunc import PythonModel
 from mlflow.types.schema import ColSpec, Schema
 
+from hpsearch.dataset import preprocessing_state
 from hpsearch.model import ModelSpec, load_model
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "CODE_FILE",
@@ -43,31 +46,6 @@ PREPROCESSING_FILE = "preprocessing.json"
 
 
 # --------------------------------------------------------------------------------------------- preprocessing
-def preprocessing_state(preprocessor: Any) -> dict[str, Any]:
-    """The fitted numbers of :func:`hpsearch.data._make_preprocessor`'s ColumnTransformer, as plain JSON data.
-
-    ``columns`` keeps the original column order (the model's input signature); ``numeric`` and ``categorical``
-    keep the order of the ColumnTransformer's output, which the network's first layer was trained on.
-    """
-    state: dict[str, Any] = {"columns": [str(c) for c in preprocessor.feature_names_in_], "numeric": [],
-                             "categorical": []}
-    for name, pipeline, columns in preprocessor.transformers_:
-        if name not in ("numeric", "categorical") or len(columns) == 0:
-            continue
-        imputer = pipeline.steps[0][1]
-        if name == "numeric":
-            scaler = pipeline.steps[1][1]
-            for i, column in enumerate(columns):
-                state["numeric"].append({"name": str(column), "fill": float(imputer.statistics_[i]),
-                                         "mean": float(scaler.mean_[i]), "scale": float(scaler.scale_[i])})
-        else:
-            encoder = pipeline.steps[1][1]
-            for i, column in enumerate(columns):
-                state["categorical"].append({"name": str(column), "fill": _plain(imputer.statistics_[i]),
-                                             "categories": [_plain(c) for c in encoder.categories_[i]]})
-    return state
-
-
 def transform(state: dict[str, Any], frame: pd.DataFrame) -> np.ndarray:
     """Apply the preprocessing to raw rows, as the fitted ColumnTransformer does: float32 features.
 
@@ -87,10 +65,12 @@ def transform(state: dict[str, Any], frame: pd.DataFrame) -> np.ndarray:
     return np.concatenate(blocks, axis=1).astype(np.float32) if blocks else np.zeros((len(frame), 0), np.float32)
 
 
-@torch.no_grad()
 def predict_frame(model: torch.nn.Module, spec: ModelSpec, state: dict[str, Any], frame: pd.DataFrame) -> pd.DataFrame:
     """Raw rows in, predictions out: class labels and probabilities, or numbers in the target's units."""
-    outputs = model(torch.as_tensor(transform(state, frame)))
+    import torch  # here, not above: publishing a model (signature, input example) needs no torch
+
+    with torch.no_grad():
+        outputs = model(torch.as_tensor(transform(state, frame)))
     if spec.task == "regression":
         values = outputs.squeeze(1).double().numpy() * spec.target_std + spec.target_mean
         return pd.DataFrame({"prediction": values}, index=frame.index)
@@ -139,8 +119,3 @@ def input_example(state: dict[str, Any]) -> pd.DataFrame:
     missing = {c["name"]: math.nan for c in state["numeric"]} | {c["name"]: None for c in state["categorical"]}
     columns = [name for name in state["columns"] if name in typical]
     return pd.DataFrame([typical, missing], columns=columns)
-
-
-def _plain(value: Any) -> Any:
-    """A numpy scalar as a plain Python value, so that it goes to JSON."""
-    return value.item() if isinstance(value, np.generic) else value

@@ -16,6 +16,7 @@ import re
 import shutil
 import tempfile
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,11 +32,13 @@ os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 from hpsearch import cluster, drawing, publish, tracking  # noqa: E402
 from hpsearch.data import Dataset, load_dataset  # noqa: E402
+from hpsearch.dataset import preprocessing_state  # noqa: E402
 from hpsearch.errors import SpaceError, TrackingError  # noqa: E402
 from hpsearch.local import choose_executor, fit_local, make_sampler  # noqa: E402
 from hpsearch.model import load_model  # noqa: E402
 from hpsearch.progress import Progress  # noqa: E402
 from hpsearch.space import Search, suggest_params  # noqa: E402
+from hpsearch.store import LocalStore, Store  # noqa: E402
 from hpsearch.train import TrialConfig, evaluate, metric_names  # noqa: E402
 from hpsearch.trial import NODE_ID_KEY, ray_trial  # noqa: E402
 
@@ -107,6 +110,7 @@ def run_search(
     plots: bool = True,
     address: str | None = None,
     storage: str | None = None,
+    store: Store | None = None,
 ) -> SearchOutcome:
     """Run one search (or continue an interrupted one) and return its outcome.
 
@@ -117,9 +121,11 @@ def run_search(
     ``address`` is an existing Ray cluster (``auto``, ``HOST:PORT``); ``storage`` replaces ``results_dir`` for
     checkpoints (a shared folder or an object store URI, as several nodes need).
     ``executor`` is ``"ray"`` (Ray Tune), ``"local"`` (in-process, :mod:`hpsearch.local`) or ``"auto"`` (local
-    for small budgets on one machine).
+    for small budgets on one machine). ``store`` is where the MLflow client is (:mod:`hpsearch.store`; by
+    default in this process, for ``tracking_uri``).
     """
     progress = progress or Progress(live=False)
+    store = store or LocalStore(tracking_uri)
     started = time.monotonic()
     experiment = _check_experiment_name(experiment or search.experiment or space_file.stem)
     on_event(f"loading data from {search.data if isinstance(search.data, str) else 'the space file'}")
@@ -138,7 +144,8 @@ def run_search(
     drawer = drawing.Drawer.start() if plots else None  # its imports overlap with Ray's start and the trials
     try:
         outcome = _run_checked(search, space_file, data, metric, mode, experiment, executor, started, drawer,
-                               plots=plots, tracking_uri=tracking_uri, results_dir=results_dir, resume=resume,
+                               plots=plots, store=store, tracking_uri=tracking_uri, results_dir=results_dir,
+                               resume=resume,
                                max_failures=max_failures, on_event=on_event, progress=progress, address=address,
                                storage=storage)
     finally:
@@ -148,24 +155,24 @@ def run_search(
 
 
 def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, mode: str, experiment: str,
-                 executor: str, started: float, drawer: drawing.Drawer | None, *, plots: bool, tracking_uri: str | None,
-                 results_dir: Path, resume: bool, max_failures: int, on_event: Callable[[str], None],
-                 progress: Progress, address: str | None, storage: str | None) -> SearchOutcome:
+                 executor: str, started: float, drawer: drawing.Drawer | None, *, plots: bool, store: Store,
+                 tracking_uri: str | None, results_dir: Path, resume: bool, max_failures: int,
+                 on_event: Callable[[str], None], progress: Progress, address: str | None,
+                 storage: str | None) -> SearchOutcome:
     """The search once its input has been checked: tracking, the trials, the figures and the best model."""
     if executor == "ray":
         _start_ray(search.resources, address)
         cluster.check_cluster(ray.nodes(), search.resources, tracking_uri, storage)
-    client, uri = tracking.connect(tracking_uri)
-
-    exp_id = tracking.experiment_id(client, experiment, uri)
+    uri = store.connect()
+    exp_id = store.call(tracking.experiment_id, experiment, uri)
     if resume:
-        previous = tracking.find_resumable_search(client, exp_id, experiment)
-        parent, ray_path = previous.info.run_id, previous.data.tags[tracking.TAG_RAY_EXPERIMENT]
-        if previous.data.params.get("executor") == "local":
+        previous = store.call(tracking.find_resumable_search, exp_id, experiment)
+        parent, ray_path = previous.run_id, previous.ray_experiment
+        if previous.params.get("executor") == "local":
             raise TrackingError(f"search {parent} ran in-process (--executor local) and cannot be resumed; "
                                 "run it again without --resume")
-        search = _as_started(search, previous.data.params)
-        tracker = tracking.TrialTracker.resume(client, exp_id, parent, search.max_epochs)
+        search = _as_started(search, previous.params)
+        tracker = tracking.TrialTracker.resume(store, exp_id, parent, search.max_epochs)
         ended = sum(r.status in tracking.ENDED for r in tracker.records.values())
         on_event(f"resuming search {parent} in experiment {experiment!r}: {ended} of {search.num_samples} "
                  "trials already ended and are kept")
@@ -173,10 +180,9 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
         stamp = time.strftime("%Y%m%d-%H%M%S")
         storage_root = cluster.storage_path(storage, results_dir)  # a folder, or an object store URI
         ray_path = f"{storage_root.rstrip('/')}/{_slug(experiment)}-{stamp}-{uuid.uuid4().hex[:6]}"
-        parent = tracking.start_search_run(client, exp_id, f"search-{stamp}",
-                                           {**_search_params(search, data, metric, mode), "executor": executor},
-                                           space_file, ray_path)
-        tracker = tracking.TrialTracker(client, exp_id, parent, search.max_epochs)
+        parent = store.call(tracking.start_search_run, exp_id, f"search-{stamp}",
+                            {**_search_params(search, data, metric, mode), "executor": executor}, space_file, ray_path)
+        tracker = tracking.TrialTracker(store, exp_id, parent, search.max_epochs)
         if drawer is not None:  # each trial's loss curve is drawn as it ends, while the next ones train
             tracker.on_ended = drawer.trial_ended
         on_event(f"search {parent} in experiment {experiment!r}: {search.num_samples} trials, "
@@ -193,23 +199,38 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
         outcome.best = next(iter(outcome.ranked()), None)
         if outcome.best is not None:
             if outcome.best.model_dir is None:  # it ended before a resume: its model is in MLflow
-                outcome.best.model_dir = tracking.download_model(client, outcome.best.run_id,
-                                                                 Path(tempfile.mkdtemp(prefix="hpsearch-")))
+                outcome.best.model_dir = store.call(tracking.download_model, outcome.best.run_id,
+                                                    Path(tempfile.mkdtemp(prefix="hpsearch-")))
             outcome.test_metrics = _test_report(outcome.best, data)
-            tracking.log_test_metrics(client, outcome.best.run_id, outcome.test_metrics)
+            store.call(tracking.log_test_metrics, outcome.best.run_id, outcome.test_metrics)
         pending = None
-        if plots:  # drawn in the drawer's process (if any) while the best model is published here
-            pending = drawing.start_search_plots(client, parent, outcome.best, data.test, drawer)
-        publish.on_search_end(client, outcome, search=search, space_file=space_file, preprocessor=data.preprocessor,
-                              on_event=on_event)
+        if plots:  # drawn in the drawer's process (if any) while the best model is published
+            pending = drawing.start_search_plots(store, parent, outcome.best, data.test, drawer)
+        has_model = outcome.best is not None and outcome.best.model_dir is not None
+        for line in store.call(publish.on_search_end, outcome.best, experiment=experiment, parent_run_id=parent,
+                               metric=metric, mode=mode, space_file=space_file, data=_data_field(search),
+                               preprocessing=preprocessing_state(data.preprocessor) if has_model else {}):
+            on_event(line)
         if pending is not None:
-            pending.log(client, on_event=progress.message)
-        tracking.finish_search_run(client, parent, outcome.counts(), outcome.best, outcome.test_metrics, metric)
+            pending.log(store, on_event=progress.message)
+        store.call(tracking.finish_search_run, parent, outcome.counts(), outcome.best, outcome.test_metrics, metric)
     except BaseException as err:
-        tracking.abort_search_run(client, parent, tracker, err)
+        _abort(store, parent, tracker, err)
         raise
     outcome.wall_s = time.monotonic() - started
     return outcome
+
+
+def _abort(store: Store, parent: str, tracker: tracking.TrialTracker, error: BaseException) -> None:
+    """After an interruption or a crash: close every run this search opened, none left RUNNING."""
+    tracker.close_open_runs()
+    store.call(tracking.abort_search_run, parent, "".join(traceback.format_exception(error)),
+               killed=isinstance(error, KeyboardInterrupt))
+
+
+def _data_field(search: Search) -> str | None:
+    """The space file's ``data`` when it names a file or a data set (a function stays in the driver)."""
+    return search.data if isinstance(search.data, str) else None
 
 
 def _as_started(search: Search, params: dict[str, str]) -> Search:

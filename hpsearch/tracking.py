@@ -1,8 +1,12 @@
-"""The only module that talks to MLflow: the store, the search's parent run and one child run per trial.
+"""The only module that writes to MLflow: the store, the search's parent run and one child run per trial.
 
-All writes happen in the driver, through :class:`mlflow.MlflowClient`, so trials need no access to the
-tracking store and the trial -> run mapping lives in one place (:class:`TrialTracker`). Per-epoch metrics are
-buffered and written with ``log_batch`` about once a second instead of one call per metric.
+All writes come from the driver, so trials need no access to the tracking store and the trial -> run mapping
+lives in one place (:class:`TrialTracker`). Per-epoch metrics are buffered and written with ``log_batch`` about
+once a second instead of one call per metric.
+
+The functions that take a ``client`` run next to the MLflow client, through :meth:`hpsearch.store.Store.call`
+(in the driver, or in the store's own process), and return plain values. This module loads MLflow only inside
+them, so the driver that imports it (for :class:`TrialTracker` and :class:`TrialRecord`) never loads MLflow.
 """
 
 from __future__ import annotations
@@ -16,17 +20,17 @@ import math
 import os
 import sqlite3
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunStatus, RunTag
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import TrackingError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from hpsearch.store import Store
 
 __all__ = ["DEFAULT_STORE", "TrialRecord", "TrialTracker", "connect", "default_tracking_uri", "ui_command"]
 
@@ -42,6 +46,9 @@ TAG_RAY_EXPERIMENT = "hpsearch.ray_experiment"
 TAG_SPACE_FILE = "hpsearch.space_file"
 ENDED = ("completed", "stopped", "failed")
 TAG_NODE = "hpsearch.node"
+# MLflow's own tag names (mlflow.utils.mlflow_tags), spelled out so that this module loads without MLflow
+MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
+MLFLOW_RUN_NAME = "mlflow.runName"
 
 for _noisy in ("alembic", "mlflow.store.db.utils"):  # schema creation on a new store is not news
     logging.getLogger(_noisy).setLevel(logging.WARNING)
@@ -78,6 +85,8 @@ def connect(tracking_uri: str | None) -> tuple[MlflowClient, str]:
             _check_reachable(tracking_uri)
     else:
         _check_reachable(tracking_uri)
+    from mlflow import MlflowClient
+
     return MlflowClient(tracking_uri=tracking_uri), tracking_uri
 
 
@@ -119,6 +128,8 @@ def _fast_wal_commits() -> None:
 
 def _check_reachable(tracking_uri: str) -> None:
     """Fail in seconds, not after MLflow's minutes of retries, when the store does not answer."""
+    from mlflow import MlflowClient
+
     saved = {k: os.environ.get(k) for k in _QUICK_HTTP}
     os.environ.update(_QUICK_HTTP)
     try:
@@ -167,47 +178,41 @@ class TrialTracker:
     """One MLflow child run per trial under the search's parent run.
 
     Args:
-        client: the MLflow client.
+        store: where the MLflow client is (:mod:`hpsearch.store`).
         experiment_id: where the runs go.
         parent_run_id: the search's parent run.
         max_epochs: to tell a completed trial from one that was stopped early.
     """
 
-    def __init__(self, client: MlflowClient, experiment_id: str, parent_run_id: str, max_epochs: int) -> None:
-        self.client = client
+    def __init__(self, store: Store, experiment_id: str, parent_run_id: str, max_epochs: int) -> None:
+        self.store = store
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.max_epochs = max_epochs
         self.records: dict[str, TrialRecord] = {}
-        self._pending: dict[str, list[Metric]] = {}
-        self._pending_tags: dict[str, list[RunTag]] = {}
+        self._pending: dict[str, list[tuple[str, float, int, int]]] = {}  # run id -> (key, value, time ms, step)
+        self._pending_tags: dict[str, dict[str, str]] = {}
         self._last_flush = time.monotonic()
         self.on_ended: Callable[[TrialRecord], None] | None = None  # called once per trial, after its run is closed
 
     def __getstate__(self) -> dict[str, Any]:
-        """Ray Tune pickles its callbacks (and this tracker) into its snapshot: the hook stays in this process."""
-        return {**self.__dict__, "on_ended": None}
+        """Ray Tune pickles its callbacks (and this tracker) into its snapshot: the store and the hook stay here."""
+        return {**self.__dict__, "on_ended": None, "store": None}
 
     @classmethod
-    def resume(cls, client: MlflowClient, experiment_id: str, parent_run_id: str, max_epochs: int) -> TrialTracker:
+    def resume(cls, store: Store, experiment_id: str, parent_run_id: str, max_epochs: int) -> TrialTracker:
         """A tracker that knows the child runs an interrupted search already has, so trials find their run again."""
-        tracker = cls(client, experiment_id, parent_run_id, max_epochs)
-        for run in child_runs(client, experiment_id, parent_run_id):
-            tags, metrics = run.data.tags, run.data.metrics
-            record = TrialRecord(tags[TAG_TRIAL_ID], run.info.run_id, run.info.run_name, dict(run.data.params),
-                                 status=tags.get(TAG_STATUS, "running"), error=tags.get("hpsearch.error"))
-            record.metrics = {k: v for k, v in metrics.items() if k in METRIC_KEYS}
-            record.epochs = int(metrics.get("epochs_trained", _last_step(client, run.info.run_id)))
-            if record.status not in ENDED:
-                record.status = "running"  # killed or left RUNNING: Ray Tune resumes it from its checkpoint
+        tracker = cls(store, experiment_id, parent_run_id, max_epochs)
+        for record in store.call(trial_records, experiment_id, parent_run_id):
             tracker.records[record.trial_id] = record
         return tracker
 
     def forget(self, trial_ids: set[str]) -> int:
         """Delete the runs of trials that Ray Tune's saved state never knew (opened just before a kill)."""
         orphans = [r for r in self.records.values() if r.trial_id in trial_ids]
+        if orphans:
+            self.store.call(_delete_runs, [record.run_id for record in orphans])
         for record in orphans:
-            self.client.delete_run(record.run_id)
             del self.records[record.trial_id]
         return len(orphans)
 
@@ -216,18 +221,12 @@ class TrialTracker:
         if trial_id in self.records:  # a trial that resumes keeps its run
             record = self.records[trial_id]
             if record.status == "running":
-                self.client.update_run(record.run_id, status="RUNNING")
-                self.client.set_tag(record.run_id, TAG_STATUS, "running")
+                self.store.call(_reopen_run, record.run_id)
             return record
         name = f"trial_{len(self.records):03d}"
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=name,
-            tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, MLFLOW_RUN_NAME: name, TAG_TRIAL_ID: trial_id,
-                  TAG_STATUS: "running", TAG_KIND: "trial"},
-        )
-        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        record = TrialRecord(trial_id, run.info.run_id, name, params)
+        run_id = self.store.call(_open_trial_run, self.experiment_id, self.parent_run_id, name, trial_id,
+                                 {k: str(v) for k, v in params.items()})
+        record = TrialRecord(trial_id, run_id, name, params)
         self.records[trial_id] = record
         return record
 
@@ -244,7 +243,7 @@ class TrialTracker:
             if key in values:
                 record.curves.setdefault(key, []).append((epoch, values[key]))
         now = int(time.time() * 1000)
-        self._pending.setdefault(record.run_id, []).extend(Metric(k, v, now, epoch) for k, v in values.items())
+        self._pending.setdefault(record.run_id, []).extend((k, v, now, epoch) for k, v in values.items())
         if time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
             self.flush()
 
@@ -259,7 +258,7 @@ class TrialTracker:
         record.node = f"{hostname}/{node_id[:8]}"
         tags = {TAG_NODE: record.node, "hpsearch.node_id": node_id, "hpsearch.node_ip": node_ip}
         # Written with the trial's next metrics (one log_batch, not two): a call less per trial.
-        self._pending_tags.setdefault(record.run_id, []).extend(RunTag(k, v) for k, v in tags.items())
+        self._pending_tags.setdefault(record.run_id, {}).update(tags)
 
     def trial_ended(self, trial_id: str, *, model_dir: str | None = None, error: str | None = None,
                     early_stopped: bool = False) -> TrialRecord:
@@ -275,34 +274,27 @@ class TrialTracker:
         if error is not None:
             record.status, record.error = "failed", error
             tags["hpsearch.error"] = _first_line(error)[:4000]
-            self.client.log_text(record.run_id, error, "error.txt")
         elif record.epochs >= self.max_epochs:
             record.status = "completed"
         else:
             record.status = "stopped"
             tags["hpsearch.stop_reason"] = "early_stopping" if early_stopped else "scheduler"
+        model_files = []
         if model_dir is not None and error is None:
             record.model_dir = model_dir
-            for name in MODEL_FILES:
-                self.client.log_artifact(record.run_id, str(Path(model_dir) / name), "model")
+            model_files = [str(Path(model_dir) / name) for name in MODEL_FILES]
         tags[TAG_STATUS] = record.status
-        metrics = [*self._pending.pop(record.run_id, []),
-                   Metric("epochs_trained", record.epochs, int(time.time() * 1000), 0)]
-        run_tags = [*self._pending_tags.pop(record.run_id, []), *(RunTag(k, v) for k, v in tags.items())]
-        for start in range(0, len(metrics), 1000):  # MLflow's limit per log_batch
-            batch_tags = run_tags if start == 0 else []
-            self.client.log_batch(record.run_id, metrics=metrics[start : start + 1000], tags=batch_tags)
-        status = RunStatus.to_string(RunStatus.FAILED if error else RunStatus.FINISHED)
-        self.client.set_terminated(record.run_id, status)
+        metrics = [*self._pending.pop(record.run_id, []), ("epochs_trained", record.epochs, int(time.time() * 1000), 0)]
+        tags = {**self._pending_tags.pop(record.run_id, {}), **tags}
+        self.store.call(_close_trial_run, record.run_id, error=error, model_files=model_files, metrics=metrics,
+                        tags=tags)
         if self.on_ended is not None:
             self.on_ended(record)
         return record
 
     def flush(self) -> None:
         for run_id in {*self._pending, *self._pending_tags}:
-            metrics, tags = self._pending.get(run_id, []), self._pending_tags.get(run_id, [])
-            for start in range(0, max(1, len(metrics)), 1000):  # MLflow's limit per log_batch
-                self.client.log_batch(run_id, metrics=metrics[start : start + 1000], tags=tags if start == 0 else [])
+            self.store.call(_log_batch, run_id, self._pending.get(run_id, []), self._pending_tags.get(run_id, {}))
         self._pending.clear()
         self._pending_tags.clear()
         self._last_flush = time.monotonic()
@@ -310,15 +302,84 @@ class TrialTracker:
     def close_open_runs(self, status: str = "KILLED") -> None:
         """Never leave a child run RUNNING: mark the runs of trials that did not end."""
         self.flush()
+        epochs = {}
         for record in self.records.values():
             if record.status == "running":
                 record.status = "killed"
-                self.client.log_metric(record.run_id, "epochs_trained", record.epochs)
-        # Also runs that an interruption caught between their creation and their record.
-        for run in child_runs(self.client, self.experiment_id, self.parent_run_id):
-            if run.info.status == "RUNNING":
-                self.client.set_tag(run.info.run_id, TAG_STATUS, "killed")
-                self.client.set_terminated(run.info.run_id, status)
+                epochs[record.run_id] = record.epochs
+        self.store.call(_kill_open_runs, self.experiment_id, self.parent_run_id, epochs, status)
+
+
+# ------------------------------------------------------------------ run next to the client (Store.call)
+def _open_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, name: str, trial_id: str,
+                    params: dict[str, str]) -> str:
+    """Create a trial's child run with its tags and params; returns its id."""
+    from mlflow.entities import Param
+
+    run = client.create_run(experiment_id, run_name=name,
+                            tags={MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: name, TAG_TRIAL_ID: trial_id,
+                                  TAG_STATUS: "running", TAG_KIND: "trial"})
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
+    return run.info.run_id
+
+
+def _reopen_run(client: MlflowClient, run_id: str) -> None:
+    client.update_run(run_id, status="RUNNING")
+    client.set_tag(run_id, TAG_STATUS, "running")
+
+
+def _log_batch(client: MlflowClient, run_id: str, metrics: list[tuple[str, float, int, int]],
+               tags: dict[str, str]) -> None:
+    """Metrics as ``(key, value, time ms, step)`` and tags, in batches of MLflow's limit (1000), tags first."""
+    from mlflow.entities import Metric, RunTag
+
+    entries = [Metric(*metric) for metric in metrics]
+    run_tags = [RunTag(k, v) for k, v in tags.items()]
+    for start in range(0, max(1, len(entries)), 1000):
+        client.log_batch(run_id, metrics=entries[start : start + 1000], tags=run_tags if start == 0 else [])
+
+
+def _close_trial_run(client: MlflowClient, run_id: str, *, error: str | None, model_files: list[str],
+                     metrics: list[tuple[str, float, int, int]], tags: dict[str, str]) -> None:
+    """The trial's error or model files, then its last metrics and tags, then its end: in this order."""
+    if error is not None:
+        client.log_text(run_id, error, "error.txt")
+    for path in model_files:
+        client.log_artifact(run_id, path, "model")
+    _log_batch(client, run_id, metrics, tags)
+    client.set_terminated(run_id, "FAILED" if error is not None else "FINISHED")
+
+
+def _delete_runs(client: MlflowClient, run_ids: list[str]) -> None:
+    for run_id in run_ids:
+        client.delete_run(run_id)
+
+
+def _kill_open_runs(client: MlflowClient, experiment_id: str, parent_run_id: str, epochs: dict[str, int],
+                    status: str) -> None:
+    """Close the search's child runs still RUNNING, with the epochs they trained (when the tracker knew them)."""
+    for run_id, trained in epochs.items():
+        client.log_metric(run_id, "epochs_trained", trained)
+    # Also runs that an interruption caught between their creation and their record.
+    for run in child_runs(client, experiment_id, parent_run_id):
+        if run.info.status == "RUNNING":
+            client.set_tag(run.info.run_id, TAG_STATUS, "killed")
+            client.set_terminated(run.info.run_id, status)
+
+
+def trial_records(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
+    """The trials an interrupted search already has, as records; those that did not end are running again."""
+    records = []
+    for run in child_runs(client, experiment_id, parent_run_id):
+        tags, metrics = run.data.tags, run.data.metrics
+        record = TrialRecord(tags[TAG_TRIAL_ID], run.info.run_id, run.info.run_name, dict(run.data.params),
+                             status=tags.get(TAG_STATUS, "running"), error=tags.get("hpsearch.error"))
+        record.metrics = {k: v for k, v in metrics.items() if k in METRIC_KEYS}
+        record.epochs = int(metrics.get("epochs_trained", _last_step(client, run.info.run_id)))
+        if record.status not in ENDED:
+            record.status = "running"  # killed or left RUNNING: Ray Tune resumes it from its checkpoint
+        records.append(record)
+    return records
 
 
 def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Any]:
@@ -327,7 +388,16 @@ def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> 
                               max_results=10_000, order_by=["attributes.start_time ASC"])
 
 
-def find_resumable_search(client: MlflowClient, experiment_id: str, experiment: str) -> Any:
+@dataclass(frozen=True)
+class ResumableSearch:
+    """An interrupted search, reopened: its parent run, Ray Tune's folder for it, and the settings it started with."""
+
+    run_id: str
+    ray_experiment: str
+    params: dict[str, str]
+
+
+def find_resumable_search(client: MlflowClient, experiment_id: str, experiment: str) -> ResumableSearch:
     """The latest search of the experiment, if it did not finish; reopened (RUNNING) to be continued."""
     runs = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'search'",
                               max_results=1, order_by=["attributes.start_time DESC"])
@@ -338,7 +408,7 @@ def find_resumable_search(client: MlflowClient, experiment_id: str, experiment: 
         raise TrackingError(f"the latest search of experiment {experiment!r} ({run.info.run_id}) finished; "
                             "nothing to resume: run it without --resume to start a new search")
     client.update_run(run.info.run_id, status="RUNNING")
-    return run
+    return ResumableSearch(run.info.run_id, run.data.tags[TAG_RAY_EXPERIMENT], dict(run.data.params))
 
 
 def latest_space_file(tracking_uri: str | None, experiment: str) -> Path:
@@ -355,6 +425,8 @@ def latest_space_file(tracking_uri: str | None, experiment: str) -> Path:
 def start_search_run(client: MlflowClient, experiment_id: str, name: str, params: dict[str, Any],
                      space_file: Path, ray_experiment: str) -> str:
     """Open the search's parent run with its settings as params and the space file as an artifact."""
+    from mlflow.entities import Param, RunTag
+
     tags = {MLFLOW_RUN_NAME: name, TAG_SPACE_FILE: str(space_file.resolve()), TAG_RAY_EXPERIMENT: ray_experiment}
     run = client.create_run(experiment_id, run_name=name, tags=tags)
     run_id = run.info.run_id
@@ -371,6 +443,8 @@ def start_search_run(client: MlflowClient, experiment_id: str, name: str, params
 def finish_search_run(client: MlflowClient, run_id: str, summary: dict[str, Any], best: TrialRecord | None,
                       test_metrics: dict[str, float], metric: str) -> None:
     """Record the outcome on the parent run (counts, best trial's config and metrics) and close it."""
+    from mlflow.entities import Metric
+
     metrics = {f"trials_{k}": v for k, v in summary.items()}
     if best is not None:
         metrics[f"best_{metric}"] = best.metrics[metric]
@@ -386,17 +460,25 @@ def finish_search_run(client: MlflowClient, run_id: str, summary: dict[str, Any]
 
 
 def log_test_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float]) -> None:
+    from mlflow.entities import Metric
+
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
 
 
-def abort_search_run(client: MlflowClient, run_id: str, tracker: TrialTracker | None, error: BaseException) -> None:
-    """After an interruption or a crash: close every run this search opened, none left RUNNING."""
-    if tracker is not None:
-        tracker.close_open_runs()
-    client.log_text(run_id, "".join(traceback.format_exception(error)), "error.txt")
-    status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-    client.set_terminated(run_id, status)
+def abort_search_run(client: MlflowClient, run_id: str, error_text: str, *, killed: bool) -> None:
+    """After an interruption or a crash (the trials' runs closed first): the error, and the parent run's end."""
+    client.log_text(run_id, error_text, "error.txt")
+    client.set_terminated(run_id, "KILLED" if killed else "FAILED")
+
+
+def log_files(client: MlflowClient, files: list[tuple[str, str, str]]) -> None:
+    """Log ``(run id, local file or folder, artifact folder)`` triples: a folder's content goes in that folder."""
+    for run_id, path, artifact_path in files:
+        if Path(path).is_dir():
+            client.log_artifacts(run_id, path, artifact_path)
+        else:
+            client.log_artifact(run_id, path, artifact_path)
 
 
 def _is_metric(key: str, value: Any) -> bool:

@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 from hpsearch import cluster
 from hpsearch.cli import _parser, main
 from hpsearch.errors import ClusterError
+from hpsearch.store import LocalStore
 from hpsearch.tracking import TrialTracker
 from tests.conftest import REPO, SPACES, write_space
 
@@ -73,7 +74,7 @@ def test_the_node_tag_is_set_once_per_trial_from_the_reported_node(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
     parent = client.create_run(experiment).info.run_id
-    tracker = TrialTracker(client, experiment, parent, max_epochs=2)
+    tracker = TrialTracker(LocalStore(client=client), experiment, parent, max_epochs=2)
     run_id = tracker.trial_started("t1", {"lr": 0.1}).run_id
     tracker.node_reported("t1", "ab12cd34ef" * 5, hostname="gpu7", node_ip="10.0.0.7")
     tracker.node_reported("t1", "ff" * 25, hostname="other", node_ip="10.0.0.8")

@@ -1,0 +1,109 @@
+"""The tracking store's own process: MLflow loads there, never in the driver, and nothing is lost on the way.
+
+Each check runs as its own ``python`` process (as a user runs a search): the store's process is forked only
+where no Ray runs, and the test process may hold the suite's Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from tests.conftest import REPO, SPACES
+
+SEARCH = """
+import json, sys
+from hpsearch import store
+from hpsearch.cli import main
+
+opened = []
+real_start = store.StoreProcess.start
+def start(uri):
+    opened.append(real_start(uri))
+    return opened[-1]
+store.StoreProcess.start = start
+
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "own_process": isinstance(opened[0], store.StoreProcess),
+                  "mlflow": sorted(m for m in sys.modules if m.split(".")[0] == "mlflow")[:3]}))
+"""
+
+CALLS = """
+import json, os, sys
+from hpsearch import tracking
+from hpsearch.errors import TrackingError
+from hpsearch.store import StoreProcess
+
+store = StoreProcess.start(sys.argv[1])
+print(json.dumps({"pid": store._process.pid}), flush=True)
+uri = store.connect()
+first = store.call(tracking.experiment_id, "exp", uri)
+again = store.call(tracking.experiment_id, "exp", uri)
+try:
+    store.call(tracking.find_resumable_search, first, "exp")
+    error = None
+except TrackingError as err:
+    error = str(err)
+if len(sys.argv) > 2:  # stay, to be killed
+    input()
+store.close()
+print(json.dumps({"uri": uri, "same_experiment": first == again, "error": error,
+                  "ended": not store._process.is_alive(), "mlflow": "mlflow" in sys.modules}))
+"""
+
+
+def _python(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", script, *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+
+
+def test_a_search_tracks_every_trial_from_a_driver_that_never_loads_mlflow(workdir: Path):
+    result = _python(SEARCH, "run", str(SPACES / "reference.py"), "--num-samples", "3", "--max-epochs", "2",
+                     "--executor", "local", "--no-plots", cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome == {"code": 0, "own_process": True, "mlflow": []}
+    client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("reference").experiment_id])
+    trials = [r for r in runs if r.data.tags.get("hpsearch.kind") == "trial"]
+    assert len(trials) == 3 and all(r.info.status == "FINISHED" for r in trials)
+    assert all(r.data.params["lr"] and "val_loss" in r.data.metrics for r in trials)
+    assert all(client.list_artifacts(r.info.run_id, "model") for r in trials)
+
+
+def test_the_store_process_answers_in_order_and_its_errors_reach_the_driver(workdir: Path):
+    result = _python(CALLS, f"sqlite:///{workdir / 'store.db'}", cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answer["same_experiment"] and answer["ended"] and not answer["mlflow"]
+    assert answer["error"] == "experiment 'exp' has no search to resume; run it without --resume"
+
+
+def test_the_store_process_ends_when_the_driver_is_killed(workdir: Path):
+    driver = subprocess.Popen([sys.executable, "-c", CALLS, f"sqlite:///{workdir / 'store.db'}", "stay"],
+                              cwd=workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    child = json.loads(driver.stdout.readline())["pid"]
+    time.sleep(1)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process runs (a zombie, ended but not yet reaped by init, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
