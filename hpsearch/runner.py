@@ -202,7 +202,7 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
                 outcome.best.model_dir = store.call(tracking.download_model, outcome.best.run_id,
                                                     Path(tempfile.mkdtemp(prefix="hpsearch-")))
             outcome.test_metrics = _test_report(outcome.best, data)
-            store.call(tracking.log_test_metrics, outcome.best.run_id, outcome.test_metrics)
+            store.send(tracking.log_test_metrics, outcome.best.run_id, outcome.test_metrics)
         pending = None
         if plots:  # drawn in the drawer's process (if any) while the best model is published
             pending = drawing.start_search_plots(store, parent, outcome.best, data.test, drawer)

@@ -5,13 +5,17 @@ Every write to the tracking store goes through :meth:`Store.call`: ``store.call(
 The functions are module-level functions of :mod:`hpsearch.tracking`, :mod:`hpsearch.history` and
 :mod:`hpsearch.publish`, so they travel to another process by name.
 
-Why a process of its own (:class:`StoreProcess`): MLflow's import and the opening of its SQL store cost about
-2 s of Python on 2 cores (``import mlflow`` 0.8 s, the SQLAlchemy store and its mappers 0.9 s), spent before
-the first trial. ``hpsearch run`` forks the store's process before the driver loads torch and scikit-learn, so
-MLflow loads on the core those imports leave idle, and the driver never imports MLflow at all. Calls are
-synchronous and answered in order, so a run is written before the call that opens it returns, exactly as with
-a client in this process (a resumed search relies on it). The process ignores Ctrl-C (the driver decides what
-an interruption means and closes the runs through it) and ends when the driver closes it or exits.
+Why a process of its own (:class:`StoreProcess`): in the driver, MLflow's import and the opening of its SQL
+store cost 1.7 s of Python before the first trial (``import mlflow`` 0.8 s next to torch and pandas, the
+SQLAlchemy store and its mappers 0.9 s). ``hpsearch run`` forks the store's process before the driver loads
+torch and scikit-learn, so MLflow loads (with its own pandas: 3.6 s of CPU) on the core those imports leave
+idle, and the driver never imports MLflow at all.
+
+Calls run one at a time, in the order they were made. A call waits for its answer, so a trial's run is written
+before the call that opens it returns (a resumed search relies on it) and a run shown RUNNING is one the search
+still runs. Writes nobody waits for (a trial's metrics as it trains) are sent with :meth:`Store.send`, and the
+driver goes on. The process ignores Ctrl-C (the driver decides what an interruption means and closes the runs
+through it), finishes what it was sent, and ends when the driver closes it or is gone.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any
 
 from hpsearch.errors import TrackingError
 
-__all__ = ["LocalStore", "Store", "StoreProcess", "open_store"]
+__all__ = ["LocalStore", "Store", "StoreProcess"]
 
 
 class Store:
@@ -42,6 +46,11 @@ class Store:
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(client, *args, **kwargs)`` where the client is; its exceptions are raised here."""
         raise NotImplementedError
+
+    def send(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Like :meth:`call`, for a write whose answer nobody waits for: it may still run when this returns.
+        Calls run in the order they were made; an error of a sent one is raised by the next :meth:`call`."""
+        self.call(fn, *args, **kwargs)
 
     def close(self) -> None:
         """Let the store go (a process of its own ends)."""
@@ -80,6 +89,7 @@ class StoreProcess(Store):
         self._process.start()
         child.close()
         self._sequence = 0
+        self._sent_error: BaseException | None = None
 
     @classmethod
     def start(cls, tracking_uri: str | None) -> Store:
@@ -101,24 +111,39 @@ class StoreProcess(Store):
             raise TrackingError("the tracking store is used before it was opened")
         return self._request(fn, args, kwargs)
 
-    def _request(self, fn: Callable[..., Any] | str, args: tuple, kwargs: dict) -> Any:
+    def send(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """The driver goes on while the store writes: a trial's metrics cost it no wait (on 2 busy cores, a round
+        trip to a process that must first be scheduled takes tens of milliseconds)."""
+        if self.uri is None:
+            raise TrackingError("the tracking store is used before it was opened")
+        self._request(fn, args, kwargs, wait=False)
+
+    def _request(self, fn: Callable[..., Any] | str, args: tuple, kwargs: dict, *, wait: bool = True) -> Any:
         self._sequence += 1
         try:
-            self._conn.send((self._sequence, fn, args, kwargs))
+            self._conn.send((self._sequence, wait, fn, args, kwargs))
+            if not wait:
+                return None
             while True:
-                sequence, ok, value = self._conn.recv()
-                if sequence == self._sequence:  # an older answer belongs to a call that Ctrl-C abandoned
+                sequence, waited, ok, value = self._conn.recv()
+                if sequence == self._sequence:
                     break
+                if not waited and self._sent_error is None:  # a sent call failed: raised now, the first one
+                    self._sent_error = value
+                # else: the answer to a call that Ctrl-C abandoned
         except (EOFError, OSError):
             raise TrackingError("the tracking store's process ended unexpectedly: the search cannot record "
                                 "its trials") from None
+        if self._sent_error is not None:
+            error, self._sent_error = self._sent_error, None
+            raise error
         if not ok:
             raise value
         return value
 
     def close(self) -> None:
         """End the process: at once when it was never used (the search stopped on bad input), else once it has
-        answered every call (it has: calls are synchronous)."""
+        answered every call before this one."""
         if self.uri is None:
             self._process.terminate()
         elif self._process.is_alive():
@@ -126,11 +151,6 @@ class StoreProcess(Store):
                 self._conn.send(None)
         self._process.join(timeout=30)
         self._conn.close()
-
-
-def open_store(tracking_uri: str | None, *, own_process: bool) -> Store:
-    """The store for one search: in a process of its own when asked and safe, else in this one."""
-    return StoreProcess.start(tracking_uri) if own_process else LocalStore(tracking_uri)
 
 
 # ------------------------------------------------------------------------------------- the store's process
@@ -158,16 +178,16 @@ def _serve(conn: Connection, drivers_end: Connection, tracking_uri: str | None) 
             break  # the driver is gone
         if request is None:
             break
-        sequence, fn, args, kwargs = request
+        sequence, wait, fn, args, kwargs = request
         try:
             if fn == _CONNECT:
                 client, value = tracking.connect(tracking_uri)
             else:
                 value = fn(client, *args, **kwargs)
-            answer = (sequence, True, value)
+            answer = (sequence, wait, True, value)
         except BaseException as err:  # noqa: BLE001 - every error goes back to the caller
-            answer = (sequence, False, err)
-        if not _answer(conn, answer):
+            answer = (sequence, wait, False, err)
+        if (wait or not answer[2]) and not _answer(conn, answer):  # a sent call is answered only when it fails
             break
     conn.close()
     os._exit(0)  # no teardown of MLflow's modules: every call has been committed
@@ -180,8 +200,8 @@ def _answer(conn: Connection, answer: tuple) -> bool:
     except (OSError, EOFError):
         return False  # the driver is gone
     except Exception:  # noqa: BLE001 - a value or an exception that does not pickle
-        sequence, _ok, value = answer
-        conn.send((sequence, False, TrackingError(f"{type(value).__name__}: {value}")))
+        sequence, wait, _ok, value = answer
+        conn.send((sequence, wait, False, TrackingError(f"{type(value).__name__}: {value}")))
     return True
 
 

@@ -30,6 +30,8 @@ def rebuild_study(history: SearchHistory) -> optuna.Study:
     study = optuna.create_study(direction=direction, study_name=history.run_name)
     distributions = searched_distributions(history.space())
     for trial in history.scored():
+        if distributions and not trial.params:
+            continue  # a kill right after its run was created, before its params: it cannot be placed
         params = {name: _value(trial, name, dist) for name, dist in distributions.items()}
         study.add_trial(optuna.trial.create_trial(
             params=params,

@@ -221,7 +221,10 @@ class TrialTracker:
         if trial_id in self.records:  # a trial that resumes keeps its run
             record = self.records[trial_id]
             if record.status == "running":
-                self.store.call(_reopen_run, record.run_id)
+                # A kill between the run's creation and its params left it without them: logged now.
+                missing = {} if record.params else {k: str(v) for k, v in params.items()}
+                record.params = record.params or params
+                self.store.send(_reopen_run, record.run_id, missing)
             return record
         name = f"trial_{len(self.records):03d}"
         run_id = self.store.call(_open_trial_run, self.experiment_id, self.parent_run_id, name, trial_id,
@@ -286,6 +289,7 @@ class TrialTracker:
         tags[TAG_STATUS] = record.status
         metrics = [*self._pending.pop(record.run_id, []), ("epochs_trained", record.epochs, int(time.time() * 1000), 0)]
         tags = {**self._pending_tags.pop(record.run_id, {}), **tags}
+        # Waited for: once this returns, MLflow says what the search knows (a run shown RUNNING is running).
         self.store.call(_close_trial_run, record.run_id, error=error, model_files=model_files, metrics=metrics,
                         tags=tags)
         if self.on_ended is not None:
@@ -294,7 +298,7 @@ class TrialTracker:
 
     def flush(self) -> None:
         for run_id in {*self._pending, *self._pending_tags}:
-            self.store.call(_log_batch, run_id, self._pending.get(run_id, []), self._pending_tags.get(run_id, {}))
+            self.store.send(_log_batch, run_id, self._pending.get(run_id, []), self._pending_tags.get(run_id, {}))
         self._pending.clear()
         self._pending_tags.clear()
         self._last_flush = time.monotonic()
@@ -323,9 +327,12 @@ def _open_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str
     return run.info.run_id
 
 
-def _reopen_run(client: MlflowClient, run_id: str) -> None:
+def _reopen_run(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
+    from mlflow.entities import Param, RunTag
+
     client.update_run(run_id, status="RUNNING")
-    client.set_tag(run_id, TAG_STATUS, "running")
+    client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()],
+                     tags=[RunTag(TAG_STATUS, "running")])
 
 
 def _log_batch(client: MlflowClient, run_id: str, metrics: list[tuple[str, float, int, int]],

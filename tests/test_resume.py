@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from hpsearch.store import LocalStore
+from hpsearch.tracking import TrialTracker
 from tests.conftest import REPO, write_space
 
 pytestmark = pytest.mark.e2e
@@ -165,3 +167,16 @@ def test_resume_of_a_finished_search_is_a_clear_error(ray_session, workdir, caps
     assert main(["run", str(space)]) == 0
     assert main(["run", str(space), "--resume"]) == 2
     assert "finished; nothing to resume" in capsys.readouterr().err
+
+
+def test_a_trial_whose_run_lost_its_params_to_a_kill_gets_them_when_it_resumes(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
+    parent = client.create_run(experiment).info.run_id
+    # what a kill between the run's creation and its params leaves
+    run_id = client.create_run(experiment, tags={"mlflow.parentRunId": parent, "hpsearch.trial_id": "t1",
+                                                 "hpsearch.status": "running"}).info.run_id
+    tracker = TrialTracker.resume(LocalStore(client=client), experiment, parent, max_epochs=2)
+    assert tracker.trial_started("t1", {"lr": 0.01, "units_0": 8}).run_id == run_id
+    tracker.flush()
+    assert client.get_run(run_id).data.params == {"lr": "0.01", "units_0": "8"}

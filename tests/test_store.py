@@ -51,10 +51,17 @@ try:
     error = None
 except TrackingError as err:
     error = str(err)
+store.send(tracking.find_resumable_search, first, "exp")  # fails in the store: raised by the next call
+try:
+    store.call(tracking.experiment_id, "exp", uri)
+    sent_error = None
+except TrackingError as err:
+    sent_error = str(err)
+after = store.call(tracking.experiment_id, "exp", uri)  # reported once
 if len(sys.argv) > 2:  # stay, to be killed
     input()
 store.close()
-print(json.dumps({"uri": uri, "same_experiment": first == again, "error": error,
+print(json.dumps({"uri": uri, "same_experiment": first == again == after, "error": error, "sent_error": sent_error,
                   "ended": not store._process.is_alive(), "mlflow": "mlflow" in sys.modules}))
 """
 
@@ -78,12 +85,13 @@ def test_a_search_tracks_every_trial_from_a_driver_that_never_loads_mlflow(workd
     assert all(client.list_artifacts(r.info.run_id, "model") for r in trials)
 
 
-def test_the_store_process_answers_in_order_and_its_errors_reach_the_driver(workdir: Path):
+def test_the_store_process_answers_in_order_and_its_errors_reach_the_driver_even_for_sent_calls(workdir: Path):
     result = _python(CALLS, f"sqlite:///{workdir / 'store.db'}", cwd=workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     assert answer["same_experiment"] and answer["ended"] and not answer["mlflow"]
     assert answer["error"] == "experiment 'exp' has no search to resume; run it without --resume"
+    assert answer["sent_error"] == answer["error"]
 
 
 def test_the_store_process_ends_when_the_driver_is_killed(workdir: Path):
