@@ -206,10 +206,9 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
         pending = None
         if plots:  # drawn in the drawer's process (if any) while the best model is published
             pending = drawing.start_search_plots(store, parent, outcome.best, data.test, drawer)
-        has_model = outcome.best is not None and outcome.best.model_dir is not None
         for line in store.call(publish.on_search_end, outcome.best, experiment=experiment, parent_run_id=parent,
                                metric=metric, mode=mode, space_file=space_file, data=_data_field(search),
-                               preprocessing=preprocessing_state(data.preprocessor) if has_model else {}):
+                               preprocessing=preprocessing_state(data.preprocessor)):
             on_event(line)
         if pending is not None:
             pending.log(store, on_event=progress.message)

@@ -79,6 +79,13 @@ def test_the_rebuilt_study_holds_every_scored_trial_with_its_last_value():
     assert deep.params["units_1"] == 0 and deep.params["units_2"] == 0  # absent layers count as 0 units
 
 
+def test_a_scored_trial_without_params_is_left_out_of_the_rebuilt_study():
+    history = _history()
+    history.trials[0].params.clear()  # what a kill between a run's creation and its params left
+    study = rebuild_study(history)
+    assert [t.user_attrs["trial"] for t in study.trials] == [t.name for t in history.scored()[1:]]
+
+
 def test_importance_covers_every_searched_hyperparameter_and_only_those():
     history = _history(n_trials=12)
     study = rebuild_study(history)
