@@ -39,7 +39,7 @@ from hpsearch.model import load_model  # noqa: E402
 from hpsearch.progress import Progress  # noqa: E402
 from hpsearch.space import Search, suggest_params  # noqa: E402
 from hpsearch.store import LocalStore, Store  # noqa: E402
-from hpsearch.train import TrialConfig, evaluate, metric_names  # noqa: E402
+from hpsearch.train import TrialConfig, evaluate, is_complete_checkpoint, metric_names  # noqa: E402
 from hpsearch.trial import NODE_ID_KEY, ray_trial  # noqa: E402
 
 __all__ = ["SearchInterrupted", "SearchOutcome", "resolve_objective", "run_search"]
@@ -353,13 +353,34 @@ def _restore(ray_path: str, trainable: Any, tracker: tracking.TrialTracker, call
     Runs of trials that Ray's last snapshot does not know (opened in the instant before a kill) are deleted:
     Ray proposes those trials again, and each trial must have exactly one run.
     """
-    known = {trial.trial_id for trial in ExperimentAnalysis(str(ray_path)).trials}
-    tracker.forget(set(tracker.records) - known)
+    trials = ExperimentAnalysis(str(ray_path)).trials
+    tracker.forget(set(tracker.records) - {trial.trial_id for trial in trials})
+    for trial in trials:
+        _bring_back_checkpoint(trial.checkpoint)
     tuner = tune.Tuner.restore(str(ray_path), trainable, resume_unfinished=True, resume_errored=False)
     run_config = tuner._local_tuner.get_run_config()  # no public setter: the pickled callback is stale
     run_config.callbacks = [callback]
     run_config.failure_config = failure_config
     return tuner
+
+
+def _bring_back_checkpoint(checkpoint: tune.Checkpoint | None) -> None:
+    """Make the checkpoint Ray's snapshot names exist again, if a kill left it deleted.
+
+    Ray Tune deletes a trial's older checkpoint as soon as a newer one is registered (``num_to_keep=1``), and
+    saves its snapshot of the trials a moment later: a kill in between leaves the snapshot naming a checkpoint
+    that is gone, and the trial would fail on restore. Its newest whole checkpoint (the state it had reached)
+    is copied under that name, so the trial resumes from there. Local and shared folders only.
+    """
+    if checkpoint is None or checkpoint.filesystem.type_name != "local":
+        return
+    wanted = Path(checkpoint.path)
+    if wanted.exists():
+        return
+    newest_first = sorted(wanted.parent.glob("checkpoint_*"), reverse=True)
+    found = next((path for path in newest_first if is_complete_checkpoint(path)), None)
+    if found is not None:
+        shutil.copytree(found, wanted)
 
 
 def _searcher(search: Search, metric: str, mode: str) -> OptunaSearch:

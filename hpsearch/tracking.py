@@ -375,10 +375,16 @@ def _kill_open_runs(client: MlflowClient, experiment_id: str, parent_run_id: str
 
 
 def trial_records(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
-    """The trials an interrupted search already has, as records; those that did not end are running again."""
+    """The trials an interrupted search already has, as records; those that did not end are running again.
+
+    A kill between a trial's last batch (which tags it ended, after its model files) and the end of its run left
+    the run RUNNING with everything else written: the run is ended here, as the close would have ended it.
+    """
     records = []
     for run in child_runs(client, experiment_id, parent_run_id):
         tags, metrics = run.data.tags, run.data.metrics
+        if run.info.status == "RUNNING" and tags.get(TAG_STATUS) in ENDED:
+            client.set_terminated(run.info.run_id, "FAILED" if tags[TAG_STATUS] == "failed" else "FINISHED")
         record = TrialRecord(tags[TAG_TRIAL_ID], run.info.run_id, run.info.run_name, dict(run.data.params),
                              status=tags.get(TAG_STATUS, "running"), error=tags.get("hpsearch.error"))
         record.metrics = {k: v for k, v in metrics.items() if k in METRIC_KEYS}

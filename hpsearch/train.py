@@ -10,6 +10,7 @@ overhead, not arithmetic, is what costs.
 from __future__ import annotations
 
 import functools
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -21,7 +22,7 @@ from torch import nn
 
 from hpsearch.dataset import Dataset, Split
 from hpsearch.errors import NonFiniteLossError
-from hpsearch.model import WEIGHTS_FILE, ModelSpec, build_model, save_model
+from hpsearch.model import SPEC_FILE, WEIGHTS_FILE, ModelSpec, build_model, save_model
 from hpsearch.optim import Optimizer, make_optimizer
 from hpsearch.space import DEFAULT_PARAMS, decode_sizes
 
@@ -120,24 +121,36 @@ def fit(
     generator = torch.Generator().manual_seed(config.seed)
     X, y = _tensors(data.train, device)
     state = {"epoch": 0, "best": None, "bad_epochs": 0}
+    save = functools.partial(_save, model=model, spec=spec, optimizer=optimizer, generator=generator)
     if resume_from is not None:
         state = _restore(resume_from, model, optimizer, generator, device)
+        if state["epoch"] >= config.max_epochs or _stops(state, config):
+            # The checkpoint of the trial's last epoch, and the kill came before its end was recorded: that
+            # epoch is reported again (its metrics are the same), instead of training past the trial's end.
+            metrics = {"epoch": state["epoch"], "train_loss": state.get("train_loss", math.nan),
+                       **evaluate(model, data.val, spec, prefix="val_")}
+            report({**metrics, "early_stopped": 1} if _stops(state, config) else metrics,
+                   functools.partial(save, state=dict(state)))
+            return model
 
     for epoch in range(state["epoch"] + 1, config.max_epochs + 1):
         train_loss = _train_one_epoch(model, optimizer, loss_fn, X, y, config.batch_size, generator)
         if not math.isfinite(train_loss):
             raise NonFiniteLossError(f"training loss became {train_loss} at epoch {epoch} (lr={config.lr:g})")
         metrics = {"epoch": epoch, "train_loss": train_loss, **evaluate(model, data.val, spec, prefix="val_")}
-        state = _early_stopping(state, metrics[config.metric], config)
-        state["epoch"] = epoch
-        stop = config.early_stopping_patience is not None and state["bad_epochs"] >= config.early_stopping_patience
+        state = {**_early_stopping(state, metrics[config.metric], config), "epoch": epoch, "train_loss": train_loss}
+        stop = _stops(state, config)
         if stop:
             metrics["early_stopped"] = 1
-        report(metrics, functools.partial(_save, model=model, spec=spec, optimizer=optimizer, generator=generator,
-                                          state=dict(state)))
+        report(metrics, functools.partial(save, state=dict(state)))
         if stop:
             break
     return model
+
+
+def _stops(state: dict[str, Any], config: TrialConfig) -> bool:
+    """Whether early stopping ends the trial after the epoch ``state`` holds."""
+    return config.early_stopping_patience is not None and state["bad_epochs"] >= config.early_stopping_patience
 
 
 @torch.no_grad()
@@ -223,6 +236,17 @@ def _save(
         },
         directory / TRAIN_STATE_FILE,
     )
+
+
+def is_complete_checkpoint(directory: Path) -> bool:
+    """Whether ``directory`` holds a whole checkpoint (a kill can cut one while it is being copied)."""
+    try:
+        json.loads((directory / SPEC_FILE).read_text())
+        torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        torch.load(directory / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - missing, cut short or unreadable: not a checkpoint to resume from
+        return False
+    return True
 
 
 def _restore(

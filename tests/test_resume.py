@@ -180,3 +180,46 @@ def test_a_trial_whose_run_lost_its_params_to_a_kill_gets_them_when_it_resumes(t
     assert tracker.trial_started("t1", {"lr": 0.01, "units_0": 8}).run_id == run_id
     tracker.flush()
     assert client.get_run(run_id).data.params == {"lr": "0.01", "units_0": "8"}
+
+
+def test_a_trial_whose_close_a_kill_cut_before_its_end_is_ended_when_the_search_resumes(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
+    parent = client.create_run(experiment).info.run_id
+    runs = {}
+    for trial_id, status in [("t1", "completed"), ("t2", "failed"), ("t3", "running")]:
+        # a close's last batch tagged the trial ended, then the kill came before set_terminated
+        runs[trial_id] = client.create_run(experiment, tags={"mlflow.parentRunId": parent,
+                                                             "hpsearch.trial_id": trial_id,
+                                                             "hpsearch.status": status}).info.run_id
+    tracker = TrialTracker.resume(LocalStore(client=client), experiment, parent, max_epochs=2)
+    assert client.get_run(runs["t1"]).info.status == "FINISHED"
+    assert client.get_run(runs["t2"]).info.status == "FAILED"
+    assert client.get_run(runs["t3"]).info.status == "RUNNING"  # Ray Tune resumes it
+    assert [tracker.records[t].status for t in ("t1", "t2", "t3")] == ["completed", "failed", "running"]
+
+
+def test_a_checkpoint_that_rays_snapshot_names_but_a_kill_left_deleted_is_brought_back(tmp_path):
+    from ray import tune
+
+    from hpsearch.data import load_dataset
+    from hpsearch.runner import _bring_back_checkpoint
+    from hpsearch.space import Search
+    from hpsearch.train import TrialConfig, fit
+
+    # The snapshot names checkpoint 1; Ray deleted it when checkpoint 2 came; checkpoint 3 was being copied when
+    # the kill came (cut short). Checkpoint 2 is the newest whole one.
+    trial_dir = tmp_path / "trial_x"
+    for epoch in (2, 3):
+        directory = trial_dir / f"checkpoint_00000{epoch - 1}"
+        directory.mkdir(parents=True)
+        fit(TrialConfig(hidden_sizes=(8,), max_epochs=epoch), load_dataset(Search(data="sklearn:iris"), tmp_path),
+            lambda metrics, save, directory=directory: save(directory))
+    (trial_dir / "checkpoint_000001").rename(trial_dir / "checkpoint_000003")
+    state = trial_dir / "checkpoint_000003" / "train_state.pt"
+    state.write_bytes(state.read_bytes()[:100])
+
+    _bring_back_checkpoint(tune.Checkpoint(str(trial_dir / "checkpoint_000001")))
+    brought_back = trial_dir / "checkpoint_000001"
+    assert {p.name: p.read_bytes() for p in brought_back.iterdir()} == \
+        {p.name: p.read_bytes() for p in (trial_dir / "checkpoint_000002").iterdir()}

@@ -12,7 +12,7 @@ from hpsearch import Search
 from hpsearch.data import Dataset, Split, load_dataset
 from hpsearch.errors import NonFiniteLossError
 from hpsearch.model import load_model
-from hpsearch.train import TrialConfig, evaluate, fit
+from hpsearch.train import TrialConfig, evaluate, fit, is_complete_checkpoint
 
 
 def _data(name: str) -> Dataset:
@@ -86,6 +86,41 @@ def test_resuming_from_a_checkpoint_continues_exactly_where_it_stopped(tmp_path:
     resumed = _collect(config, data, resume_from=checkpoint)
     assert [r["epoch"] for r in resumed] == [3, 4]
     assert resumed == straight[2:]
+
+
+def _last_checkpoint(config: TrialConfig, data: Dataset, directory: Path) -> list[dict]:
+    """Train to the end, saving the checkpoint of the last report; returns the reports."""
+    reports: list[dict] = []
+
+    def keep(metrics, save):
+        reports.append(metrics)
+        save(directory)
+
+    directory.mkdir()
+    fit(config, data, keep)
+    return reports
+
+
+@pytest.mark.parametrize("patience", [None, 2])
+def test_resuming_from_the_last_epochs_checkpoint_reports_that_epoch_again_and_trains_no_more(tmp_path, patience):
+    data = _data("iris")
+    lr = 1e-9 if patience else 1e-2  # a learning rate this small stops improving: early stopping ends the trial
+    config = TrialConfig(hidden_sizes=(8,), lr=lr, optimizer="sgd", momentum=0.0, max_epochs=6 if patience else 3,
+                         early_stopping_patience=patience, metric="val_accuracy", mode="max")
+    straight = _last_checkpoint(config, data, tmp_path / "ckpt")
+    again = _collect(config, data, resume_from=tmp_path / "ckpt")
+    assert again == [straight[-1]]  # same epoch, same metrics (early_stopped included), nothing trained
+    assert (patience is None and straight[-1]["epoch"] == 3) or straight[-1]["early_stopped"] == 1
+
+
+def test_a_checkpoint_cut_short_is_not_complete(tmp_path: Path):
+    data = _data("iris")
+    _last_checkpoint(TrialConfig(hidden_sizes=(8,), max_epochs=1), data, tmp_path / "ckpt")
+    assert is_complete_checkpoint(tmp_path / "ckpt")
+    state = tmp_path / "ckpt" / "train_state.pt"
+    state.write_bytes(state.read_bytes()[:-20])
+    assert not is_complete_checkpoint(tmp_path / "ckpt")
+    assert not is_complete_checkpoint(tmp_path / "missing")
 
 
 def test_a_saved_model_reloads_and_scores_the_same(tmp_path: Path):
