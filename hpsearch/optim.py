@@ -1,12 +1,12 @@
-"""The optimizer step of a trial: torch's fused SGD / Adam / AdamW kernels, called without torch.optim's wrapper.
+"""The optimizer step of a trial: torch's own update functions, called without torch.optim's wrapper.
 
 Why not ``torch.optim.Adam(fused=True)`` itself: at the batch sizes we search, the Python around its one kernel
 call (profiling hooks, ``zero_grad``, regrouping the tensors, a counter per parameter) costs more per step than
-the kernel, and constructing any ``torch.optim`` optimizer imports ``torch._dynamo`` (about 1 s, paid once by every
-trial process). :class:`FusedOptimizer` keeps the same state, calls the same kernels with the same arguments as
-``torch.optim`` does with ``fused=True``, and takes the gradients from ``torch.autograd.grad`` (no ``.grad`` to
+the kernel, and constructing any ``torch.optim`` optimizer imports ``torch._dynamo`` (1.1-2.3 s on 2 cores, paid
+by every trial process that builds one). :class:`FusedOptimizer` keeps the same state, calls the same kernels with
+the same arguments as ``torch.optim`` does with ``fused=True``; :class:`RMSprop` (no fused kernel) calls the
+function ``torch.optim.RMSprop.step`` calls. Both take the gradients from ``torch.autograd.grad`` (no ``.grad`` to
 zero): the trained weights are bit-for-bit those of ``torch.optim`` (``tests/test_optim.py`` checks it).
-RMSprop has no fused kernel and goes through ``torch.optim`` (:class:`TorchOptimizer`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-__all__ = ["FusedOptimizer", "Optimizer", "TorchOptimizer", "make_optimizer"]
+__all__ = ["FusedOptimizer", "Optimizer", "RMSprop", "make_optimizer"]
 
 ADAM_BETAS = (0.9, 0.999)
-ADAM_EPS = 1e-8
+ADAM_EPS = 1e-8  # torch's default eps for Adam, AdamW and RMSprop
+RMSPROP_ALPHA = 0.99
 
 
 class Optimizer(Protocol):
@@ -36,7 +37,7 @@ def make_optimizer(name: str, model: nn.Module, *, lr: float, weight_decay: floa
     """The optimizer a trial's ``optimizer`` parameter names (``sgd``, ``adam``, ``adamw`` or ``rmsprop``)."""
     params = list(model.parameters())
     if name == "rmsprop":
-        return TorchOptimizer(torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay))
+        return RMSprop(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
     return FusedOptimizer(name, params, lr=lr, weight_decay=weight_decay, momentum=momentum)
 
 
@@ -86,19 +87,36 @@ class FusedOptimizer:
             setattr(self, key, [t.to(device) for t in state[key]])
 
 
-class TorchOptimizer:
-    """A ``torch.optim`` optimizer behind the same interface (the classic zero_grad / backward / step)."""
+class RMSprop:
+    """RMSprop with torch's defaults (``alpha=0.99``, ``eps=1e-8``, not centered), through its update function.
 
-    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
-        self.optimizer = optimizer
+    ``torch.optim.rmsprop.rmsprop`` is the function ``torch.optim.RMSprop.step`` calls; calling it directly
+    does not import ``torch._dynamo``. The state is torch.optim's: a step counter per parameter (the update
+    increments each), the running average of squared gradients, and a momentum buffer when ``momentum > 0``.
+    """
+
+    def __init__(self, params: list[torch.Tensor], *, lr: float, weight_decay: float, momentum: float = 0.0) -> None:
+        from torch.optim.rmsprop import rmsprop
+
+        self._update = rmsprop
+        self.params, self.lr, self.weight_decay, self.momentum = params, lr, weight_decay, momentum
+        self.steps = [torch.zeros((), dtype=torch.float32) for _ in params]
+        self.square_avg = [torch.zeros_like(p) for p in params]
+        self.momentum_buffer = [torch.zeros_like(p) for p in params] if momentum > 0 else []
 
     def step(self, loss: torch.Tensor) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        grads = list(torch.autograd.grad(loss, self.params))
+        with torch.no_grad():
+            self._update(self.params, grads, self.square_avg, [], self.momentum_buffer, self.steps, lr=self.lr,
+                         alpha=RMSPROP_ALPHA, eps=ADAM_EPS, weight_decay=self.weight_decay, momentum=self.momentum,
+                         centered=False, maximize=False, differentiable=False, capturable=False, has_complex=False)
 
     def state_dict(self) -> dict[str, Any]:
-        return self.optimizer.state_dict()
+        return {"name": "rmsprop", "steps": self.steps, "square_avg": self.square_avg,
+                "momentum_buffer": self.momentum_buffer}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state)
+        device = self.params[0].device
+        self.steps = [t.to("cpu") for t in state["steps"]]
+        self.square_avg = [t.to(device) for t in state["square_avg"]]
+        self.momentum_buffer = [t.to(device) for t in state["momentum_buffer"]]
