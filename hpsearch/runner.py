@@ -266,7 +266,10 @@ def _start_ray(resources: dict[str, float], address: str | None = None) -> None:
         except Exception as err:  # noqa: BLE001 - unreachable, or refused (token authentication)
             raise cluster.connection_error(address, err) from None
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True)
+        # No prestarted workers: Ray starts one per CPU for the driver, but Tune's trial actors carry a runtime
+        # env of their own and get new workers, and the prestarted ones (1 s of CPU on 2 cores) are killed unused.
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True,
+                 _system_config={"prestart_worker_first_driver": False})
     available = ray.cluster_resources()
     for key, ray_key in (("cpu", "CPU"), ("gpu", "GPU")):
         if resources[key] > available.get(ray_key, 0):
