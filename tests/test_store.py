@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import REPO, SPACES
@@ -71,9 +72,11 @@ def _python(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
 
 
-def test_a_search_tracks_every_trial_from_a_driver_that_never_loads_mlflow(workdir: Path):
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_a_search_tracks_every_trial_from_a_driver_that_never_loads_mlflow(workdir: Path, executor: str):
+    """On Ray too: Tune's usage statistics would import MLflow's integration into the driver."""
     result = _python(SEARCH, "run", str(SPACES / "reference.py"), "--num-samples", "3", "--max-epochs", "2",
-                     "--executor", "local", "--no-plots", cwd=workdir)
+                     "--executor", executor, "--no-plots", cwd=workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome == {"code": 0, "own_process": True, "mlflow": []}
