@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 
 LEVERS = ("tune-loggers-on", "no-reuse-actors", "checkpoint-keep-all", "checkpoint-keep-4", "no-concurrency-limit",
-          "heavy-worker-imports")
+          "heavy-worker-imports", "prestart-workers", "tune-usage-tag", "rmsprop-torch-optim")
 
 
 def _rss_mb() -> float:
@@ -194,6 +194,19 @@ def _apply_lever(lever: str | None) -> None:
     elif lever == "checkpoint-keep-4":  # 4 checkpoints kept per trial: a forced snapshot every 4th epoch
         real_keep = tune.CheckpointConfig
         tune.CheckpointConfig = lambda *a, **k: real_keep(num_to_keep=4)
+    elif lever == "prestart-workers":  # Ray's default: a worker per CPU started for the driver, unused by Tune
+        import ray
+
+        real_init = ray.init
+        ray.init = lambda *a, **k: real_init(*a, **{key: v for key, v in k.items() if key != "_system_config"})
+    elif lever == "tune-usage-tag":  # Tune's callback usage tag, which imports MLflow into the driver
+        from hpsearch import runner
+
+        runner._skip_tune_callback_usage_tag = lambda: None
+    elif lever == "rmsprop-torch-optim":  # RMSprop as torch.optim.RMSprop (which imports torch._dynamo)
+        from hpsearch import runner
+
+        runner.ray_trial = _torch_optim_rmsprop_trial
 
 
 def _heavy_trial(config, data, settings):
@@ -203,6 +216,38 @@ def _heavy_trial(config, data, settings):
     import hpsearch.runner  # noqa: F401
     from hpsearch.trial import ray_trial
 
+    ray_trial(config, data, settings)
+
+
+def _torch_optim_rmsprop_trial(config, data, settings):
+    """Pickled by value: the worker builds RMSprop trials' optimizer with ``torch.optim.RMSprop``."""
+    import torch
+
+    from hpsearch import optim, train
+    from hpsearch.trial import ray_trial
+
+    class TorchRMSprop:
+        def __init__(self, model, lr, weight_decay, momentum):
+            self.optimizer = torch.optim.RMSprop(model.parameters(), lr=lr, weight_decay=weight_decay,
+                                                 momentum=momentum)
+
+        def step(self, loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+
+        def state_dict(self):
+            return self.optimizer.state_dict()
+
+        def load_state_dict(self, state):
+            self.optimizer.load_state_dict(state)
+
+    def make_optimizer(name, model, *, lr, weight_decay, momentum):
+        if name == "rmsprop":
+            return TorchRMSprop(model, lr, weight_decay, momentum)
+        return optim.make_optimizer(name, model, lr=lr, weight_decay=weight_decay, momentum=momentum)
+
+    train.make_optimizer = make_optimizer
     ray_trial(config, data, settings)
 
 

@@ -241,14 +241,20 @@ def part_levers(cfg: argparse.Namespace, root: Path) -> dict:
                 "trial workers import the driver's modules (MLflow, scikit-learn, pandas)":
                     ["--lever", "heavy-worker-imports"],
                 "checkpoints: keep 4 per trial (a forced snapshot every 4th epoch)": ["--lever", "checkpoint-keep-4"],
-                "checkpoints: keep all (no forced snapshot)": ["--lever", "checkpoint-keep-all"]}
+                "checkpoints: keep all (no forced snapshot)": ["--lever", "checkpoint-keep-all"],
+                "Ray prestarts a worker per CPU for the driver (unused by Tune's actors)": ["--lever", "prestart-workers"],
+                "Tune's callback usage tag (imports MLflow into the driver)": ["--lever", "tune-usage-tag"],
+                "RMSprop through torch.optim.RMSprop (imports torch._dynamo in each worker)":
+                    ["--lever", "rmsprop-torch-optim"]}
     walls: dict[str, list[float]] = {k: [] for k in variants}
+    peaks: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(cfg.repeats):
         for name, extra in variants.items():
-            wall, _ = hpsearch(SPACES / "digits.py", work, "--num-samples", trials, "--max-epochs", epochs,
-                               "--executor", "ray", *extra)
+            wall, figures = hpsearch(SPACES / "digits.py", work, "--num-samples", trials, "--max-epochs", epochs,
+                                     "--executor", "ray", *extra)
             walls[name].append(wall)
-    return {name: {"wall": median(w), "walls": w} for name, w in walls.items()}
+            peaks[name].append(figures["peak_rss_mb"])
+    return {name: {"wall": median(w), "walls": w, "peak_rss_mb": median(peaks[name])} for name, w in walls.items()}
 
 
 # ---------------------------------------------------------------------------------------------------- report
@@ -335,9 +341,9 @@ def render(results: dict, meta: dict[str, str]) -> str:
         lines.append("")
     if "levers" in results:
         lines += ["## levers of the Ray executor (medium search), each undone alone", "",
-                  "| variant | wall s |", "|---|---|"]
+                  "| variant | wall s | driver peak RSS MB |", "|---|---|---|"]
         for name, r in results["levers"].items():
-            lines.append(f"| {name} | {f(r['wall'])} {runs(r['walls'])} |")
+            lines.append(f"| {name} | {f(r['wall'])} {runs(r['walls'])} | {f(r.get('peak_rss_mb', float('nan')))} |")
         lines.append("")
     return "\n".join(lines)
 

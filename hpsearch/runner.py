@@ -75,6 +75,7 @@ def _skip_tune_callback_usage_tag() -> None:
     if hasattr(usage, "tag_callbacks"):
         usage.tag_callbacks = lambda callbacks: False
 
+
 DEFAULT_RESULTS_DIR = Path("ray_results")
 
 
