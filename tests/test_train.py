@@ -141,9 +141,10 @@ def test_params_round_trip_through_the_flat_mlflow_form():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
-def test_training_runs_on_the_gpu_and_matches_the_cpu_closely():
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop"])
+def test_training_runs_on_the_gpu_and_matches_the_cpu_closely(optimizer):
     data = _data("breast_cancer")
-    config = TrialConfig(hidden_sizes=(32,), max_epochs=3)
+    config = TrialConfig(hidden_sizes=(32,), max_epochs=3, optimizer=optimizer)
     on_gpu = fit(config, data, lambda metrics, save: None, device="cuda")
     assert next(on_gpu.parameters()).is_cuda
     gpu = _collect(config, data, device="cuda")[-1]
