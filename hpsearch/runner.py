@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import traceback
 import uuid
@@ -179,8 +180,8 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
                  on_event: Callable[[str], None], progress: Progress, address: str | None,
                  storage: str | None) -> SearchOutcome:
     """The search once its input has been checked: tracking, the trials, the figures and the best model."""
+    our_ray = executor == "ray" and _start_ray(search.resources, address)
     if executor == "ray":
-        _start_ray(search.resources, address)
         cluster.check_cluster(ray.nodes(), search.resources, tracking_uri, storage)
     uri = store.connect()
     exp_id = store.call(tracking.experiment_id, experiment, uri)
@@ -206,11 +207,14 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
             tracker.on_ended = drawer.trial_ended
         on_event(f"search {parent} in experiment {experiment!r}: {search.num_samples} trials, "
                  f"up to {search.max_epochs} epochs each, " + ("in-process" if executor == "local" else "on Ray Tune"))
+    ray_ending = None
     try:
         if executor == "local":
             fit_local(search, data, metric, mode, tracker, Path(ray_path), progress.message)
         else:
             _fit(search, data, metric, mode, tracker, ray_path, max_failures, progress)
+            if our_ray:
+                ray_ending = _end_ray_in_background()
         ended = sum(r.status in tracking.ENDED for r in tracker.records.values())
         if ended < search.num_samples:
             raise SearchInterrupted(f"{ended} of {search.num_samples} trials ended")
@@ -235,6 +239,9 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
     except BaseException as err:
         _abort(store, parent, tracker, err)
         raise
+    finally:
+        if ray_ending is not None:
+            ray_ending.join()
     outcome.wall_s = time.monotonic() - started
     return outcome
 
@@ -275,10 +282,12 @@ def _slug(name: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- Ray Tune
-def _start_ray(resources: dict[str, float], address: str | None = None) -> None:
+def _start_ray(resources: dict[str, float], address: str | None = None) -> bool:
     """Start a local Ray, connect to the cluster at ``address``, or reuse the Ray this process already has;
-    then check it can hold one trial."""
+    then check it can hold one trial. Returns whether this call started or connected it (the search then ends
+    it, see :func:`_end_ray_in_background`)."""
     _import_ray()
+    ours = not ray.is_initialized()
     if not ray.is_initialized() and address is not None:
         try:
             ray.init(address=address, log_to_driver=False, logging_level="ERROR", configure_logging=True)
@@ -294,6 +303,19 @@ def _start_ray(resources: dict[str, float], address: str | None = None) -> None:
         if resources[key] > available.get(ray_key, 0):
             raise SpaceError(f"asks for {resources[key]:g} {key.upper()}s per trial, but the Ray cluster has "
                              f"{available.get(ray_key, 0):g}", field=f"resources.{key}")
+    return ours
+
+
+def _end_ray_in_background() -> threading.Thread:
+    """Shut Ray down while the search's end (test report, best model, figures) runs: none of it needs Ray.
+
+    ``ray.shutdown`` stops a local Ray's processes one after the other, giving each up to a second to exit
+    (about 1.2 s here, spent waiting, not computing), and at the interpreter's exit it first sleeps 0.5 s for
+    workers' logs, which this search does not forward. The thread is joined before the search returns.
+    """
+    thread = threading.Thread(target=ray.shutdown, name="hpsearch-ray-shutdown")
+    thread.start()
+    return thread
 
 
 def _fit(search: Search, data: Dataset, metric: str, mode: str, tracker: tracking.TrialTracker,

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import ray
 from mlflow import MlflowClient
 
 from hpsearch.cli import main
@@ -32,6 +33,7 @@ def _runs(client: MlflowClient, experiment: str) -> tuple[list, list]:
 def test_digits_search_tracks_one_parent_and_one_child_per_trial(ray_session, workdir, capsys):
     code = main(["run", str(SPACES / "digits.py"), "--num-samples", "4", "--max-epochs", "3", "--experiment", "d"])
     assert code == 0
+    assert ray.is_initialized()  # the process's own Ray, which the search reused, is left running
     out = capsys.readouterr().out
     assert "best 4 trials by val_loss" in out and "mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db" in out
 
