@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
+from torch.optim.rmsprop import rmsprop
 
 __all__ = ["FusedOptimizer", "Optimizer", "RMSprop", "make_optimizer"]
 
@@ -96,9 +97,6 @@ class RMSprop:
     """
 
     def __init__(self, params: list[torch.Tensor], *, lr: float, weight_decay: float, momentum: float = 0.0) -> None:
-        from torch.optim.rmsprop import rmsprop
-
-        self._update = rmsprop
         self.params, self.lr, self.weight_decay, self.momentum = params, lr, weight_decay, momentum
         self.steps = [torch.zeros((), dtype=torch.float32) for _ in params]
         self.square_avg = [torch.zeros_like(p) for p in params]
@@ -107,7 +105,7 @@ class RMSprop:
     def step(self, loss: torch.Tensor) -> None:
         grads = list(torch.autograd.grad(loss, self.params))
         with torch.no_grad():
-            self._update(self.params, grads, self.square_avg, [], self.momentum_buffer, self.steps, lr=self.lr,
+            rmsprop(self.params, grads, self.square_avg, [], self.momentum_buffer, self.steps, lr=self.lr,
                          alpha=RMSPROP_ALPHA, eps=ADAM_EPS, weight_decay=self.weight_decay, momentum=self.momentum,
                          centered=False, maximize=False, differentiable=False, capturable=False, has_complex=False)
 

@@ -288,12 +288,12 @@ def _start_ray(resources: dict[str, float], address: str | None = None) -> bool:
     it, see :func:`_end_ray_in_background`)."""
     _import_ray()
     ours = not ray.is_initialized()
-    if not ray.is_initialized() and address is not None:
+    if ours and address is not None:
         try:
             ray.init(address=address, log_to_driver=False, logging_level="ERROR", configure_logging=True)
         except Exception as err:  # noqa: BLE001 - unreachable, or refused (token authentication)
             raise cluster.connection_error(address, err) from None
-    if not ray.is_initialized():
+    elif ours:
         # No prestarted workers: Ray starts one per CPU for the driver, but Tune's trial actors carry a runtime
         # env of their own and get new workers, and the prestarted ones (1 s of CPU on 2 cores) are killed unused.
         ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True,
