@@ -52,6 +52,12 @@ class _NullStore:
 
     send = call
 
+    def submit(self, fn, *args, **kwargs):
+        from hpsearch.store import Pending
+
+        value = self.call(fn, *args, **kwargs)
+        return Pending(lambda: value, done=True)
+
     def close(self):
         pass
 
@@ -68,6 +74,7 @@ def _process_cpu_s(pid: int) -> float:
 def _timed_store(store, seconds: dict, calls: list) -> object:
     """Add up the seconds the driver waits on the store: opening it, publishing the best model, and the rest."""
     real_connect, real_call, real_send, real_close = store.connect, store.call, store.send, store.close
+    real_submit = store.submit
 
     def connect():
         start = time.perf_counter()
@@ -88,6 +95,21 @@ def _timed_store(store, seconds: dict, calls: list) -> object:
 
         return call
 
+    def submit(fn, *args, **kwargs):
+        """A submitted call costs the driver its hand-over and, later, any wait for its answer."""
+        pending = timed(real_submit)(fn, *args, **kwargs)
+        real_result = pending.result
+
+        def result():
+            start = time.perf_counter()
+            try:
+                return real_result()
+            finally:
+                seconds["tracking_s"] += time.perf_counter() - start
+
+        pending.result = result
+        return pending
+
     def close():
         process = getattr(store, "_process", None)
         if process is not None:
@@ -96,6 +118,7 @@ def _timed_store(store, seconds: dict, calls: list) -> object:
 
     # a sent call is timed as the driver pays it: handing it over, not its writing
     store.connect, store.call, store.send, store.close = connect, timed(real_call), timed(real_send), close
+    store.submit = submit
     return store
 
 

@@ -324,11 +324,13 @@ def render(results: dict, meta: dict[str, str]) -> str:
                          f"{f(r.get('store_cpu_s'), 2)} | {f(100 * (r['on'] - r['off']) / r['on'])} |")
         lines += ["", "Off = a tracking store that does nothing (no MLflow, no store process, no best model "
                   "published). MLflow runs in a process of its own (`hpsearch.store`), forked before the driver "
-                  "loads torch: the driver waits on its calls (the parent run, every trial's run, params, "
-                  "per-epoch metrics and model files, the space file; measured in the 'on' runs, a call is one "
-                  "round trip that may make several MLflow calls), on the store to open (MLflow's import and "
-                  "its SQL store, which the process does while the driver loads torch) and on the best model's "
-                  "publishing (pyfunc packaging and the registry, issue 4), shown apart. The store process's own "
+                  "loads torch. The driver waits on the calls it needs an answer to (the experiment, the parent "
+                  "run with its params and the space file, the end of the search) and, if the store has not "
+                  "answered yet when a trial first reports, for that trial's run id (its run is opened without "
+                  "a wait); a trial's per-epoch metrics and its end (model files, last metrics, status) are sent, "
+                  "and cost the driver their hand-over only. Shown apart: the wait for the store to open (MLflow's "
+                  "import and its SQL store, which the process does while the driver loads torch) and for the best "
+                  "model's publishing (pyfunc packaging and the registry, issue 4). The store process's own "
                   "CPU time is what tracking costs the machine. Both arms run with `--no-plots` (the figures read "
                   "MLflow back), so they differ by tracking alone.", ""]
     if "memory" in results:

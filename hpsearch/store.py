@@ -11,10 +11,13 @@ SQLAlchemy store and its mappers 0.9 s). ``hpsearch run`` forks the store's proc
 torch and scikit-learn, so MLflow loads (with its own pandas: 3.6 s of CPU) on the core those imports leave
 idle, and the driver never imports MLflow at all.
 
-Calls run one at a time, in the order they were made. A call waits for its answer, so a trial's run is written
-before the call that opens it returns (a resumed search relies on it) and a run shown RUNNING is one the search
-still runs. Writes nobody waits for (a trial's metrics as it trains) are sent with :meth:`Store.send`, and the
-driver goes on. The process ignores Ctrl-C (the driver decides what an interruption means and closes the runs
+Calls run one at a time, in the order they were made. The driver waits only where it needs an answer now: a
+:meth:`Store.call` waits for it; :meth:`Store.submit` hands a call over and the driver reads its answer later
+(a trial's run id, needed when the trial first reports, tens of milliseconds on); writes nobody waits for (a
+trial's metrics, its end) are sent with :meth:`Store.send`. On 2 busy cores a round trip to the store costs the
+driver 20-50 ms, twice per trial, while Ray Tune's loop, which starts the next trial, waits on it.
+
+The process ignores Ctrl-C (the driver decides what an interruption means and closes the runs
 through it), finishes what it was sent, and ends when the driver closes it or is gone.
 """
 
@@ -31,7 +34,25 @@ from typing import Any
 
 from hpsearch.errors import TrackingError
 
-__all__ = ["LocalStore", "Store", "StoreProcess"]
+__all__ = ["LocalStore", "Pending", "Store", "StoreProcess"]
+
+
+class Pending:
+    """The answer to a :meth:`Store.submit`: :meth:`result` waits for it (its exception is raised there)."""
+
+    def __init__(self, read: Callable[[], Any], *, done: bool = False) -> None:
+        self._read = read
+        self._done = done
+        self._value: Any = read() if done else None
+
+    def done(self) -> bool:
+        """Whether :meth:`result` returns at once."""
+        return self._done
+
+    def result(self) -> Any:
+        if not self._done:
+            self._value, self._done = self._read(), True
+        return self._value
 
 
 class Store:
@@ -46,6 +67,11 @@ class Store:
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(client, *args, **kwargs)`` where the client is; its exceptions are raised here."""
         raise NotImplementedError
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Pending:
+        """Like :meth:`call`, but the answer is read when needed: ``store.submit(fn, ...).result()``."""
+        value = self.call(fn, *args, **kwargs)
+        return Pending(lambda: value, done=True)
 
     def send(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Like :meth:`call`, for a write whose answer nobody waits for: it may still run when this returns.
@@ -90,6 +116,8 @@ class StoreProcess(Store):
         child.close()
         self._sequence = 0
         self._sent_error: BaseException | None = None
+        self._submitted: set[int] = set()  # submitted calls whose answer has not been read yet
+        self._answers: dict[int, tuple[bool, Any]] = {}  # answers read while waiting for another one
 
     @classmethod
     def start(cls, tracking_uri: str | None) -> Store:
@@ -107,33 +135,44 @@ class StoreProcess(Store):
         return self.uri
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self.uri is None:
-            raise TrackingError("the tracking store is used before it was opened")
         return self._request(fn, args, kwargs)
 
-    def send(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        """The driver goes on while the store writes: a trial's metrics cost it no wait (on 2 busy cores, a round
-        trip to a process that must first be scheduled takes tens of milliseconds)."""
-        if self.uri is None:
-            raise TrackingError("the tracking store is used before it was opened")
-        self._request(fn, args, kwargs, wait=False)
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Pending:
+        sequence = self._post(fn, args, kwargs, wait=True)
+        self._submitted.add(sequence)
+        return Pending(lambda: self._answer_to(sequence))
 
-    def _request(self, fn: Callable[..., Any] | str, args: tuple, kwargs: dict, *, wait: bool = True) -> Any:
+    def send(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """The driver goes on while the store writes (see the module's docstring)."""
+        self._post(fn, args, kwargs, wait=False)
+
+    def _request(self, fn: Callable[..., Any] | str, args: tuple, kwargs: dict) -> Any:
+        return self._answer_to(self._post(fn, args, kwargs, wait=True))
+
+    def _post(self, fn: Callable[..., Any] | str, args: tuple, kwargs: dict, *, wait: bool) -> int:
+        if self.uri is None and fn != _CONNECT:
+            raise TrackingError("the tracking store is used before it was opened")
         self._sequence += 1
         try:
             self._conn.send((self._sequence, wait, fn, args, kwargs))
-            if not wait:
-                return None
-            while True:
-                sequence, waited, ok, value = self._conn.recv()
-                if sequence == self._sequence:
-                    break
-                if not waited and self._sent_error is None:  # a sent call failed: raised now, the first one
-                    self._sent_error = value
-                # else: the answer to a call that Ctrl-C abandoned
         except (EOFError, OSError):
-            raise TrackingError("the tracking store's process ended unexpectedly: the search cannot record "
-                                "its trials") from None
+            raise _process_gone() from None
+        return self._sequence
+
+    def _answer_to(self, sequence: int) -> Any:
+        """Read answers in order up to the one to ``sequence``; those to submitted calls are kept for later."""
+        while sequence not in self._answers:
+            try:
+                answered, waited, ok, value = self._conn.recv()
+            except (EOFError, OSError):
+                raise _process_gone() from None
+            if not waited:  # a sent call failed: raised now, the first one
+                self._sent_error = self._sent_error or value
+            elif answered == sequence or answered in self._submitted:
+                self._answers[answered] = (ok, value)
+            # else: the answer to a call that Ctrl-C abandoned
+        ok, value = self._answers.pop(sequence)
+        self._submitted.discard(sequence)
         if self._sent_error is not None:
             error, self._sent_error = self._sent_error, None
             raise error
@@ -151,6 +190,10 @@ class StoreProcess(Store):
                 self._conn.send(None)
         self._process.join(timeout=30)
         self._conn.close()
+
+
+def _process_gone() -> TrackingError:
+    return TrackingError("the tracking store's process ended unexpectedly: the search cannot record its trials")
 
 
 # ------------------------------------------------------------------------------------- the store's process

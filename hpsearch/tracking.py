@@ -30,7 +30,7 @@ from hpsearch.errors import TrackingError
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from hpsearch.store import Store
+    from hpsearch.store import Pending, Store
 
 __all__ = ["DEFAULT_STORE", "TrialRecord", "TrialTracker", "connect", "default_tracking_uri", "ui_command"]
 
@@ -193,11 +193,20 @@ class TrialTracker:
         self._pending: dict[str, list[tuple[str, float, int, int]]] = {}  # run id -> (key, value, time ms, step)
         self._pending_tags: dict[str, dict[str, str]] = {}
         self._last_flush = time.monotonic()
+        self._opening: dict[str, Pending] = {}  # trial id -> its run's id, on its way from the store
         self.on_ended: Callable[[TrialRecord], None] | None = None  # called once per trial, after its run is closed
 
     def __getstate__(self) -> dict[str, Any]:
         """Ray Tune pickles its callbacks (and this tracker) into its snapshot: the store and the hook stay here."""
-        return {**self.__dict__, "on_ended": None, "store": None}
+        return {**self.__dict__, "on_ended": None, "store": None, "_opening": {}}
+
+    def record(self, trial_id: str) -> TrialRecord:
+        """The trial's record, with its run id once the store has answered (the first time, it may wait for it)."""
+        record = self.records[trial_id]
+        opening = self._opening.pop(trial_id, None)
+        if opening is not None:
+            record.run_id = opening.result()
+        return record
 
     @classmethod
     def resume(cls, store: Store, experiment_id: str, parent_run_id: str, max_epochs: int) -> TrialTracker:
@@ -217,9 +226,14 @@ class TrialTracker:
         return len(orphans)
 
     def trial_started(self, trial_id: str, params: dict[str, Any]) -> TrialRecord:
-        """Open the trial's child run and log its full effective configuration as params."""
+        """Open the trial's child run and log its full effective configuration as params.
+
+        The driver does not wait for the run: its id is read when the trial first reports (:meth:`record`), by
+        when the store has long answered. Until then the record's ``run_id`` is empty (a store in this process
+        answers at once).
+        """
         if trial_id in self.records:  # a trial that resumes keeps its run
-            record = self.records[trial_id]
+            record = self.record(trial_id)
             if record.status == "running":
                 # A kill between the run's creation and its params left it without them: logged now.
                 missing = {} if record.params else {k: str(v) for k, v in params.items()}
@@ -227,15 +241,14 @@ class TrialTracker:
                 self.store.send(_reopen_run, record.run_id, missing)
             return record
         name = f"trial_{len(self.records):03d}"
-        run_id = self.store.call(_open_trial_run, self.experiment_id, self.parent_run_id, name, trial_id,
-                                 {k: str(v) for k, v in params.items()})
-        record = TrialRecord(trial_id, run_id, name, params)
-        self.records[trial_id] = record
-        return record
+        self._opening[trial_id] = self.store.submit(_open_trial_run, self.experiment_id, self.parent_run_id, name,
+                                                    trial_id, {k: str(v) for k, v in params.items()})
+        self.records[trial_id] = TrialRecord(trial_id, "", name, params)
+        return self.record(trial_id) if self._opening[trial_id].done() else self.records[trial_id]
 
     def epoch_reported(self, trial_id: str, metrics: dict[str, Any]) -> None:
         """Buffer one epoch's metrics (``step=epoch``); written at most once a second."""
-        record = self.records[trial_id]
+        record = self.record(trial_id)
         epoch = int(metrics["epoch"])
         if epoch <= record.epochs or record.status != "running":  # a repeated or already recorded epoch
             return
@@ -255,7 +268,7 @@ class TrialTracker:
 
         Two Ray nodes on one machine share hostname and IP, so Ray's node id (from the trial) tells them apart.
         """
-        record = self.records[trial_id]
+        record = self.record(trial_id)
         if record.node is not None or not node_id:
             return
         record.node = f"{hostname}/{node_id[:8]}"
@@ -268,9 +281,10 @@ class TrialTracker:
         """Tag the trial completed / stopped / failed, attach its model, and close its run (once).
 
         Its last metrics, ``epochs_trained`` and its tags go in one ``log_batch`` after the model files, so a
-        run tagged completed always has its model.
+        run tagged completed always has its model. The driver does not wait for the writing (Ray Tune's loop
+        starts the next trial meanwhile); calls made after this one find the run closed.
         """
-        record = self.records[trial_id]
+        record = self.record(trial_id)
         if record.status in ENDED:
             return record
         tags: dict[str, str] = {}
@@ -289,8 +303,7 @@ class TrialTracker:
         tags[TAG_STATUS] = record.status
         metrics = [*self._pending.pop(record.run_id, []), ("epochs_trained", record.epochs, int(time.time() * 1000), 0)]
         tags = {**self._pending_tags.pop(record.run_id, {}), **tags}
-        # Waited for: once this returns, MLflow says what the search knows (a run shown RUNNING is running).
-        self.store.call(_close_trial_run, record.run_id, error=error, model_files=model_files, metrics=metrics,
+        self.store.send(_close_trial_run, record.run_id, error=error, model_files=model_files, metrics=metrics,
                         tags=tags)
         if self.on_ended is not None:
             self.on_ended(record)
@@ -307,7 +320,7 @@ class TrialTracker:
         """Never leave a child run RUNNING: mark the runs of trials that did not end."""
         self.flush()
         epochs = {}
-        for record in self.records.values():
+        for record in map(self.record, list(self.records)):
             if record.status == "running":
                 record.status = "killed"
                 epochs[record.run_id] = record.epochs

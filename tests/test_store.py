@@ -61,10 +61,21 @@ try:
 except TrackingError as err:
     sent_error = str(err)
 after = store.call(tracking.experiment_id, "exp", uri)  # reported once
+other = store.submit(tracking.experiment_id, "other", uri)  # answers read later, after calls made since
+failing = store.submit(tracking.find_resumable_search, first, "exp")
+between = store.call(tracking.experiment_id, "exp", uri)
+try:
+    failing.result()
+    submitted_error = None
+except TrackingError as err:
+    submitted_error = str(err)
+submitted = [other.result(), other.result(), store.call(tracking.experiment_id, "other", uri)]
 if len(sys.argv) > 2:  # stay, to be killed
     input()
 store.close()
-print(json.dumps({"uri": uri, "same_experiment": first == again == after, "error": error, "sent_error": sent_error,
+print(json.dumps({"uri": uri, "same_experiment": first == again == after == between, "error": error,
+                  "sent_error": sent_error, "submitted_error": submitted_error,
+                  "submitted_answered": len(set(submitted)) == 1 and submitted[0] != first,
                   "ended": not store._process.is_alive(), "mlflow": "mlflow" in sys.modules}))
 """
 
@@ -91,13 +102,15 @@ def test_a_search_tracks_every_trial_from_a_driver_that_never_loads_mlflow(workd
     assert all(client.list_artifacts(r.info.run_id, "model") for r in trials)
 
 
-def test_the_store_process_answers_in_order_and_its_errors_reach_the_driver_even_for_sent_calls(workdir: Path):
+def test_the_store_process_answers_in_order_and_its_errors_reach_the_driver_for_sent_and_submitted_calls(
+        workdir: Path):
     result = _python(CALLS, f"sqlite:///{workdir / 'store.db'}", cwd=workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     assert answer["same_experiment"] and answer["ended"] and not answer["mlflow"]
     assert answer["error"] == "experiment 'exp' has no search to resume; run it without --resume"
-    assert answer["sent_error"] == answer["error"]
+    assert answer["sent_error"] == answer["submitted_error"] == answer["error"]
+    assert answer["submitted_answered"]
 
 
 def test_the_store_process_ends_when_the_driver_is_killed(workdir: Path):
