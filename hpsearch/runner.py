@@ -475,7 +475,7 @@ class _TrackingCallback:
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if "epoch" in result:
-            record = self.tracker.record(trial.trial_id)
+            record = self.tracker.records[trial.trial_id]
             before = record.epochs
             self.tracker.node_reported(trial.trial_id, str(result.get(NODE_ID_KEY, "")),
                                        hostname=str(result.get("hostname", "unknown")),

@@ -190,8 +190,8 @@ class TrialTracker:
         self.parent_run_id = parent_run_id
         self.max_epochs = max_epochs
         self.records: dict[str, TrialRecord] = {}
-        self._pending: dict[str, list[tuple[str, float, int, int]]] = {}  # run id -> (key, value, time ms, step)
-        self._pending_tags: dict[str, dict[str, str]] = {}
+        self._pending: dict[str, list[tuple[str, float, int, int]]] = {}  # trial id -> (key, value, time ms, step)
+        self._pending_tags: dict[str, dict[str, str]] = {}  # trial id -> tags
         self._last_flush = time.monotonic()
         self._opening: dict[str, Pending] = {}  # trial id -> its run's id, on its way from the store
         self.on_ended: Callable[[TrialRecord], None] | None = None  # called once per trial, after its run is closed
@@ -228,9 +228,9 @@ class TrialTracker:
     def trial_started(self, trial_id: str, params: dict[str, Any]) -> TrialRecord:
         """Open the trial's child run and log its full effective configuration as params.
 
-        The driver does not wait for the run: its id is read when the trial first reports (:meth:`record`), by
-        when the store has long answered. Until then the record's ``run_id`` is empty (a store in this process
-        answers at once).
+        The driver does not wait for the run: its id is read when the trial's first metrics are written (at most
+        once a second, :meth:`flush`) or when it ends (:meth:`record`), by when the store has long answered.
+        Until then the record's ``run_id`` is empty (a store in this process answers at once).
         """
         if trial_id in self.records:  # a trial that resumes keeps its run
             record = self.record(trial_id)
@@ -248,7 +248,7 @@ class TrialTracker:
 
     def epoch_reported(self, trial_id: str, metrics: dict[str, Any]) -> None:
         """Buffer one epoch's metrics (``step=epoch``); written at most once a second."""
-        record = self.record(trial_id)
+        record = self.records[trial_id]
         epoch = int(metrics["epoch"])
         if epoch <= record.epochs or record.status != "running":  # a repeated or already recorded epoch
             return
@@ -259,7 +259,7 @@ class TrialTracker:
             if key in values:
                 record.curves.setdefault(key, []).append((epoch, values[key]))
         now = int(time.time() * 1000)
-        self._pending.setdefault(record.run_id, []).extend((k, v, now, epoch) for k, v in values.items())
+        self._pending.setdefault(trial_id, []).extend((k, v, now, epoch) for k, v in values.items())
         if time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
             self.flush()
 
@@ -268,13 +268,13 @@ class TrialTracker:
 
         Two Ray nodes on one machine share hostname and IP, so Ray's node id (from the trial) tells them apart.
         """
-        record = self.record(trial_id)
+        record = self.records[trial_id]
         if record.node is not None or not node_id:
             return
         record.node = f"{hostname}/{node_id[:8]}"
         tags = {TAG_NODE: record.node, "hpsearch.node_id": node_id, "hpsearch.node_ip": node_ip}
         # Written with the trial's next metrics (one log_batch, not two): a call less per trial.
-        self._pending_tags.setdefault(record.run_id, {}).update(tags)
+        self._pending_tags.setdefault(trial_id, {}).update(tags)
 
     def trial_ended(self, trial_id: str, *, model_dir: str | None = None, error: str | None = None,
                     early_stopped: bool = False) -> TrialRecord:
@@ -301,8 +301,8 @@ class TrialTracker:
             record.model_dir = model_dir
             model_files = [str(Path(model_dir) / name) for name in MODEL_FILES]
         tags[TAG_STATUS] = record.status
-        metrics = [*self._pending.pop(record.run_id, []), ("epochs_trained", record.epochs, int(time.time() * 1000), 0)]
-        tags = {**self._pending_tags.pop(record.run_id, {}), **tags}
+        metrics = [*self._pending.pop(trial_id, []), ("epochs_trained", record.epochs, int(time.time() * 1000), 0)]
+        tags = {**self._pending_tags.pop(trial_id, {}), **tags}
         self.store.send(_close_trial_run, record.run_id, error=error, model_files=model_files, metrics=metrics,
                         tags=tags)
         if self.on_ended is not None:
@@ -310,8 +310,9 @@ class TrialTracker:
         return record
 
     def flush(self) -> None:
-        for run_id in {*self._pending, *self._pending_tags}:
-            self.store.send(_log_batch, run_id, self._pending.get(run_id, []), self._pending_tags.get(run_id, {}))
+        for trial_id in {*self._pending, *self._pending_tags}:
+            self.store.send(_log_batch, self.record(trial_id).run_id, self._pending.get(trial_id, []),
+                            self._pending_tags.get(trial_id, {}))
         self._pending.clear()
         self._pending_tags.clear()
         self._last_flush = time.monotonic()
