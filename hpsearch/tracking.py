@@ -203,9 +203,10 @@ class TrialTracker:
     def record(self, trial_id: str) -> TrialRecord:
         """The trial's record, with its run id once the store has answered (the first time, it may wait for it)."""
         record = self.records[trial_id]
-        opening = self._opening.pop(trial_id, None)
+        opening = self._opening.get(trial_id)
         if opening is not None:
             record.run_id = opening.result()
+            del self._opening[trial_id]  # only once answered: a Ctrl-C in the wait leaves it to be read again
         return record
 
     @classmethod

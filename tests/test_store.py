@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from hpsearch.store import LocalStore, Pending
+from hpsearch.tracking import TrialTracker
 from tests.conftest import REPO, SPACES
 
 SEARCH = """
@@ -134,3 +136,30 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_a_trial_whose_run_id_wait_ctrl_c_cut_still_gets_its_run_id_when_asked_again(tmp_path: Path):
+    """A Ctrl-C can land while the driver waits for a trial's run id: the abort that follows needs that id."""
+    class SlowStore(LocalStore):  # answers a submitted call only on the second read, as if cut by Ctrl-C once
+        def submit(self, fn, *args, **kwargs):
+            value, reads = self.call(fn, *args, **kwargs), []
+
+            def read():
+                reads.append(1)
+                if len(reads) == 1:
+                    raise KeyboardInterrupt
+                return value
+
+            return Pending(read)
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
+    parent = client.create_run(experiment).info.run_id
+    tracker = TrialTracker(SlowStore(client=client), experiment, parent, max_epochs=2)
+    assert tracker.trial_started("t1", {"lr": 0.1}).run_id == ""
+    with pytest.raises(KeyboardInterrupt):
+        tracker.record("t1")
+    run_id = tracker.record("t1").run_id
+    assert client.get_run(run_id).data.params == {"lr": "0.1"}
+    tracker.close_open_runs()
+    assert client.get_run(run_id).info.status == "KILLED"
