@@ -13,12 +13,13 @@ idle, and the driver never imports MLflow at all.
 
 Calls run one at a time, in the order they were made. The driver waits only where it needs an answer now: a
 :meth:`Store.call` waits for it; :meth:`Store.submit` hands a call over and the driver reads its answer later
-(a trial's run id, needed when the trial first reports, tens of milliseconds on); writes nobody waits for (a
-trial's metrics, its end) are sent with :meth:`Store.send`. On 2 busy cores a round trip to the store costs the
-driver 20-50 ms, twice per trial, while Ray Tune's loop, which starts the next trial, waits on it.
+(a trial's run id, first needed when the trial's metrics are written, by when the store has answered); writes
+nobody waits for (a trial's metrics, its end) are sent with :meth:`Store.send`. A round trip costs the driver
+20-50 ms on 2 busy cores, more through a tracking server, and Ray Tune's loop, which starts the next trial,
+would wait on it twice per trial.
 
-The process ignores Ctrl-C (the driver decides what an interruption means and closes the runs
-through it), finishes what it was sent, and ends when the driver closes it or is gone.
+The process ignores Ctrl-C (the driver decides what an interruption means and closes the runs through it),
+finishes what it was sent, and ends when the driver closes it or is gone.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ class Store:
 
     def send(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Like :meth:`call`, for a write whose answer nobody waits for: it may still run when this returns.
-        Calls run in the order they were made; an error of a sent one is raised by the next :meth:`call`."""
+        Calls run in the order they were made; an error of a sent one is raised by the next answer read
+        (:meth:`call`, :meth:`Pending.result`)."""
         self.call(fn, *args, **kwargs)
 
     def close(self) -> None:
