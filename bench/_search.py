@@ -20,6 +20,8 @@ import time
 import uuid
 from pathlib import Path
 
+from hpsearch.store import Store  # no MLflow, no torch: the CLI's import order is kept
+
 LEVERS = ("tune-loggers-on", "no-reuse-actors", "checkpoint-keep-all", "checkpoint-keep-4", "no-concurrency-limit",
           "heavy-worker-imports", "prestart-workers", "tune-usage-tag", "rmsprop-torch-optim")
 
@@ -37,7 +39,7 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-class _NullStore:
+class _NullStore(Store):
     """A tracking store that records nothing (tracking off): no MLflow anywhere, no process of its own."""
 
     uri = "null://"
@@ -49,17 +51,6 @@ class _NullStore:
 
     def call(self, fn, *args, **kwargs):
         return self._ANSWERS.get(fn.__name__, lambda: None)()
-
-    send = call
-
-    def submit(self, fn, *args, **kwargs):
-        from hpsearch.store import Pending
-
-        value = self.call(fn, *args, **kwargs)
-        return Pending(lambda: value, done=True)
-
-    def close(self):
-        pass
 
 
 def _process_cpu_s(pid: int) -> float:

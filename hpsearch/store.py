@@ -41,10 +41,17 @@ __all__ = ["LocalStore", "Pending", "Store", "StoreProcess"]
 class Pending:
     """The answer to a :meth:`Store.submit`: :meth:`result` waits for it (its exception is raised there)."""
 
-    def __init__(self, read: Callable[[], Any], *, done: bool = False) -> None:
+    def __init__(self, read: Callable[[], Any]) -> None:
         self._read = read
-        self._done = done
-        self._value: Any = read() if done else None
+        self._done = False
+        self._value: Any = None
+
+    @classmethod
+    def answered(cls, value: Any) -> Pending:
+        """An answer already at hand (a store in this process)."""
+        pending = cls(lambda: value)
+        pending._value, pending._done = value, True
+        return pending
 
     def done(self) -> bool:
         """Whether :meth:`result` returns at once."""
@@ -71,8 +78,7 @@ class Store:
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Pending:
         """Like :meth:`call`, but the answer is read when needed: ``store.submit(fn, ...).result()``."""
-        value = self.call(fn, *args, **kwargs)
-        return Pending(lambda: value, done=True)
+        return Pending.answered(self.call(fn, *args, **kwargs))
 
     def send(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Like :meth:`call`, for a write whose answer nobody waits for: it may still run when this returns.

@@ -242,10 +242,14 @@ class TrialTracker:
                 self.store.send(_reopen_run, record.run_id, missing)
             return record
         name = f"trial_{len(self.records):03d}"
-        self._opening[trial_id] = self.store.submit(_open_trial_run, self.experiment_id, self.parent_run_id, name,
-                                                    trial_id, {k: str(v) for k, v in params.items()})
-        self.records[trial_id] = TrialRecord(trial_id, "", name, params)
-        return self.record(trial_id) if self._opening[trial_id].done() else self.records[trial_id]
+        opening = self.store.submit(_open_trial_run, self.experiment_id, self.parent_run_id, name, trial_id,
+                                    {k: str(v) for k, v in params.items()})
+        record = self.records[trial_id] = TrialRecord(trial_id, "", name, params)
+        if opening.done():
+            record.run_id = opening.result()
+        else:
+            self._opening[trial_id] = opening
+        return record
 
     def epoch_reported(self, trial_id: str, metrics: dict[str, Any]) -> None:
         """Buffer one epoch's metrics (``step=epoch``); written at most once a second."""
