@@ -471,7 +471,8 @@ class _TrackingCallback:
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         params = TrialConfig.from_params(trial.config, **self.train_settings).to_params()
         record = self.tracker.trial_started(trial.trial_id, params)
-        self.progress.trial_started(record.name)
+        if record.status not in tracking.ENDED:  # Ray's snapshot can be older than the trial's end in MLflow
+            self.progress.trial_started(record.name)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if "epoch" in result:
@@ -485,6 +486,8 @@ class _TrackingCallback:
                 self.progress.epoch(record.name, record.epochs, record.metrics)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self._ended_before(trial):
+            return
         checkpoint = trial.checkpoint
         last = trial.last_result or {}
         if "epoch" in last:  # after a kill and a resume, Ray's last result may be newer than what MLflow got
@@ -494,7 +497,13 @@ class _TrackingCallback:
         self._ended(record)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._ended(self.tracker.trial_ended(trial.trial_id, error=_error_text(trial)))
+        if not self._ended_before(trial):
+            self._ended(self.tracker.trial_ended(trial.trial_id, error=_error_text(trial)))
+
+    def _ended_before(self, trial: Any) -> bool:
+        """Whether the trial's end was recorded before Ray's snapshot knew it (a kill in between): Ray runs it
+        again from its last checkpoint, and the end already counted is neither written nor shown again."""
+        return self.tracker.record(trial.trial_id).status in tracking.ENDED
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Close the runs of trials that Ray restored as already ended but whose end the tracker missed."""

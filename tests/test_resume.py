@@ -223,3 +223,32 @@ def test_a_checkpoint_that_rays_snapshot_names_but_a_kill_left_deleted_is_brough
     brought_back = trial_dir / "checkpoint_000001"
     assert {p.name: p.read_bytes() for p in brought_back.iterdir()} == \
         {p.name: p.read_bytes() for p in (trial_dir / "checkpoint_000002").iterdir()}
+
+
+def test_a_trial_ended_in_mlflow_but_running_in_rays_snapshot_is_not_counted_or_shown_twice(tmp_path):
+    import io
+
+    from ray.tune.experiment import Trial
+
+    from hpsearch.progress import Progress
+    from hpsearch.runner import _ray_callback
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
+    parent = client.create_run(experiment).info.run_id
+    client.create_run(experiment, tags={"mlflow.parentRunId": parent, "hpsearch.trial_id": "t1",
+                                        "hpsearch.status": "completed"})
+    tracker = TrialTracker.resume(LocalStore(client=client), experiment, parent, max_epochs=2)
+    out = io.StringIO()
+    progress = Progress(stream=out, live=False)
+    settings = {"max_epochs": 2, "seed": 0, "metric": "val_loss", "mode": "min", "early_stopping_patience": None}
+    callback = _ray_callback()(tracker, settings, 2, "val_loss", "min", progress)
+    trial = Trial("ray_trial", config={"n_layers": 1, "units_0": 8, "lr": 0.01}, trial_id="t1", stub=True)
+
+    # Ray's snapshot was saved before the trial's end: it runs the trial again from its last checkpoint
+    callback.on_trial_start(0, [trial], trial)
+    callback.on_trial_complete(0, [trial], trial)
+
+    assert (progress.state.done, progress.state.running) == (1, 0)
+    assert "completed after" not in out.getvalue()
+    assert [r.info.status for r in client.search_runs([experiment])].count("FINISHED") == 1
