@@ -31,7 +31,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # and their runs would be closed as finished. Trials checkpoint every epoch, so nothing is lost.
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
-from hpsearch import cluster, drawing, publish, tracking  # noqa: E402
+from hpsearch import cluster, drawing, publish, ray_state, tracking  # noqa: E402
 from hpsearch.data import Dataset, load_dataset  # noqa: E402
 from hpsearch.dataset import preprocessing_state  # noqa: E402
 from hpsearch.errors import SpaceError, TrackingError  # noqa: E402
@@ -40,7 +40,7 @@ from hpsearch.model import load_model  # noqa: E402
 from hpsearch.progress import Progress  # noqa: E402
 from hpsearch.space import Search, suggest_params  # noqa: E402
 from hpsearch.store import LocalStore, Store  # noqa: E402
-from hpsearch.train import TrialConfig, evaluate, is_complete_checkpoint, metric_names  # noqa: E402
+from hpsearch.train import TrialConfig, evaluate, metric_names  # noqa: E402
 from hpsearch.trial import NODE_ID_KEY, ray_trial  # noqa: E402
 
 __all__ = ["SearchInterrupted", "SearchOutcome", "resolve_objective", "run_search"]
@@ -193,6 +193,7 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
                                 "run it again without --resume")
         search = _as_started(search, previous.params)
         tracker = tracking.TrialTracker.resume(store, exp_id, parent, search.max_epochs)
+        _keep_trials_ray_knows(tracker, ray_path)
         ended = sum(r.status in tracking.ENDED for r in tracker.records.values())
         on_event(f"resuming search {parent} in experiment {experiment!r}: {ended} of {search.num_samples} "
                  "trials already ended and are kept")
@@ -330,10 +331,9 @@ def _fit(search: Search, data: Dataset, metric: str, mode: str, tracker: trackin
                                     {"cpu": search.resources["cpu"], "gpu": search.resources["gpu"]})
     callback = _ray_callback()(tracker, settings["train"], search.num_samples, metric, mode, progress)
     failure_config = tune.FailureConfig(max_failures=max_failures)
-    if _restorable(ray_path):
-        tuner = _restore(ray_path, trainable, tracker, callback, failure_config)
+    if ray_state.restorable(ray_path):
+        tuner = _restore(ray_path, trainable, callback, failure_config)
     else:
-        tracker.forget(set(tracker.records))  # nothing was saved before the kill: the trials start afresh
         if "://" not in ray_path:
             shutil.rmtree(ray_path, ignore_errors=True)
         tuner = _new_tuner(search, metric, mode, trainable, ray_path, callback, failure_config)
@@ -383,48 +383,29 @@ def _parallel_slots(resources: dict[str, float]) -> int:
     return max(1, math.floor(min(slots, default=1) + 1e-9))
 
 
-def _restorable(ray_path: str) -> bool:
-    """Whether Ray Tune saved enough of this search to restore it (the tuner and a snapshot of its trials)."""
-    if not tune.Tuner.can_restore(ray_path):
-        return False
-    return "://" in ray_path or any(Path(ray_path).glob("experiment_state-*.json"))
+def _keep_trials_ray_knows(tracker: tracking.TrialTracker, ray_path: str) -> None:
+    """Delete the runs of the trials that Ray's last snapshot does not know (opened in the instant before a kill).
+
+    Ray proposes those trials again, and each trial must have exactly one run. When Ray saved nothing before
+    the kill, the search starts afresh and every run goes.
+    """
+    _import_ray()
+    known = {t.trial_id for t in ExperimentAnalysis(ray_path).trials} if ray_state.restorable(ray_path) else set()
+    tracker.forget(set(tracker.records) - known)
 
 
-def _restore(ray_path: str, trainable: Any, tracker: tracking.TrialTracker, callback: tune.Callback,
+def _restore(ray_path: str, trainable: Any, callback: tune.Callback,
              failure_config: tune.FailureConfig) -> tune.Tuner:
     """Ray Tune's own restore (trials, checkpoints, searcher and scheduler state), tracked by today's callback.
 
-    Runs of trials that Ray's last snapshot does not know (opened in the instant before a kill) are deleted:
-    Ray proposes those trials again, and each trial must have exactly one run.
+    What a kill left out of step in Ray's saved state is mended first (:mod:`hpsearch.ray_state`).
     """
-    trials = ExperimentAnalysis(str(ray_path)).trials
-    tracker.forget(set(tracker.records) - {trial.trial_id for trial in trials})
-    for trial in trials:
-        _bring_back_checkpoint(trial.checkpoint)
+    ray_state.mend(ray_path, ExperimentAnalysis(str(ray_path)).trials)
     tuner = tune.Tuner.restore(str(ray_path), trainable, resume_unfinished=True, resume_errored=False)
     run_config = tuner._local_tuner.get_run_config()  # no public setter: the pickled callback is stale
     run_config.callbacks = [callback]
     run_config.failure_config = failure_config
     return tuner
-
-
-def _bring_back_checkpoint(checkpoint: tune.Checkpoint | None) -> None:
-    """Make the checkpoint Ray's snapshot names exist again, if a kill left it deleted.
-
-    Ray Tune deletes a trial's older checkpoint as soon as a newer one is registered (``num_to_keep=1``), and
-    saves its snapshot of the trials a moment later: a kill in between leaves the snapshot naming a checkpoint
-    that is gone, and the trial would fail on restore. Its newest whole checkpoint (the state it had reached)
-    is copied under that name, so the trial resumes from there. Local and shared folders only.
-    """
-    if checkpoint is None or checkpoint.filesystem.type_name != "local":
-        return
-    wanted = Path(checkpoint.path)
-    if wanted.exists():
-        return
-    newest_first = sorted(wanted.parent.glob("checkpoint_*"), reverse=True)
-    found = next((path for path in newest_first if is_complete_checkpoint(path)), None)
-    if found is not None:
-        shutil.copytree(found, wanted)
 
 
 def _searcher(search: Search, metric: str, mode: str) -> OptunaSearch:

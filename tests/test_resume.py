@@ -135,7 +135,7 @@ def test_sigkill_at_start_up_mid_trial_and_between_trials_then_resume_loses_and_
         assert len(_parents(workdir)) == 1
         process = _start(workdir, space, "--resume")
     result = process.communicate(timeout=300)
-    assert process.returncode == 0, result[1][-3000:]
+    assert process.returncode == 0, result[0][-2000:] + result[1][-3000:]
     assert "resuming search" in result[0]
     _check_final_store(workdir, kept)
 
@@ -167,6 +167,41 @@ def test_resume_of_a_finished_search_is_a_clear_error(ray_session, workdir, caps
     assert main(["run", str(space)]) == 0
     assert main(["run", str(space), "--resume"]) == 2
     assert "finished; nothing to resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("behind", ["trials", "searcher"])
+def test_a_resume_runs_num_samples_trials_when_a_kill_left_rays_trials_and_searcher_out_of_step(
+        ray_session, workdir, behind):
+    import json
+
+    import ray.cloudpickle as cloudpickle
+
+    from hpsearch.cli import main
+
+    space = write_space(workdir, "search = Search(data='sklearn:iris', num_samples=4, max_epochs=1, "
+                                 "scheduler='fifo', experiment='s')")
+    assert main(["run", str(space), "--no-plots"]) == 0
+    # What a kill during Ray's background copy of its saved state can leave: one file two trials behind the other.
+    folder = next((workdir / "ray_results").iterdir())
+    if behind == "trials":  # Ray would think 4 trials proposed, restore 2, and end the search short of 4
+        state_file = next(folder.glob("experiment_state-*.json"))
+        state = json.loads(state_file.read_text())
+        state["trial_data"] = state["trial_data"][:2]
+        state_file.write_text(json.dumps(state))
+    else:  # Ray would propose 2 trials more than num_samples
+        searcher_file = next(folder.glob("search_gen_state-*.json"))
+        searcher = cloudpickle.loads(searcher_file.read_bytes())
+        searcher["counter"] = 2
+        searcher_file.write_bytes(cloudpickle.dumps(searcher))
+    client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("s").experiment_id
+    parent = client.search_runs([experiment], "tags.`hpsearch.kind` = 'search'")[0].info.run_id
+    client.set_terminated(parent, "KILLED")
+
+    assert main(["run", str(space), "--resume", "--no-plots"]) == 0
+    children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent}'")
+    assert len(children) == 4
+    assert {(c.info.status, c.data.tags["hpsearch.status"]) for c in children} == {("FINISHED", "completed")}
 
 
 def test_a_trial_whose_run_lost_its_params_to_a_kill_gets_them_when_it_resumes(tmp_path):
@@ -203,7 +238,7 @@ def test_a_checkpoint_that_rays_snapshot_names_but_a_kill_left_deleted_is_brough
     from ray import tune
 
     from hpsearch.data import load_dataset
-    from hpsearch.runner import _bring_back_checkpoint
+    from hpsearch.ray_state import bring_back_checkpoint
     from hpsearch.space import Search
     from hpsearch.train import TrialConfig, fit
 
@@ -219,7 +254,7 @@ def test_a_checkpoint_that_rays_snapshot_names_but_a_kill_left_deleted_is_brough
     state = trial_dir / "checkpoint_000003" / "train_state.pt"
     state.write_bytes(state.read_bytes()[:100])
 
-    _bring_back_checkpoint(tune.Checkpoint(str(trial_dir / "checkpoint_000001")))
+    bring_back_checkpoint(tune.Checkpoint(str(trial_dir / "checkpoint_000001")))
     brought_back = trial_dir / "checkpoint_000001"
     assert {p.name: p.read_bytes() for p in brought_back.iterdir()} == \
         {p.name: p.read_bytes() for p in (trial_dir / "checkpoint_000002").iterdir()}

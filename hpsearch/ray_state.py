@@ -1,0 +1,91 @@
+"""Ray Tune's saved state of a killed search, checked and mended so that ``Tuner.restore`` can continue it.
+
+Ray Tune saves a search in several files: a snapshot of its trials (``experiment_state-*.json``), the searcher's
+state (``search_gen_state-*.json``, ``searcher-state-*.pkl``) and each trial's checkpoints. They are written
+one after the other, and copied to the experiment folder by a background thread, so a kill can leave them out
+of step. Each case that a kill left behind in our tests is mended here; everything else is Ray's own restore.
+Local and shared folders only: a search in an object store (``s3://...``) is restored as Ray saved it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from hpsearch.train import is_complete_checkpoint
+
+__all__ = ["bring_back_checkpoint", "mend", "reconcile_searcher", "restorable"]
+
+_UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
+
+
+def restorable(ray_path: str) -> bool:
+    """Whether Ray Tune saved enough of this search to restore it (the tuner and a snapshot of its trials)."""
+    from ray import tune
+
+    if not tune.Tuner.can_restore(ray_path):
+        return False
+    return "://" in ray_path or any(Path(ray_path).glob("experiment_state-*.json"))
+
+
+def mend(ray_path: str, trials: list[Any]) -> None:
+    """Make the saved state agree with ``trials``, the trials of the snapshot that Ray will restore."""
+    if "://" in ray_path:
+        return
+    for trial in trials:
+        bring_back_checkpoint(trial.checkpoint)
+    reconcile_searcher(Path(ray_path), trials)
+
+
+def bring_back_checkpoint(checkpoint: Any | None) -> None:
+    """Make the checkpoint (a ``ray.tune.Checkpoint``) that Ray's snapshot names exist again, if a kill left it
+    deleted.
+
+    Ray Tune deletes a trial's older checkpoint as soon as a newer one is registered (``num_to_keep=1``), and
+    saves its snapshot of the trials a moment later: a kill in between leaves the snapshot naming a checkpoint
+    that is gone, and the trial would fail on restore. Its newest whole checkpoint (the state it had reached)
+    is copied under that name, so the trial resumes from there.
+    """
+    if checkpoint is None or checkpoint.filesystem.type_name != "local":
+        return
+    wanted = Path(checkpoint.path)
+    if wanted.exists():
+        return
+    newest_first = sorted(wanted.parent.glob("checkpoint_*"), reverse=True)
+    found = next((path for path in newest_first if is_complete_checkpoint(path)), None)
+    if found is not None:
+        shutil.copytree(found, wanted)
+
+
+def reconcile_searcher(experiment_dir: Path, trials: list[Any]) -> bool:
+    """Make the searcher's saved count of trials, and of trials still running, agree with the snapshot's trials.
+
+    Ray copies the snapshot of the trials and the searcher's state to the experiment folder in a background
+    thread, while the search goes on; a kill in the middle of a copy, or a save during one, leaves one file
+    newer than the other. When the searcher's file is the newer one, it counts trials that the snapshot (and
+    so the restored search) does not have: Ray would consider them proposed, end the search short of its
+    ``num_samples`` trials, and every later resume would end the same way. When it is the older one, Ray would
+    propose more trials than ``num_samples``. Returns whether the file was changed.
+    """
+    import ray.cloudpickle as cloudpickle
+
+    saved = sorted(experiment_dir.glob("search_gen_state-*.json"))
+    if not saved:
+        return False
+    path = saved[-1]  # the one Ray restores: the names carry the session's start time
+    state = cloudpickle.loads(path.read_bytes())
+    changed = state["counter"] != len(trials)
+    state["counter"] = len(trials)
+    limiter = state.get("name:ConcurrencyLimiter")  # the running trials count against max_concurrent_trials
+    if limiter is not None:
+        live = set(limiter["live_trials"]) & {t.trial_id for t in trials if t.status in _UNFINISHED}
+        changed = changed or live != set(limiter["live_trials"])
+        limiter["live_trials"], limiter["num_unfinished_live_trials"] = live, len(live)
+    if changed:
+        partial = path.with_name(f".{uuid.uuid4().hex}-{path.name}")  # written whole or not at all
+        partial.write_bytes(cloudpickle.dumps(state))
+        os.replace(partial, path)
+    return changed
