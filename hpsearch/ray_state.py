@@ -2,14 +2,16 @@
 
 Ray Tune saves a search in several files: a snapshot of its trials (``experiment_state-*.json``), the searcher's
 state (``search_gen_state-*.json``, ``searcher-state-*.pkl``) and each trial's checkpoints. They are written
-one after the other, and copied to the experiment folder by a background thread, so a kill can leave them out
-of step. Each case that a kill left behind in our tests is mended here; everything else is Ray's own restore.
+one after the other and copied to the experiment folder by a background thread, so a kill can leave them out
+of step, or leave one cut short. What such a kill leaves is mended here, before Ray's own restore reads it.
 Local and shared folders only: a search in an object store (``s3://...``) is restored as Ray saved it.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import pickletools
 import shutil
 import uuid
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 
 from hpsearch.train import is_complete_checkpoint
 
-__all__ = ["bring_back_checkpoint", "mend", "reconcile_searcher", "restorable"]
+__all__ = ["bring_back_checkpoint", "mend", "reconcile_searcher", "restorable", "set_aside_cut_saves"]
 
 _UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
 
@@ -28,7 +30,50 @@ def restorable(ray_path: str) -> bool:
 
     if not tune.Tuner.can_restore(ray_path):
         return False
-    return "://" in ray_path or any(Path(ray_path).glob("experiment_state-*.json"))
+    if "://" in ray_path:
+        return True
+    return _whole(Path(ray_path) / "tuner.pkl") and any(Path(ray_path).glob("experiment_state-*.json"))
+
+
+def set_aside_cut_saves(ray_path: str) -> list[str]:
+    """Rename the files of Ray's latest saves that a kill cut short, so that Ray restores its last whole save.
+
+    Ray names each save's files after the session that wrote them (the start time of that run of the search),
+    and restores the newest. A kill while Ray was copying them leaves a file cut short, and Ray's restore
+    would fail on it at every later resume. That session's files are kept as ``*.cut``; Ray then restores the
+    save of the run before (or, if there is none, the search starts its trials afresh). Returns the renamed
+    files' names.
+    """
+    if "://" in ray_path:
+        return []
+    folder, renamed = Path(ray_path), []
+    while saves := sorted(folder.glob("experiment_state-*.json")):
+        session = saves[-1].name.removeprefix("experiment_state-").removesuffix(".json")
+        files = [folder / name.format(session) for name in _SESSION_FILES]
+        if all(_whole(path) for path in files if path.exists()):
+            break
+        for path in files:
+            if path.exists():
+                path.rename(path.with_name(path.name + ".cut"))
+                renamed.append(path.name)
+    return renamed
+
+
+_SESSION_FILES = ("experiment_state-{}.json", "search_gen_state-{}.json", "searcher-state-{}.pkl")
+
+
+def _whole(path: Path) -> bool:
+    """Whether a file Ray saved is whole: JSON that parses, or a pickle that runs to its end (read, not loaded)."""
+    data = path.read_bytes()
+    try:
+        if path.name.startswith("experiment_state-"):
+            json.loads(data)
+        else:
+            for _ in pickletools.genops(data):
+                pass
+    except ValueError:  # json.JSONDecodeError is one; a pickle cut short raises one too
+        return False
+    return bool(data)
 
 
 def mend(ray_path: str, trials: list[Any]) -> None:

@@ -193,6 +193,10 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
                                 "run it again without --resume")
         search = _as_started(search, previous.params)
         tracker = tracking.TrialTracker.resume(store, exp_id, parent, search.max_epochs)
+        cut = ray_state.set_aside_cut_saves(ray_path)
+        if cut:
+            on_event(f"Ray Tune's latest save of this search was cut short by the kill ({', '.join(cut)}, kept with "
+                     "a .cut suffix): it resumes from its save before that one, or starts the trials afresh")
         _keep_trials_ray_knows(tracker, ray_path)
         ended = sum(r.status in tracking.ENDED for r in tracker.records.values())
         on_event(f"resuming search {parent} in experiment {experiment!r}: {ended} of {search.num_samples} "

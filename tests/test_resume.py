@@ -169,8 +169,8 @@ def test_resume_of_a_finished_search_is_a_clear_error(ray_session, workdir, caps
     assert "finished; nothing to resume" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("behind", ["trials", "searcher"])
-def test_a_resume_runs_num_samples_trials_when_a_kill_left_rays_trials_and_searcher_out_of_step(
+@pytest.mark.parametrize("behind", ["trials", "searcher", "cut save"])
+def test_a_resume_runs_num_samples_trials_when_a_kill_left_rays_saved_state_out_of_step_or_cut(
         ray_session, workdir, behind):
     import json
 
@@ -188,11 +188,16 @@ def test_a_resume_runs_num_samples_trials_when_a_kill_left_rays_trials_and_searc
         state = json.loads(state_file.read_text())
         state["trial_data"] = state["trial_data"][:2]
         state_file.write_text(json.dumps(state))
-    else:  # Ray would propose 2 trials more than num_samples
+    elif behind == "searcher":  # Ray would propose 2 trials more than num_samples
         searcher_file = next(folder.glob("search_gen_state-*.json"))
         searcher = cloudpickle.loads(searcher_file.read_bytes())
         searcher["counter"] = 2
         searcher_file.write_bytes(cloudpickle.dumps(searcher))
+    else:  # a later run's save, its trials' snapshot cut short by the kill: Ray's restore would fail on it
+        for path in list(folder.glob("*-20*")):
+            path.with_name(path.name.replace("-20", "-30", 1)).write_bytes(path.read_bytes())
+        cut = next(folder.glob("experiment_state-30*.json"))
+        cut.write_bytes(cut.read_bytes()[:1000])
     client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("s").experiment_id
     parent = client.search_runs([experiment], "tags.`hpsearch.kind` = 'search'")[0].info.run_id
@@ -202,6 +207,9 @@ def test_a_resume_runs_num_samples_trials_when_a_kill_left_rays_trials_and_searc
     children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent}'")
     assert len(children) == 4
     assert {(c.info.status, c.data.tags["hpsearch.status"]) for c in children} == {("FINISHED", "completed")}
+    if behind == "cut save":  # set aside; Ray restored the whole save before it
+        assert {p.name.split("-3026")[0] for p in folder.glob("*-3026*.cut")} == \
+            {"experiment_state", "search_gen_state", "searcher-state"}
 
 
 def test_a_trial_whose_run_lost_its_params_to_a_kill_gets_them_when_it_resumes(tmp_path):
