@@ -147,7 +147,7 @@ def test_ctrl_c_marks_runs_killed_prints_how_to_resume_and_resume_finishes(workd
                 "a finished trial and one half-way")
     kept = _finished_histories(workdir)
     result = _kill(process, signal.SIGINT)
-    assert result.returncode == 130, result.stderr[-2000:]
+    assert result.returncode == 130, result.stdout[-2000:] + result.stderr[-2000:]
     assert f"python -m hpsearch run {space} --resume" in result.stderr
     statuses = [s for _, s in _children(workdir)]
     assert "RUNNING" not in statuses and "KILLED" in statuses
