@@ -14,7 +14,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import tempfile
 import threading
 import time
@@ -345,8 +344,7 @@ def _fit(search: Search, data: Dataset, metric: str, mode: str, tracker: trackin
     # A failing trial is reported by our callback (one line, the traceback in MLflow), not by Tune's logger.
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     try:
-        with callback.ctrl_c:
-            tuner.fit()
+        tuner.fit()
     finally:
         progress.close()
 
@@ -451,15 +449,10 @@ class _TrackingCallback:
         self.train_settings = train_settings
         self.metric = metric
         self.progress = progress
-        self.ctrl_c = _CtrlC()
         progress.begin(total, metric, mode)
         for record in tracker.records.values():  # a resumed search: the trials that ended before count too
             if record.status in tracking.ENDED:
                 progress.already_ended(record.name, record.status, record.metrics.get(metric))
-
-    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-        if self.ctrl_c.pressed:  # a Ctrl-C that a Ray call took in and dropped: the search stops now
-            raise KeyboardInterrupt
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         params = TrialConfig.from_params(trial.config, **self.train_settings).to_params()
@@ -512,36 +505,6 @@ class _TrackingCallback:
     def _ended(self, record: tracking.TrialRecord) -> None:
         self.progress.trial_ended(record.name, record.status, record.epochs, record.metrics.get(self.metric),
                                   record.error)
-
-
-class _CtrlC:
-    """Remembers a Ctrl-C during Ray Tune's loop, so that the search stops even when Ray drops it.
-
-    Ray's C++ waits check for signals and turn the ``KeyboardInterrupt`` into a status of their own; one Ctrl-C
-    in CI left a search running to its end (exit 0). The tracking callback raises it again at Tune's next step
-    (every 0.1 s at most). Only where Ctrl-C raises ``KeyboardInterrupt`` (a process that ignores SIGINT still
-    does), and only in the main thread, where Python runs signal handlers.
-    """
-
-    def __init__(self) -> None:
-        self.pressed = False
-        self._installed = False
-
-    def __enter__(self) -> _CtrlC:
-        main = threading.current_thread() is threading.main_thread()
-        if main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.pressed = True
-        raise KeyboardInterrupt
-
-    def __exit__(self, *exc: object) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            self._installed = False
 
 
 def _local_dir(checkpoint: tune.Checkpoint) -> str:

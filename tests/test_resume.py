@@ -295,24 +295,3 @@ def test_a_trial_ended_in_mlflow_but_running_in_rays_snapshot_is_not_counted_or_
     assert (progress.state.done, progress.state.running) == (1, 0)
     assert "completed after" not in out.getvalue()
     assert [r.info.status for r in client.search_runs([experiment])].count("FINISHED") == 1
-
-
-def test_a_ctrl_c_that_a_ray_call_dropped_still_stops_the_search_at_tunes_next_step(tmp_path):
-    from hpsearch.progress import Progress
-    from hpsearch.runner import _ray_callback
-
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
-    tracker = TrialTracker(LocalStore(client=client), experiment, client.create_run(experiment).info.run_id, 2)
-    settings = {"max_epochs": 2, "seed": 0, "metric": "val_loss", "mode": "min", "early_stopping_patience": None}
-    callback = _ray_callback()(tracker, settings, 2, "val_loss", "min", Progress(live=False))
-    with callback.ctrl_c:
-        callback.on_step_begin(0, [])  # no Ctrl-C: the search goes on
-        try:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(5)  # the handler raises at once
-        except KeyboardInterrupt:
-            pass  # what a Ray call that turns it into a status of its own does with it
-        with pytest.raises(KeyboardInterrupt):
-            callback.on_step_begin(1, [])
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
