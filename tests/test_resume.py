@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -143,11 +144,19 @@ def test_sigkill_at_start_up_mid_trial_and_between_trials_then_resume_loses_and_
 def test_ctrl_c_marks_runs_killed_prints_how_to_resume_and_resume_finishes(workdir):
     space = write_space(workdir, SPACE)
     process = _start(workdir, space)
-    _wait_until(process, lambda: sum(s == "FINISHED" for _, s in _children(workdir)) >= 1 and _mid_trial(workdir),
-                "a finished trial and one half-way")
-    kept = _finished_histories(workdir)
-    result = _kill(process, signal.SIGINT)
-    assert result.returncode == 130, result.stdout[-2000:] + result.stderr[-2000:]
+    # The search's own output says when a trial has ended (the store writes a little behind it): Ctrl-C then,
+    # while the other trials run.
+    printed: list[str] = []
+    reader = threading.Thread(target=lambda: printed.extend(process.stdout), daemon=True)
+    reader.start()
+    _wait_until(process, lambda: any(" completed " in line for line in printed), "a finished trial")
+    assert process.poll() is None, "the search ended before the test could press Ctrl-C"
+    process.send_signal(signal.SIGINT)
+    returncode, stderr = process.wait(timeout=180), process.stderr.read()
+    reader.join(timeout=10)
+    assert returncode == 130, "".join(printed)[-2000:] + stderr[-2000:]
+    result = subprocess.CompletedProcess(process.args, returncode, "".join(printed), stderr)
+    kept = _finished_histories(workdir)  # the trials that had ended when Ctrl-C came (the others are KILLED)
     assert f"python -m hpsearch run {space} --resume" in result.stderr
     statuses = [s for _, s in _children(workdir)]
     assert "RUNNING" not in statuses and "KILLED" in statuses
