@@ -41,7 +41,13 @@ search = Search(data=make_data, params={{"layers": layers(1, 2, units=(16, 64)),
 def _start(workdir: Path, space: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "hpsearch", "run", str(space), *extra], cwd=workdir,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=_ctrl_c_live)
+
+
+def _ctrl_c_live() -> None:
+    """Ctrl-C as in a terminal: tests started in the background of a non-interactive shell (``cmd &``) inherit
+    SIGINT ignored, and so would the search, which keeps an ignored SIGINT ignored, as Unix commands do."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _rows(workdir: Path, sql: str) -> list[tuple]:
