@@ -105,7 +105,7 @@ def bring_back_checkpoint(checkpoint: Any | None) -> None:
         shutil.copytree(found, wanted)
 
 
-def reconcile_searcher(experiment_dir: Path, trials: list[Any]) -> bool:
+def reconcile_searcher(experiment_dir: Path, trials: list[Any]) -> None:
     """Make the searcher's saved count of trials, and of trials still running, agree with the snapshot's trials.
 
     Ray copies the snapshot of the trials and the searcher's state to the experiment folder in a background
@@ -113,13 +113,13 @@ def reconcile_searcher(experiment_dir: Path, trials: list[Any]) -> bool:
     newer than the other. When the searcher's file is the newer one, it counts trials that the snapshot (and
     so the restored search) does not have: Ray would consider them proposed, end the search short of its
     ``num_samples`` trials, and every later resume would end the same way. When it is the older one, Ray would
-    propose more trials than ``num_samples``. Returns whether the file was changed.
+    propose more trials than ``num_samples``.
     """
     import ray.cloudpickle as cloudpickle
 
     saved = sorted(experiment_dir.glob("search_gen_state-*.json"))
     if not saved:
-        return False
+        return
     path = saved[-1]  # the one Ray restores: the names carry the session's start time
     state = cloudpickle.loads(path.read_bytes())
     changed = state["counter"] != len(trials)
@@ -133,4 +133,3 @@ def reconcile_searcher(experiment_dir: Path, trials: list[Any]) -> bool:
         partial = path.with_name(f".{uuid.uuid4().hex}-{path.name}")  # written whole or not at all
         partial.write_bytes(cloudpickle.dumps(state))
         os.replace(partial, path)
-    return changed
