@@ -67,9 +67,12 @@ def preprocessing_state(preprocessor: Any) -> dict[str, Any]:
     numbers, booleans into 0/1, rare text values into one); ``numeric`` and ``categorical`` are the
     ColumnTransformer's fitted numbers, in the order of its output, which the network's first layer was trained on.
     """
-    encoder = preprocessor.encoder
-    state: dict[str, Any] = {"columns": list(preprocessor.plan["inputs"]), "plan": preprocessor.plan,
-                             "numeric": [], "categorical": []}
+    encoder = getattr(preprocessor, "encoder", preprocessor)  # a bare ColumnTransformer: no plan
+    plan = getattr(preprocessor, "plan", None)
+    columns = plan["inputs"] if plan else [str(c) for c in encoder.feature_names_in_]
+    state: dict[str, Any] = {"columns": list(columns), "numeric": [], "categorical": []}
+    if plan:
+        state["plan"] = plan
     for name, pipeline, columns in encoder.transformers_:
         if name not in ("numeric", "categorical") or len(columns) == 0:
             continue
