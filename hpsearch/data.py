@@ -3,12 +3,14 @@
 Everything is loaded and preprocessed once, in the driver, before any trial starts: trials receive ready
 float32 arrays (through Ray's object store), so no trial re-reads a file or refits a scaler. Preprocessing is
 scikit-learn's: numeric columns imputed (median) and standardised, string columns imputed and one-hot encoded,
-all fitted on the training split only.
+all fitted on the training split only. Before that, :mod:`hpsearch.columns` decides on the training rows what
+each column is (an id, a date, a boolean, text with too many values...); the decisions are said to the user.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,42 +21,72 @@ from sklearn.impute import SimpleImputer
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import LabelEncoder, OneHotEncoder, StandardScaler
-from sklearn.utils.multiclass import type_of_target
 
+from hpsearch.columns import apply_plan, plan_columns
 from hpsearch.dataset import Dataset, Split
-from hpsearch.errors import DataError
+from hpsearch.errors import DataError, SpaceError
 from hpsearch.space import Search
 
-__all__ = ["Dataset", "Split", "load_dataset", "infer_task"]
+__all__ = ["Dataset", "Preprocessing", "Split", "load_dataset", "infer_task"]
 
-#: A classification target with more distinct values than this is taken for a regression target.
-MAX_INFERRED_CLASSES = 50
+#: A numeric target of whole numbers with at most this many distinct values is taken for class labels; with
+#: more (a count, miles per gallon, a price) it is a quantity: regression.
+MAX_INFERRED_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The column plan (:mod:`hpsearch.columns`) and the fitted ColumnTransformer that follows it."""
+
+    plan: dict[str, Any]
+    encoder: ColumnTransformer
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """Raw rows in, the network's features out (as at fit time)."""
+        return self.encoder.transform(apply_plan(self.plan, frame))
 
 
 def load_dataset(search: Search, space_path: Path) -> Dataset:
     """Load the search's data, split it with the search's seed and preprocess it."""
     frame, target = _load_frame(search, space_path)
-    return prepare(frame, target, task=search.task, split=search.split, seed=search.seed, source=_source(search))
+    return prepare(frame, target, task=search.task, split=search.split, seed=search.seed, source=_source(search),
+                   drop=search.drop)
 
 
 def prepare(
-    frame: pd.DataFrame, target: str, *, task: str | None, split: tuple[float, float, float], seed: int, source: str
+    frame: pd.DataFrame, target: str, *, task: str | None, split: tuple[float, float, float], seed: int, source: str,
+    drop: tuple[str, ...] = (),
 ) -> Dataset:
-    """Split a table into train / validation / test and fit the preprocessing on the training part."""
+    """Split a table into train / validation / test and fit the preprocessing on the training part.
+
+    The Dataset's ``notes`` say, one line each, what was done to the data: rows without a target, the task and
+    why, every column dropped or changed.
+    """
     if target not in frame.columns:
         columns = ", ".join(map(str, frame.columns))
         raise DataError(f"{source}: target column {target!r} not found; the columns are: {columns}")
+    _check_drop(drop, frame, target, source)
+    notes = []
+    missing = int(frame[target].isna().sum())
+    if missing:
+        notes.append(f"dropped {missing} of {len(frame)} rows: no value for target {target!r}")
     frame = frame.dropna(subset=[target])
     if len(frame) < 10:
         raise DataError(f"{source}: needs at least 10 rows with a target, but has {len(frame)}")
     X, y_raw = frame.drop(columns=[target]), frame[target]
     if X.shape[1] == 0:
         raise DataError(f"{source}: has no feature columns besides the target {target!r}")
-    task = task or infer_task(y_raw)
+    inferred, reason = infer_task(y_raw)
+    notes.append(f"task: {task} (given in the space file)" if task else f"task: {inferred} ({reason})")
+    task = task or inferred
     y, classes = _encode_target(y_raw, task, source)
     idx_train, idx_val, idx_test = _split_indices(y, task, split, seed)
-    preprocessor = _make_preprocessor()
-    X_train = preprocessor.fit_transform(X.iloc[idx_train]).astype(np.float32)
+    plan, column_notes = plan_columns(X.iloc[idx_train], drop)
+    notes.extend(column_notes)
+    if not plan["inputs"]:
+        raise DataError(f"{source}: no feature column is left: {'; '.join(column_notes)}")
+    preprocessor = Preprocessing(plan, _make_preprocessor())
+    X_train = preprocessor.encoder.fit_transform(apply_plan(plan, X.iloc[idx_train])).astype(np.float32)
     transform = lambda idx: preprocessor.transform(X.iloc[idx]).astype(np.float32)  # noqa: E731
     mean, std = 0.0, 1.0
     if task == "regression":
@@ -65,24 +97,32 @@ def prepare(
         val=Split(transform(idx_val), y[idx_val]),
         test=Split(transform(idx_test), y[idx_test]),
         task=task,
-        feature_names=[str(c) for c in X.columns],
+        feature_names=[str(c) for c in preprocessor.encoder.feature_names_in_],
         classes=classes,
         target_mean=mean,
         target_std=std,
         preprocessor=preprocessor,
+        notes=tuple(notes),
     )
 
 
-def infer_task(y: pd.Series) -> str:
-    """Binary, multiclass or regression, from the target's values (scikit-learn's ``type_of_target``)."""
-    kind = type_of_target(y.to_numpy())
-    if kind == "binary":
-        return "binary"
-    if kind == "multiclass" and y.nunique() <= MAX_INFERRED_CLASSES:
-        return "multiclass"
-    if pd.api.types.is_numeric_dtype(y):
-        return "regression"
-    return "multiclass"
+def infer_task(y: pd.Series) -> tuple[str, str]:
+    """Binary, multiclass or regression from the target's values, and why, as a statistician would choose.
+
+    Text labels are classes however many; numbers with two values are binary; whole numbers with a few values
+    (at most :data:`MAX_INFERRED_CLASSES`) are classes; any other numbers are a quantity: regression.
+    """
+    values = y.dropna()
+    count = int(values.nunique())
+    name = f"target {y.name!r}"
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return ("binary" if count == 2 else "multiclass"), f"{name}: {count} labels"
+    if count == 2:
+        return "binary", f"{name}: 2 distinct numbers"
+    whole = bool(np.all(np.mod(values.to_numpy(dtype=np.float64), 1) == 0))
+    if whole and count <= MAX_INFERRED_CLASSES:
+        return "multiclass", f"{name}: {count} distinct whole numbers"
+    return "regression", f"{name}: {count} distinct numbers"
 
 
 # --------------------------------------------------------------------------------------------------- sources
@@ -141,6 +181,16 @@ def _from_callable(func: Callable[[], Any], target: str | None, source: str) -> 
     name = getattr(y, "name", None) or "target"
     frame[name] = np.asarray(y)
     return frame, name
+
+
+def _check_drop(drop: tuple[str, ...], frame: pd.DataFrame, target: str, source: str) -> None:
+    """The space file's ``drop`` names columns of the data, and not the target."""
+    columns = [str(c) for c in frame.columns]
+    for name in drop:
+        if name == target:
+            raise SpaceError(f"{name!r} is the target; drop names feature columns to leave out", field="drop")
+        if name not in columns:
+            raise SpaceError(f"no column {name!r} in {source}; the columns are: {', '.join(columns)}", field="drop")
 
 
 # ------------------------------------------------------------------------------------------- preprocessing

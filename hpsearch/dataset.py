@@ -42,6 +42,7 @@ class Dataset:
     target_mean: float = 0.0
     target_std: float = 1.0
     preprocessor: Any = None
+    notes: tuple[str, ...] = ()
 
     @property
     def n_features(self) -> int:
@@ -55,18 +56,24 @@ class Dataset:
         """The same data without the test split and the fitted preprocessor: what trials are shipped."""
         empty = Split(self.test.X[:0], self.test.y[:0])
         return Dataset(self.train, self.val, empty, self.task, self.feature_names, self.classes,
-                       self.target_mean, self.target_std, None)
+                       self.target_mean, self.target_std, None, self.notes)
 
 
 def preprocessing_state(preprocessor: Any) -> dict[str, Any]:
-    """The fitted numbers of :func:`hpsearch.data._make_preprocessor`'s ColumnTransformer, as plain JSON data.
+    """The fitted preprocessing (:class:`hpsearch.data.Preprocessing`) as plain JSON data.
 
-    ``columns`` keeps the original column order (the model's input signature); ``numeric`` and ``categorical``
-    keep the order of the ColumnTransformer's output, which the network's first layer was trained on.
+    ``columns`` are the raw columns the model reads, in the table's order (the model's input signature);
+    ``plan`` is :mod:`hpsearch.columns`' plan that turns them into the ColumnTransformer's input (dates into
+    numbers, booleans into 0/1, rare text values into one); ``numeric`` and ``categorical`` are the
+    ColumnTransformer's fitted numbers, in the order of its output, which the network's first layer was trained on.
     """
-    state: dict[str, Any] = {"columns": [str(c) for c in preprocessor.feature_names_in_], "numeric": [],
-                             "categorical": []}
-    for name, pipeline, columns in preprocessor.transformers_:
+    encoder = getattr(preprocessor, "encoder", preprocessor)  # a bare ColumnTransformer: no plan
+    plan = getattr(preprocessor, "plan", None)
+    columns = plan["inputs"] if plan else [str(c) for c in encoder.feature_names_in_]
+    state: dict[str, Any] = {"columns": list(columns), "numeric": [], "categorical": []}
+    if plan:
+        state["plan"] = plan
+    for name, pipeline, columns in encoder.transformers_:
         if name not in ("numeric", "categorical") or len(columns) == 0:
             continue
         imputer = pipeline.steps[0][1]

@@ -32,7 +32,7 @@ __all__ = ["FORMAT", "HYPERPARAMETERS", "RankedTrial", "best_trial", "build_expo
 FORMAT = "hpsearch-best/1"
 HYPERPARAMETERS = tuple(DEFAULT_PARAMS)  # layers, lr, dropout, weight_decay, batch_size, optimizer, ...
 SETTINGS_REQUIRED = ("data", "target", "task", "split", "seed", "epochs", "metric", "mode")
-SETTINGS_OPTIONAL = ("data_path", "max_epochs", "cpus_per_trial")
+SETTINGS_OPTIONAL = ("data_path", "max_epochs", "cpus_per_trial", "drop")
 SECTIONS = {"format": str, "experiment": str, "trial": str, "hyperparameters": dict, "settings": dict,
             "metrics": dict, "provenance": dict}
 FINISHED = ("completed", "stopped")
@@ -133,6 +133,7 @@ def build_export(client: MlflowClient, tracking_uri: str, search: Run, trial: Ra
         "metric": params["metric"],
         "mode": params["mode"],
         "cpus_per_trial": float(params.get("cpus_per_trial", 1)),
+        **({"drop": json.loads(params["drop"])} if params.get("drop") not in (None, "[]") else {}),
     }
     val = {k: v for k, v in trial.metrics.items() if k.startswith(("val_", "train_"))}
     test = {k: v for k, v in trial.metrics.items() if k.startswith("test_")}
@@ -192,7 +193,7 @@ def search_of(document: dict[str, Any], data: Any = None) -> Search:
         source = f"{source.split(':', 1)[0]}:{settings['data_path']}"
     try:
         return Search(data=source, target=settings["target"], task=settings["task"], split=settings["split"],
-                      seed=settings["seed"], params=document["hyperparameters"])
+                      seed=settings["seed"], params=document["hyperparameters"], drop=settings.get("drop", ()))
     except SpaceError as err:
         field = (err.field or "").replace("params.", "hyperparameters.")
         field = field if field.startswith("hyperparameters") else f"settings.{field}"

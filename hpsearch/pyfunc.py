@@ -23,6 +23,7 @@ from mlflow.models.signature import ModelSignature
 from mlflow.pyfunc import PythonModel
 from mlflow.types.schema import ColSpec, Schema
 
+from hpsearch.columns import apply_plan, input_types
 from hpsearch.dataset import preprocessing_state
 from hpsearch.model import ModelSpec, load_model
 
@@ -49,9 +50,13 @@ PREPROCESSING_FILE = "preprocessing.json"
 def transform(state: dict[str, Any], frame: pd.DataFrame) -> np.ndarray:
     """Apply the preprocessing to raw rows, as the fitted ColumnTransformer does: float32 features.
 
-    Numeric columns: missing -> median, then standardised. Text columns: missing -> most frequent value,
-    then one-hot over the categories seen in training (an unseen value is all zeros, ``handle_unknown="ignore"``).
+    First the column plan (:func:`hpsearch.columns.apply_plan`: ids and empty columns left out, dates as
+    numbers, booleans as 0/1, rare text values as one). Numeric columns: missing -> median, then standardised.
+    Text columns: missing -> most frequent value, then one-hot over the categories seen in training (an unseen
+    value is all zeros, ``handle_unknown="ignore"``).
     """
+    if "plan" in state:  # models published before the plan existed read their columns as they are
+        frame = apply_plan(state["plan"], frame)
     blocks = []
     for column in state["numeric"]:
         values = pd.to_numeric(frame[column["name"]], errors="coerce").to_numpy(dtype=np.float64)
@@ -104,6 +109,8 @@ class HpsearchModel(PythonModel):
 def signature(state: dict[str, Any], spec: ModelSpec) -> ModelSignature:
     """Inputs: the original columns (numbers as double, text as string). Outputs: prediction (+ probabilities)."""
     kinds = {c["name"]: "double" for c in state["numeric"]} | {c["name"]: "string" for c in state["categorical"]}
+    if "plan" in state:
+        kinds = dict(input_types(state["plan"]))
     inputs = Schema([ColSpec(kinds[name], name) for name in state["columns"] if name in kinds])
     if spec.task == "regression":
         return ModelSignature(inputs, Schema([ColSpec("double", "prediction")]))
@@ -117,5 +124,9 @@ def input_example(state: dict[str, Any]) -> pd.DataFrame:
     typical = {c["name"]: c["fill"] for c in state["numeric"]}
     typical |= {c["name"]: str(c["fill"]) for c in state["categorical"]}
     missing = {c["name"]: math.nan for c in state["numeric"]} | {c["name"]: None for c in state["categorical"]}
+    if "plan" in state:  # the raw columns: a typical value of each, as the training rows had it
+        typical = state["plan"]["examples"]
+        blank = {"double": math.nan, "string": None}
+        missing = {name: blank.get(kind, typical[name]) for name, kind in input_types(state["plan"])}
     columns = [name for name in state["columns"] if name in typical]
     return pd.DataFrame([typical, missing], columns=columns)

@@ -9,6 +9,7 @@ event to :class:`TrialTracker`.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import os
@@ -153,6 +154,8 @@ def run_search(
     metric, mode = resolve_objective(search, data.task)
     if search.searcher == "grid":
         search = search.replace(num_samples=search.grid_size())
+    for note in data.notes:  # what was done to the data: rows without a target, the task, columns changed
+        on_event(note)
     on_event(f"{data.task} task: {len(data.train)} train / {len(data.val)} validation / {len(data.test)} test rows, "
              f"{data.n_features} features; optimising {metric} ({mode})")
     if address is not None or storage is not None:
@@ -206,7 +209,8 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
         storage_root = cluster.storage_path(storage, results_dir)  # a folder, or an object store URI
         ray_path = f"{storage_root.rstrip('/')}/{_slug(experiment)}-{stamp}-{uuid.uuid4().hex[:6]}"
         parent = store.call(tracking.start_search_run, exp_id, f"search-{stamp}",
-                            {**_search_params(search, data, metric, mode), "executor": executor}, space_file, ray_path)
+                            {**_search_params(search, data, metric, mode), "executor": executor}, space_file, ray_path,
+                            _data_record(data))
         tracker = tracking.TrialTracker(store, exp_id, parent, search.max_epochs)
         if drawer is not None:  # each trial's loss curve is drawn as it ends, while the next ones train
             tracker.on_ended = drawer.trial_ended
@@ -529,6 +533,11 @@ def _test_report(best: tracking.TrialRecord, data: Dataset) -> dict[str, float]:
     return evaluate(model, data.test, spec, prefix="test_")
 
 
+def _data_record(data: Dataset) -> dict[str, Any]:
+    """What was done to the data, for the parent run's ``columns.json``: the lines shown and the column plan."""
+    return {"notes": list(data.notes), "plan": data.preprocessor.plan}
+
+
 def _search_params(search: Search, data: Dataset, metric: str, mode: str) -> dict[str, Any]:
     scheduler = search.scheduler
     params = {
@@ -548,6 +557,7 @@ def _search_params(search: Search, data: Dataset, metric: str, mode: str) -> dic
         "split": "/".join(f"{f:g}" for f in search.split),
         "n_features": data.n_features,
         "n_train": len(data.train),
+        "drop": json.dumps(list(search.drop)),
         **search.describe_params(),
     }
     if scheduler:

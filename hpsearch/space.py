@@ -264,6 +264,7 @@ _FIELDS: dict[str, Any] = {
     "experiment": None,
     "split": (0.7, 0.15, 0.15),
     "executor": "ray",
+    "drop": (),
 }
 
 
@@ -297,6 +298,7 @@ class Search:
     experiment: str | None
     split: tuple[float, float, float]
     executor: str
+    drop: tuple[str, ...]
 
     def __init__(self, **fields: Any) -> None:
         unknown = sorted(set(fields) - set(_FIELDS))
@@ -483,6 +485,14 @@ def _check_split(value: Any) -> tuple[float, float, float]:
     return tuple(float(v) for v in value)
 
 
+def _check_drop(value: Any) -> tuple[str, ...]:
+    """Column names to leave out (checked against the data's columns when the data is loaded)."""
+    if isinstance(value, str) or not isinstance(value, Sequence) or not all(
+            isinstance(v, str) and v.strip() for v in value):
+        raise SpaceError(f"must be a list of column names, such as ['id', 'logwage'], but got {value!r}", field="drop")
+    return tuple(value)
+
+
 def _check_str(name: str) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -507,6 +517,7 @@ _FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "experiment": _check_str("experiment"),
     "split": _check_split,
     "executor": _check_one_of("executor", EXECUTORS, optional=False),
+    "drop": _check_drop,
 }
 
 

@@ -455,8 +455,11 @@ def latest_space_file(tracking_uri: str | None, experiment: str) -> Path:
 
 
 def start_search_run(client: MlflowClient, experiment_id: str, name: str, params: dict[str, Any],
-                     space_file: Path, ray_experiment: str) -> str:
-    """Open the search's parent run with its settings as params and the space file as an artifact."""
+                     space_file: Path, ray_experiment: str, columns: dict[str, Any] | None = None) -> str:
+    """Open the search's parent run with its settings as params and the space file as an artifact.
+
+    ``columns`` (what was done to the data's rows and columns) is logged as ``columns.json``.
+    """
     from mlflow.entities import Param, RunTag
 
     tags = {MLFLOW_RUN_NAME: name, TAG_SPACE_FILE: str(space_file.resolve()), TAG_RAY_EXPERIMENT: ray_experiment}
@@ -469,6 +472,8 @@ def start_search_run(client: MlflowClient, experiment_id: str, name: str, params
         kind = [RunTag(TAG_KIND, "search")] if start == 0 else []
         client.log_batch(run_id, params=items[start : start + 100], tags=kind)
     client.log_artifact(run_id, str(space_file), "space")
+    if columns is not None:
+        client.log_text(run_id, json.dumps(columns, indent=2, default=str), "columns.json")
     return run_id
 
 

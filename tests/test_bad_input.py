@@ -41,6 +41,12 @@ BAD_INPUTS = [
     ("bad override", f"search = Search({IRIS})", ["--num-samples", "0"], "num_samples: must be an integer >= 1"),
     ("unreachable tracking uri", f"search = Search({IRIS})", ["--tracking-uri", "http://127.0.0.1:9"],
      "cannot be reached"),
+    ("drop not a list", f"search = Search({CSV}, target='label', drop='size')", [], "drop: must be a list of column"),
+    ("drop unknown column", f"search = Search({CSV}, target='label', drop=['sise'])", [],
+     "space.py: drop: no column 'sise' in csv:table.csv; the columns are: size, colour, label, score"),
+    ("drop the target", f"search = Search({CSV}, target='label', drop=['label'])", [], "drop: 'label' is the target"),
+    ("regression on text labels", f"search = Search({CSV}, target='label', task='regression')", [],
+     "task 'regression' needs a numeric target, but 'label' holds"),
     ("bad experiment name", f"search = Search({IRIS}, experiment='a\\nb')", [], "experiment: must be 1 to 200"),
 ]
 
