@@ -59,8 +59,20 @@ def predict_csv(model_uri: str, input_csv: Path, output: Path | None = None, *, 
     if extra:  # said once the rows are known to be good: a refused file gets one line, the error
         on_event(f"ignoring the columns the model does not take: {', '.join(map(str, extra))}")
     predictions = pd.concat([frame[kept].reset_index(drop=True), predictions.reset_index(drop=True)], axis=1)
-    predictions.to_csv(sys.stdout if output is None else output, index=False)
+    if output is None:
+        _to_stdout(predictions)
+    else:
+        predictions.to_csv(output, index=False)
     return predictions
+
+
+def _to_stdout(predictions: pd.DataFrame) -> None:
+    """CSV on standard output; a reader that stops early (``| head``) ends the writing, not in a traceback."""
+    try:
+        predictions.to_csv(sys.stdout, index=False)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would fail too
 
 
 def _kept_columns(frame: pd.DataFrame, keep: Sequence[str], input_csv: Path) -> list[str]:

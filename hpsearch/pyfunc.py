@@ -154,7 +154,9 @@ def _text(raw: pd.Series, categories: set[str]) -> pd.Series:
             return str(int(value))
         return str(value)
 
-    return pd.Series([one(v) for v in raw.astype(object)], index=raw.index, dtype=object)
+    codes, values = pd.factorize(raw.astype(object))  # each distinct value once; missing as -1
+    texts = np.array([*(one(v) for v in values), None], dtype=object)
+    return pd.Series(texts[codes], index=raw.index, dtype=object)
 
 
 # --------------------------------------------------------------------------------------------- preprocessing

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from hpsearch.cli import main
-from tests.conftest import write_space
+from tests.conftest import REPO, write_space
 
 pytestmark = pytest.mark.e2e
 
@@ -233,3 +234,15 @@ def test_predict_with_a_bad_request_writes_nothing_to_standard_output(search, tm
     out, err = capsys.readouterr()
     assert out == "" and "column 'bmi', row 440: 'n/a?' is not a number" in err
 
+
+
+def test_predict_to_a_reader_that_stops_early_ends_quietly(search, tmp_path):
+    """`hpsearch predict ... | head`: the closed pipe ends the writing with exit 0, not a BrokenPipeError."""
+    pd.concat([_rows(search)] * 10).to_csv(tmp_path / "many.csv", index=False)  # more than a pipe holds
+    command = [sys.executable, "-m", "hpsearch", *_predict(search, str(tmp_path / "many.csv"))]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True) as process:
+        assert process.stdout.readline().strip() == "prediction,probability_no,probability_yes"
+        process.stdout.close()
+        err = process.stderr.read()
+    assert process.returncode == 0 and "Traceback" not in err, err
