@@ -40,7 +40,11 @@ def add_commands(commands: Any) -> None:
     predict = commands.add_parser("predict", help="predict the raw rows of a CSV file with a logged model")
     predict.add_argument("model_uri", metavar="MODEL_URI", help="models:/NAME@best, runs:/RUN_ID/pyfunc_model, ...")
     predict.add_argument("input", type=Path, metavar="INPUT.csv")
-    predict.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="predictions CSV")
+    predict.add_argument("-o", "--output", type=Path, metavar="FILE",
+                         help="write the predictions CSV there (default: standard output)")
+    predict.add_argument("--keep", action="append", default=[], metavar="COLUMN",
+                         help="an input column (an id) to write beside the predictions; repeat it for more, "
+                              "or --keep all for every input column")
     predict.add_argument("--tracking-uri", metavar="URI", help="MLflow store (default: sqlite in ./mlruns)")
     predict.set_defaults(command=_predict)
 
@@ -116,9 +120,10 @@ def _predict(args: argparse.Namespace) -> int:
 
     from hpsearch.predict import predict_csv
 
-    predictions = predict_csv(args.model_uri, args.input, args.output, tracking_uri=args.tracking_uri,
-                              on_event=lambda line: print(line, file=sys.stderr))
-    print(f"wrote {len(predictions)} predictions to {args.output}")
+    predictions = predict_csv(args.model_uri, args.input, args.output, keep=args.keep,
+                              tracking_uri=args.tracking_uri, on_event=lambda line: print(line, file=sys.stderr))
+    if args.output is not None:  # else the predictions are on standard output, and nothing else is
+        print(f"wrote {len(predictions)} predictions to {args.output}")
     return 0
 
 

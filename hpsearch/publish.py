@@ -2,7 +2,8 @@
 
 The model is saved locally with ``mlflow.pyfunc.save_model`` and uploaded into the run's artifacts with the
 run's own :class:`~mlflow.MlflowClient`, so it needs no global tracking URI and no active run. Requirements
-are given, not inferred: inferring them loads the model in a subprocess and costs seconds.
+are given, not inferred: inferring them loads the model in a subprocess and costs seconds. The code the model
+runs travels with it (:func:`code_package`), so it loads and serves where hpsearch is not installed.
 
 Registry policy: every search registers its best trial's model as a new version of the model named after the
 experiment. The alias ``best`` moves to the new version only when its validation metric beats the version the
@@ -12,6 +13,7 @@ search of that experiment has produced. A version that does not win keeps the ta
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.metadata
 import json
@@ -28,8 +30,8 @@ from hpsearch.model import SPEC_FILE, WEIGHTS_FILE, ModelSpec
 if TYPE_CHECKING:  # MLflow loads where the client is (hpsearch.store), never in a driver that only names these
     from mlflow import MlflowClient
 
-__all__ = ["BEST_ALIAS", "MODEL_PATH", "Registered", "log_pyfunc", "on_search_end", "provenance_tags", "publish_best",
-           "register"]
+__all__ = ["BEST_ALIAS", "MODEL_PATH", "Registered", "code_package", "log_pyfunc", "on_search_end", "provenance_tags",
+           "publish_best", "register"]
 
 BEST_ALIAS = "best"
 #: Where the pyfunc model lies in a run's artifacts (``runs:/RUN_ID/pyfunc_model``).
@@ -38,7 +40,8 @@ MODEL_PATH = "pyfunc_model"
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)
 
-REQUIREMENTS = ("torch", "numpy", "pandas", "mlflow", "scikit-learn")
+#: What the model needs where it is served (the preprocessing is numpy and pandas, not scikit-learn).
+REQUIREMENTS = ("torch", "numpy", "pandas", "mlflow")
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ def log_pyfunc(client: MlflowClient, run_id: str, model_dir: Path, preprocessing
     """
     import mlflow.pyfunc
 
-    from hpsearch.pyfunc import CODE_FILE, PREPROCESSING_FILE, input_example, signature
+    from hpsearch.pyfunc import CODE_FILE, PREPROCESSING_FILE, input_example, input_metadata, signature
 
     spec = ModelSpec.from_json((Path(model_dir) / SPEC_FILE).read_text())
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,9 +78,52 @@ def log_pyfunc(client: MlflowClient, run_id: str, model_dir: Path, preprocessing
             signature=signature(preprocessing, spec),
             input_example=input_example(preprocessing),
             pip_requirements=_requirements(),
+            code_paths=[str(code_package(Path(tmp) / "code"))],
+            metadata=input_metadata(preprocessing),
         )
         client.log_artifacts(run_id, str(saved), MODEL_PATH)
     return f"{client.get_run(run_id).info.artifact_uri}/{MODEL_PATH}"
+
+
+def code_package(directory: Path) -> Path:
+    """Copy the modules the model runs into ``directory/CODE_PACKAGE`` (for ``code_paths``); return that folder.
+
+    They are :mod:`hpsearch.pyfunc` and what it imports relatively, followed from module to module. An
+    absolute import of hpsearch in one of them would fail where hpsearch is not installed: a RuntimeError here.
+    """
+    from hpsearch.pyfunc import CODE_PACKAGE
+
+    source = Path(__file__).parent
+    package = Path(directory) / CODE_PACKAGE
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('"""An hpsearch model\'s code, copied from hpsearch when it was saved."""\n')
+    pending, shipped = ["pyfunc"], set()
+    while pending:
+        name = pending.pop()
+        if name in shipped:
+            continue
+        shipped.add(name)
+        text = (source / f"{name}.py").read_text()
+        (package / f"{name}.py").write_text(text)
+        pending += _relative_imports(text, name)
+    return package
+
+
+def _relative_imports(text: str, module: str) -> list[str]:
+    """The sibling modules a module imports (``from .model import ...``); refuses ``import hpsearch...``."""
+    found = []
+    for node in ast.walk(ast.parse(text)):
+        absolute = []
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found += [node.module] if node.module else [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            absolute = [node.module or ""]
+        elif isinstance(node, ast.Import):
+            absolute = [alias.name for alias in node.names]
+        if any(name.split(".")[0] == "hpsearch" for name in absolute):
+            raise RuntimeError(f"hpsearch/{module}.py travels with the model and must import hpsearch's modules "
+                               f"relatively (from .x import ...), line {node.lineno}")
+    return [name.split(".")[0] for name in found]
 
 
 def register(client: MlflowClient, name: str, source: str, run_id: str, *, metric: str, mode: str,

@@ -32,7 +32,7 @@ from hpsearch.export import read_export
 from hpsearch.model import load_model
 from hpsearch.predict import load_pyfunc
 from hpsearch.space import load_space
-from tests.conftest import REPO, SPACES, write_space
+from tests.conftest import SPACES, write_space
 
 pytestmark = pytest.mark.e2e
 
@@ -191,7 +191,7 @@ def test_predict_rejects_a_csv_missing_a_column_of_the_signature(store, tmp_path
     assert "region is missing" in err and not (tmp_path / "out.csv").exists()
 
 
-def test_predict_rejects_a_csv_whose_values_do_not_fit_the_signature(store, tmp_path, capsys):
+def test_predict_rejects_a_csv_with_text_in_a_numeric_column(store, tmp_path, capsys):
     rows = _raw_rows().astype({"age": object})
     rows.loc[5, "age"] = "forty"
     rows.to_csv(tmp_path / "input.csv", index=False)
@@ -199,32 +199,57 @@ def test_predict_rejects_a_csv_whose_values_do_not_fit_the_signature(store, tmp_
                  "--tracking-uri", _uri(store)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
-    assert "does not match the model's signature: Incompatible input types for column age" in err
+    assert err.endswith("input.csv: column 'age', row 5: 'forty' is not a number (line 7 of the file)")
 
 
-def test_mlflow_models_serve_answers_a_prediction_request(store):
+def test_mlflow_models_serve_answers_requests_in_the_forms_clients_send(store):
+    """One server, every request form: records and split, whole numbers as JSON integers (int64), a column
+    null in every row, columns in another order, an extra column; text in a numeric column is HTTP 400.
+
+    The programs are found next to the Python running the tests, so the suite needs no activated venv.
+    """
     port = _free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": _uri(store), "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/churn@best", "--env-manager",
-               "local", "-h", "127.0.0.1", "-p", str(port)]
+    programs = Path(sys.executable).parent
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}  # the model brings its code
+    env |= {"MLFLOW_TRACKING_URI": _uri(store), "PATH": f"{programs}{os.pathsep}{os.environ.get('PATH', '')}"}
+    command = [str(programs / "mlflow"), "models", "serve", "-m", "models:/churn@best", "--env-manager", "local",
+               "-h", "127.0.0.1", "-p", str(port)]
     log = store / "serve.log"
     with log.open("w") as output:  # a file, not a pipe: a chatty server never blocks on a full pipe
         server = subprocess.Popen(command, cwd=store, env=env, stdout=output, stderr=subprocess.STDOUT,
                                   start_new_session=True)
     try:
         _wait_until_up(f"http://127.0.0.1:{port}/ping", server, log)
-        body = {"dataframe_split": {"columns": ["age", "tenure_months", "monthly_fee", "plan", "region"],
-                                    "data": [[41.0, 31.0, 23.96, "plus", "east"], [None, 6.0, None, None, "west"]]}}
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", json.dumps(body).encode(),
-                                         {"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            answer = json.loads(response.read())
-        predictions = answer["predictions"]
-        assert len(predictions) == 2 and {p["prediction"] for p in predictions} <= {"yes", "no"}
-        assert all(abs(p["probability_yes"] + p["probability_no"] - 1) < 1e-9 for p in predictions)
+        url = f"http://127.0.0.1:{port}/invocations"
+        split = {"columns": ["age", "tenure_months", "monthly_fee", "plan", "region"],
+                 "data": [[41, 31, 23.96, "plus", "east"], [None, 6, None, None, "west"]]}
+        by_split = _ask(url, {"dataframe_split": split})
+        records = [{"region": "east", "plan": "plus", "monthly_fee": 23.96, "tenure_months": 31, "age": 41,
+                    "customer": "c-1"},
+                   {"region": "west", "plan": None, "monthly_fee": None, "tenure_months": 6, "age": None,
+                    "customer": "c-2"}]
+        by_records = _ask(url, {"dataframe_records": records})
+        for predictions in (by_split, by_records):
+            assert len(predictions) == 2 and {p["prediction"] for p in predictions} <= {"yes", "no"}
+            assert all(abs(p["probability_yes"] + p["probability_no"] - 1) < 1e-9 for p in predictions)
+        assert by_records == by_split
+        no_plan = _ask(url, {"dataframe_records": [{**r, "plan": None} for r in records]})
+        assert no_plan[1] == by_split[1]  # that row had no plan already
+
+        bad = {"dataframe_split": {**split, "data": [[41, "thirty", 23.96, "plus", "east"]]}}
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _ask(url, bad)
+        assert refused.value.code == 400
+        assert "column 'tenure_months', row 0: 'thirty' is not a number" in refused.value.read().decode()
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # the server and its workers: the group started above
         server.wait(timeout=30)
+
+
+def _ask(url: str, body: dict) -> list[dict]:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["predictions"]
 
 
 def test_a_later_search_moves_the_alias_only_when_it_does_better(store):
