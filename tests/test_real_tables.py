@@ -93,8 +93,8 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 
 @pytest.mark.parametrize(("name", "make", "target", "task", "lines"), TABLES, ids=[t[0] for t in TABLES])
-def test_a_real_table_searches_and_its_model_predicts_the_csv_it_came_from(workdir: Path, capsys, name, make,
-                                                                           target, task, lines):
+def test_a_real_table_searches_and_its_model_predicts_the_csv_it_came_from(workdir: Path, capsys, monkeypatch, name,
+                                                                           make, target, task, lines):
     csv = workdir / f"{name}.csv"
     _write_csv(make(), csv)
     space = write_space(workdir, f"search = Search(data='csv:{csv.name}', target={target!r}, num_samples=2, "
@@ -118,13 +118,10 @@ def test_a_real_table_searches_and_its_model_predicts_the_csv_it_came_from(workd
     predicted = pd.read_csv(workdir / "out.csv")
     assert len(predicted) == len(rows) and predicted["prediction"].notna().all()
 
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        served = mlflow.pyfunc.load_model(f"models:/{name}@best").predict(rows)
-    finally:
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
+    # as a user of MLflow would point it at the store (mlflow.set_registry_uri would leak into later tests)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    served = mlflow.pyfunc.load_model(f"models:/{name}@best").predict(rows)
     assert len(served) == len(rows)
     if task == "regression":
         assert np.isfinite(served["prediction"].to_numpy(dtype=float)).all()
