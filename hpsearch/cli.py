@@ -18,7 +18,7 @@ from typing import NoReturn
 from hpsearch.cli_models import add_commands as add_model_commands
 from hpsearch.errors import HpsearchError
 
-__all__ = ["exit_process", "main", "program"]
+__all__ = ["exit_process", "main", "parser", "program"]
 
 EXIT_ALL_TRIALS_FAILED = 1
 EXIT_USER_ERROR = 2
@@ -56,6 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the search's runs were closed as KILLED", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line's parser, every subcommand included (the tests walk its options)."""
+    return _parser()
 
 
 def _parser() -> argparse.ArgumentParser:

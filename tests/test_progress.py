@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import pickle
 import sys
-
 import time
 
 from hpsearch.progress import NORMAL, QUIET, VERBOSE, Progress, format_duration
@@ -149,7 +148,7 @@ def test_the_time_left_never_grows_while_long_trials_run():
         progress.status_line()
         seen.append(progress.state.eta_s)
     assert all(e is not None for e in seen)
-    assert all(later <= earlier for earlier, later in zip(seen, seen[1:])), seen
+    assert all(later <= earlier for earlier, later in zip(seen, seen[1:], strict=False)), seen
 
 
 def test_a_resumed_search_shows_the_trials_that_ended_before_at_once():
