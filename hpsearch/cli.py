@@ -18,7 +18,7 @@ from typing import NoReturn
 from hpsearch.cli_models import add_commands as add_model_commands
 from hpsearch.errors import HpsearchError
 
-__all__ = ["exit_process", "main", "program"]
+__all__ = ["exit_process", "main", "parser", "program"]
 
 EXIT_ALL_TRIALS_FAILED = 1
 EXIT_USER_ERROR = 2
@@ -58,6 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def parser() -> argparse.ArgumentParser:
+    """The command line's parser, every subcommand included (the tests walk its options)."""
+    return _parser()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpsearch", description="Hyperparameter search for PyTorch models.")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -67,12 +72,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-epochs", type=int, metavar="E", help="most epochs a trial trains")
     run.add_argument("--experiment", metavar="NAME", help="MLflow experiment (default: the space file's stem)")
     run.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite in ./mlruns)")
-    run.add_argument("--searcher", choices=("tpe", "random", "grid"))
-    run.add_argument("--scheduler", choices=("asha", "fifo"))
-    run.add_argument("--seed", type=int, metavar="S")
-    run.add_argument("--cpus-per-trial", type=float, metavar="C")
-    run.add_argument("--gpus-per-trial", type=float, metavar="G")
-    run.add_argument("--top", type=int, default=5, metavar="K", help="best trials shown at the end (default 5)")
+    run.add_argument("--searcher", choices=("tpe", "random", "grid"),
+                     help="what proposes the configurations: Optuna's TPE, random, or the whole grid of choices")
+    run.add_argument("--scheduler", choices=("asha", "fifo"),
+                     help="asha stops weak trials early; fifo runs every trial to its last epoch")
+    run.add_argument("--seed", type=int, metavar="S", help="seeds the split, the searcher and every trial")
+    run.add_argument("--cpus-per-trial", type=float, metavar="C", help="CPUs each trial takes (default 1)")
+    run.add_argument("--gpus-per-trial", type=float, metavar="G",
+                     help="GPUs each trial takes, fractions allowed (default 0)")
+    _add_top(run, "best trials shown at the end")
     run.add_argument("--resume", action="store_true", help="continue the experiment's interrupted search")
     run.add_argument("--max-failures", type=int, default=0, metavar="N",
                      help="retry a failed trial up to N times from its last checkpoint (default 0)")
@@ -88,10 +96,12 @@ def _parser() -> argparse.ArgumentParser:
                           "process, no Ray start-up; auto: local when trials x epochs x training rows <= 100,000")
     run.set_defaults(command=_run)
     resume = commands.add_parser("resume", help="continue the interrupted search of an experiment")
-    resume.add_argument("experiment", metavar="EXPERIMENT")
+    resume.add_argument("experiment", metavar="EXPERIMENT",
+                        help="the MLflow experiment whose latest unfinished search continues")
     resume.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite in ./mlruns)")
-    resume.add_argument("--max-failures", type=int, default=0, metavar="N")
-    resume.add_argument("--top", type=int, default=5, metavar="K")
+    resume.add_argument("--max-failures", type=int, default=0, metavar="N",
+                        help="retry a failed trial up to N times from its last checkpoint (default 0)")
+    _add_top(resume, "best trials shown at the end")
     resume.set_defaults(command=_resume)
     add_model_commands(commands)  # best, export, train, predict (hpsearch.cli_models)
     _add_view_commands(commands)
@@ -99,6 +109,13 @@ def _parser() -> argparse.ArgumentParser:
 
     cluster_cli.add_commands(commands)
     return parser
+
+
+def _add_top(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--top K``, with the same default in every command that shows the best trials."""
+    from hpsearch.show import DEFAULT_TOP
+
+    parser.add_argument("--top", type=int, default=DEFAULT_TOP, metavar="K", help=f"{what} (default {DEFAULT_TOP})")
 
 
 def _add_view_commands(commands: argparse._SubParsersAction) -> None:
@@ -113,9 +130,10 @@ def _add_view_commands(commands: argparse._SubParsersAction) -> None:
                         help="its latest search is reported (default: the latest search of any experiment)")
     report.add_argument("-o", "--output", type=Path, default=Path("report.html"), metavar="FILE",
                         help="where to write the page (default report.html)")
-    report.add_argument("--run", metavar="RUN_ID", help="a search's parent run id, instead of the latest")
+    report.add_argument("--search", metavar="RUN_ID", help="a given search (its parent run id), not the latest")
+    report.add_argument("--run", dest="search", help=argparse.SUPPRESS)  # its name before 0.x: still accepted
     report.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite in ./mlruns)")
-    report.add_argument("--top", type=int, default=10, metavar="K", help="best trials in the table (default 10)")
+    _add_top(report, "best trials in the table")
     report.set_defaults(command=_report)
 
 
@@ -137,10 +155,10 @@ def _run_search(args: argparse.Namespace, store) -> int:  # noqa: ANN001 - hpsea
     search = _with_overrides(search, args)
     if args.max_failures < 0:
         raise HpsearchError(f"--max-failures must be >= 0, but got {args.max_failures}")
-    from hpsearch.progress import NORMAL, QUIET, VERBOSE, Progress
-    from hpsearch.runner import SearchInterrupted, run_search  # Ray and torch load once the space file is good
+    from hpsearch.progress import NORMAL, QUIET, VERBOSE, Progress, format_duration
 
-    display = Progress(QUIET if args.quiet else VERBOSE if args.verbose else NORMAL)
+    display = Progress(QUIET if args.quiet else VERBOSE if args.verbose else NORMAL)  # its clock starts here
+    from hpsearch.runner import SearchInterrupted, run_search  # Ray and torch load once the space file is good
 
     try:
         outcome = run_search(search, args.space_file, experiment=args.experiment, tracking_uri=args.tracking_uri,
@@ -161,7 +179,8 @@ def _run_search(args: argparse.Namespace, store) -> int:  # noqa: ANN001 - hpsea
               f"resume with:\n  {again}", file=sys.stderr)
         return EXIT_INTERRUPTED
     counts = outcome.counts()
-    print(f"\nsearch finished in {outcome.wall_s:.0f}s: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    print(f"\nsearch finished in {format_duration(display.elapsed())}: "  # the status line's clock
+          + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     _print_best(outcome, args.top)
     from hpsearch.tracking import ui_command
 
@@ -184,19 +203,16 @@ def _ui(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from hpsearch.history import find_search
+    from hpsearch.cli_models import open_search
     from hpsearch.report import write_report
-    from hpsearch.tracking import connect
 
-    if args.tracking_uri is None and not Path("mlruns/mlflow.db").is_file():
-        from hpsearch.errors import TrackingError
-
-        raise TrackingError(f"no tracking store at mlruns/mlflow.db in {Path.cwd()}; run a search here first "
-                            "or pass --tracking-uri")
-    client, _ = connect(args.tracking_uri)
-    run_id = args.run or find_search(client, args.experiment)
-    path = write_report(client, run_id, args.output, top=args.top)
-    print(f"report of search {run_id} written to {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    client, _, search = open_search(args)
+    existed = args.output.exists()
+    path, notes = write_report(client, search.info.run_id, args.output, top=args.top)
+    for note in notes:
+        print(note)
+    verb = "overwrote" if existed else "wrote"
+    print(f"{verb} {path} ({path.stat().st_size / 1e6:.1f} MB): report of search {search.info.run_id}")
     return 0
 
 
@@ -226,25 +242,15 @@ def _with_overrides(search, args: argparse.Namespace):  # noqa: ANN001, ANN202 -
 
 
 def _print_best(outcome, top: int) -> None:  # noqa: ANN001 - SearchOutcome, imported lazily
-    ranked = outcome.ranked()[:top]
+    from hpsearch.show import TableTrial, number, text_table, trials_table
+
+    ranked = [TableTrial(t.name, t.status, t.metrics[outcome.metric], t.epochs, t.params) for t in outcome.ranked()]
     if not ranked:
         return
-    hidden = ("max_epochs", "seed", "metric", "mode", "early_stopping_patience")
-    keys = [k for k in dict.fromkeys(k for t in ranked for k in t.params) if k not in hidden]
-    varying = [k for k in keys if len({str(t.params.get(k)) for t in outcome.trials}) > 1] or keys
-    header = ["rank", "trial", "status", outcome.metric, "epochs", *varying]
-    rows = [[str(i + 1), t.name, t.status, f"{t.metrics[outcome.metric]:.4g}", str(t.epochs),
-             *(_short(t.params.get(k)) for k in varying)] for i, t in enumerate(ranked)]
-    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
-    print(f"\nbest {len(ranked)} trials by {outcome.metric} ({outcome.mode}):")
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    header, rows = trials_table(ranked, outcome.metric, top)
+    print(f"\nbest {len(rows)} trials by {outcome.metric} ({outcome.mode}):")
+    for line in text_table(header, rows):
+        print(line)
     if outcome.test_metrics:
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in outcome.test_metrics.items())
+        shown = ", ".join(f"{k}={number(v)}" for k, v in outcome.test_metrics.items())
         print(f"best trial {outcome.best.name} on the test split: {shown}")
-
-
-def _short(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return "" if value is None else str(value)

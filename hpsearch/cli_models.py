@@ -13,15 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.errors import NotFoundError
+from hpsearch.show import DEFAULT_TOP, number
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "open_search"]
 
 
 def add_commands(commands: Any) -> None:
     """Add the four subcommands to the CLI's subparsers."""
     best = commands.add_parser("best", help="the best trials of a search, from MLflow")
     _add_search_arguments(best)
-    best.add_argument("--top", type=int, default=5, metavar="K", help="how many trials (default 5)")
+    best.add_argument("--top", type=int, default=DEFAULT_TOP, metavar="K",
+                      help=f"best trials in the table (default {DEFAULT_TOP})")
     best.add_argument("--json", action="store_true", help="print JSON instead of a table")
     best.set_defaults(command=_best)
 
@@ -39,7 +41,7 @@ def add_commands(commands: Any) -> None:
 
     predict = commands.add_parser("predict", help="predict the raw rows of a CSV file with a logged model")
     predict.add_argument("model_uri", metavar="MODEL_URI", help="models:/NAME@best, runs:/RUN_ID/pyfunc_model, ...")
-    predict.add_argument("input", type=Path, metavar="INPUT.csv")
+    predict.add_argument("input", type=Path, metavar="INPUT.csv", help="rows with the columns the model was trained on")
     predict.add_argument("-o", "--output", type=Path, metavar="FILE",
                          help="write the predictions CSV there (default: standard output)")
     predict.add_argument("--keep", action="append", default=[], metavar="COLUMN",
@@ -67,9 +69,10 @@ def _positive_int(text: str) -> int:
 def _best(args: argparse.Namespace) -> int:
     from hpsearch.export import best_trial, rank_trials
 
-    client, _, search = _search(args)
+    client, _, search = open_search(args)
     best_trial(client, search)  # no completed trial: an error, not an empty table
-    ranked = rank_trials(client, search)[: max(args.top, 1)]
+    everyone = rank_trials(client, search)
+    ranked = everyone[: max(args.top, 1)]
     metric, mode = search.data.params["metric"], search.data.params["mode"]
     if args.json:
         rows = [{"rank": t.rank, "trial": t.name, "run_id": t.run_id, "status": t.status, metric: t.value,
@@ -77,26 +80,25 @@ def _best(args: argparse.Namespace) -> int:
         print(json.dumps({"search_run_id": search.info.run_id, "metric": metric, "mode": mode, "trials": rows},
                          indent=2))
         return 0
-    print(f"search {search.info.run_id} ({search.info.run_name}): best {len(ranked)} trials by {metric} ({mode})")
-    keys = list(dict.fromkeys(k for t in ranked for k in t.hyperparameters))
-    header = ["rank", "trial", "status", metric, "epochs", *keys]
-    rows = [[str(t.rank), t.name, t.status, f"{t.value:.4g}", str(t.epochs),
-             *(_cell(t.hyperparameters.get(k)) for k in keys)] for t in ranked]
-    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    from hpsearch.show import TableTrial, text_table, trials_table
+
+    header, rows = trials_table([TableTrial(t.name, t.status, t.value, t.epochs, _flat(t.hyperparameters))
+                                 for t in everyone], metric, args.top)
+    print(f"search {search.info.run_id} ({search.info.run_name}): best {len(rows)} trials by {metric} ({mode})")
+    for line in text_table(header, rows):
+        print(line)
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
     from hpsearch.export import best_trial, build_export, read_export, write_export
 
-    client, uri, search = _search(args)
+    client, uri, search = open_search(args)
     document = build_export(client, uri, search, best_trial(client, search))
     write_export(document, args.output)
     read_export(args.output)  # what we write must read back
     print(f"wrote {args.output}: {document['trial']} of search {search.info.run_id}, "
-          f"{document['settings']['metric']}={document['metrics']['validation'][document['settings']['metric']]:.4g}")
+          f"{document['settings']['metric']}={number(document['metrics']['validation'][document['settings']['metric']])}")
     print(f"retrain it with:\n  python -m hpsearch train {args.output}")
     return 0
 
@@ -109,7 +111,7 @@ def _train(args: argparse.Namespace) -> int:
 
     result = retrain(document, source=args.config, epochs=args.epochs, full_data=args.full_data,
                      tracking_uri=args.tracking_uri)
-    shown = ", ".join(f"{k}={v:.4g}" for k, v in {**result.metrics, **result.test_metrics}.items())
+    shown = ", ".join(f"{k}={number(v)}" for k, v in {**result.metrics, **result.test_metrics}.items())
     print(f"retrained for {result.epochs} epochs: {shown}")
     print(f"run {result.run_id} in experiment {result.experiment!r}; model: {result.model_uri}")
     return 0
@@ -128,20 +130,22 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-def _search(args: argparse.Namespace) -> tuple[Any, str, Any]:
+def open_search(args: argparse.Namespace) -> tuple[Any, str, Any]:
+    """The store and the search that ``best``, ``export`` and ``report`` look at: ``--search RUN_ID``, else the
+    latest search of ``EXPERIMENT`` (of any experiment when not given). One function, so that "no store here"
+    and "no such search" read the same in every command."""
     from hpsearch.export import find_search
     from hpsearch.tracking import DEFAULT_STORE, connect
 
     if args.tracking_uri is None and not (DEFAULT_STORE / "mlflow.db").is_file():
-        raise NotFoundError(f"no MLflow store here ({DEFAULT_STORE}/mlflow.db); run a search first or pass "
-                            "--tracking-uri")
+        raise NotFoundError(f"no MLflow store in this folder ({Path.cwd() / DEFAULT_STORE / 'mlflow.db'} does not "
+                            "exist); run a search here first, or pass --tracking-uri URI")
     client, uri = connect(args.tracking_uri)
     return client, uri, find_search(client, args.experiment, args.search)
 
 
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    if isinstance(value, list):
-        return "-".join(map(str, value)) or "none"
-    return "" if value is None else str(value)
+def _flat(hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    """Typed hyperparameters (``layers`` as a list) back as flat params (``n_layers``, ``units_i``)."""
+    layers = hyperparameters.get("layers", [])
+    flat = {k: v for k, v in hyperparameters.items() if k != "layers"}
+    return {"n_layers": len(layers), **{f"units_{i}": u for i, u in enumerate(layers)}, **flat}

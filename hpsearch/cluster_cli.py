@@ -21,11 +21,12 @@ RUN_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--experiment", {"metavar": "NAME", "help": "MLflow experiment (default: the space file's stem)"}),
     ("--tracking-uri", {"metavar": "URI", "help": "MLflow tracking URI, e.g. http://HOST:5000"}),
     ("--storage", {"metavar": "PATH_OR_URI", "help": "checkpoints: a shared folder or an object store URI"}),
-    ("--searcher", {"choices": ("tpe", "random", "grid")}),
-    ("--scheduler", {"choices": ("asha", "fifo")}),
-    ("--seed", {"type": int, "metavar": "S"}),
-    ("--cpus-per-trial", {"type": float, "metavar": "C"}),
-    ("--gpus-per-trial", {"type": float, "metavar": "G"}),
+    ("--searcher", {"choices": ("tpe", "random", "grid"),
+                    "help": "what proposes the configurations: Optuna's TPE, random, or the whole grid"}),
+    ("--scheduler", {"choices": ("asha", "fifo"), "help": "asha stops weak trials early; fifo runs every trial"}),
+    ("--seed", {"type": int, "metavar": "S", "help": "seeds the split, the searcher and every trial"}),
+    ("--cpus-per-trial", {"type": float, "metavar": "C", "help": "CPUs each trial takes (default 1)"}),
+    ("--gpus-per-trial", {"type": float, "metavar": "G", "help": "GPUs each trial takes (default 0)"}),
 ]
 
 

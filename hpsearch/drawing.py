@@ -164,7 +164,12 @@ class PendingPlots:
     drawn: PlotsLogged | None = None  # already drawn, in-process
 
     def log(self, store: Store, on_event: Callable[[str], None] = print) -> PlotsLogged:
-        """Wait for the drawing, log the files to the runs, and say what was logged or skipped."""
+        """Wait for the drawing, log the files to the runs, and say what was logged or skipped.
+
+        ``on_event`` gets these lines as details (the command line shows them with ``--verbose`` only): a
+        figure skipped for a reason that is no mistake (Graphviz not installed, too few trials) is said on
+        every search otherwise, and ``report`` says it where it matters.
+        """
         try:
             logged = self.drawn or self._wait()
             files = [(run_id, str(png), PLOTS_DIR) for run_id in self.runs

@@ -195,7 +195,9 @@ def search_of(document: dict[str, Any], data: Any = None) -> Search:
         return Search(data=source, target=settings["target"], task=settings["task"], split=settings["split"],
                       seed=settings["seed"], params=document["hyperparameters"], drop=settings.get("drop", ()))
     except SpaceError as err:
-        field = (err.field or "").replace("params.", "hyperparameters.")
+        if err.field is None:  # several names at once (unknown hyperparameters), each named in the message
+            raise ConfigError(err.message.replace("params.", "hyperparameters.")) from None
+        field = err.field.replace("params.", "hyperparameters.")
         field = field if field.startswith("hyperparameters") else f"settings.{field}"
         raise ConfigError(f"field '{field}': {err.message}") from None
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 
 from hpsearch import tracking
 from hpsearch.data import Dataset
+from hpsearch.progress import Progress
 from hpsearch.space import Search, suggest_params
 from hpsearch.train import TrialConfig, fit
 
@@ -63,27 +63,29 @@ class _Pruned(Exception):
 
 
 def fit_local(search: Search, data: Dataset, metric: str, mode: str, tracker: tracking.TrialTracker,
-              model_root: Path, on_event: Callable[[str], None]) -> None:
-    """Run every trial of the search in this process, one after another, tracked like Ray trials."""
+              model_root: Path, progress: Progress) -> None:
+    """Run every trial of the search in this process, one after another, tracked and shown like Ray trials."""
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, math.floor(search.resources["cpu"])))  # as a Ray trial with these CPUs
     try:
-        _fit_trials(search, data, metric, mode, tracker, model_root, on_event)
+        _fit_trials(search, data, metric, mode, tracker, model_root, progress)
     finally:
         torch.set_num_threads(threads)
+        progress.close()
 
 
 def _fit_trials(search: Search, data: Dataset, metric: str, mode: str, tracker: tracking.TrialTracker,
-                model_root: Path, on_event: Callable[[str], None]) -> None:
+                model_root: Path, progress: Progress) -> None:
     settings = {"max_epochs": search.max_epochs, "seed": search.seed, "metric": metric, "mode": mode,
                 "early_stopping_patience": search.early_stopping_patience}
     study = optuna.create_study(direction="minimize" if mode == "min" else "maximize",
                                 sampler=make_sampler(search), pruner=_pruner(search))
-    started, best = time.monotonic(), None
+    progress.begin(search.num_samples, metric, mode, search.max_epochs)
     for _ in range(search.num_samples):
         trial = study.ask()
         config = TrialConfig.from_params({**suggest_params(search.params, trial), **trial.params}, **settings)
-        record, pruned = _run_trial(trial, config, data, metric, tracker, model_root / f"trial_{trial.number:05d}")
+        record, pruned = _run_trial(trial, config, data, metric, tracker, model_root / f"trial_{trial.number:05d}",
+                                    progress)
         value = record.metrics.get(metric)
         if record.status == "failed":
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -91,9 +93,7 @@ def _fit_trials(search: Search, data: Dataset, metric: str, mode: str, tracker: 
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
             study.tell(trial, value)
-        if value is not None and (best is None or (value < best[0] if mode == "min" else value > best[0])):
-            best = (value, record.name)
-        on_event(_progress_line(record, metric, best, tracker, search.num_samples, started))
+        progress.trial_ended(record.name, record.status, record.epochs, value, record.error)
     tracker.flush()
 
 
@@ -105,15 +105,19 @@ def _pruner(search: Search) -> optuna.pruners.BasePruner:
 
 
 def _run_trial(trial: optuna.Trial, config: TrialConfig, data: Dataset, metric: str,
-               tracker: tracking.TrialTracker, model_dir: Path) -> tuple[tracking.TrialRecord, bool]:
+               tracker: tracking.TrialTracker, model_dir: Path,
+               progress: Progress) -> tuple[tracking.TrialRecord, bool]:
     """Train one trial; returns its record and whether the pruner stopped it."""
     trial_id = f"local_{trial.number:05d}"
-    tracker.trial_started(trial_id, config.to_params())
+    name = tracker.trial_started(trial_id, config.to_params()).name
+    progress.trial_started(name)
     last: dict[str, Any] = {}
 
     def report(metrics: dict[str, float], save: Callable[[Path], None]) -> None:
         last.update(metrics=metrics, save=save)  # the model is written once, when the trial ends
         tracker.epoch_reported(trial_id, metrics)
+        record = tracker.records[trial_id]
+        progress.epoch(name, record.epochs, record.metrics)  # the same figures a Ray trial shows
         trial.report(metrics[metric], int(metrics["epoch"]))
         if trial.should_prune():
             raise _Pruned
@@ -131,13 +135,3 @@ def _run_trial(trial: optuna.Trial, config: TrialConfig, data: Dataset, metric: 
     record = tracker.trial_ended(trial_id, model_dir=str(model_dir) if "save" in last else None,
                                  early_stopped=early)
     return record, pruned
-
-
-def _progress_line(record: tracking.TrialRecord, metric: str, best: tuple[float, str] | None,
-                   tracker: tracking.TrialTracker, total: int, started: float) -> str:
-    value = record.metrics.get(metric)
-    done = sum(r.status != "running" for r in tracker.records.values())
-    shown = f"{metric}={value:.4g}" if value is not None else (record.error or "").strip().splitlines()[-1:]
-    best_text = f"best {best[0]:.4g} ({best[1]})" if best else "no best yet"
-    return (f"[{done:>3}/{total}] {record.name} {record.status:<9} after {record.epochs:>3} epochs  {shown}  | "
-            f"{best_text} | {time.monotonic() - started:.0f}s")

@@ -10,14 +10,19 @@ every epoch's metrics as well).
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-__all__ = ["QUIET", "NORMAL", "VERBOSE", "Progress", "Snapshot", "format_duration"]
+from hpsearch.show import number
+
+__all__ = ["QUIET", "NORMAL", "VERBOSE", "Progress", "Snapshot", "format_duration", "trial_line"]
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
 _CLEAR_LINE = "\r\x1b[K"
+_RUNNING_SHOWN = 3  # running trials named in the status line; more are counted
 
 
 @dataclass
@@ -31,6 +36,8 @@ class Snapshot:
     best_trial: str | None = None
     elapsed_s: float = 0.0
     eta_s: float | None = None
+    max_epochs: int | None = None
+    running_epochs: dict[str, int] = field(default_factory=dict)  # running trial -> epochs it has trained
 
     @property
     def done(self) -> int:
@@ -40,41 +47,74 @@ class Snapshot:
 class Progress:
     """Follows trial events and shows them.
 
+    The clock starts when the display is made (the command's start), so the status line's time and the final
+    ``search finished in`` agree; on a terminal a timer redraws the status line every ``tick_s`` seconds, so
+    the clock ticks while no trial reports. The estimate of the time left comes from the epochs trained so far
+    against the epochs the search still needs, and never grows while the trials run.
+
     Args:
         verbosity: ``QUIET``, ``NORMAL`` or ``VERBOSE``.
         stream: where to write (stdout by default).
         live: keep one status line updated in place; by default only when ``stream`` is a terminal.
+        clock: seconds, monotonic (tests pass their own).
+        tick_s: how often a live status line is redrawn when nothing happens.
     """
 
-    def __init__(self, verbosity: int = NORMAL, stream: TextIO | None = None, live: bool | None = None) -> None:
+    def __init__(self, verbosity: int = NORMAL, stream: TextIO | None = None, live: bool | None = None,
+                 clock: Callable[[], float] = time.monotonic, tick_s: float = 1.0) -> None:
         self.verbosity = verbosity
         self.stream = stream or sys.stdout
         self.live = _is_terminal(self.stream) if live is None else live
         self.metric, self.mode = "", "min"
         self.state = Snapshot(total=0)
-        self._started = time.monotonic()
+        self.clock, self.tick_s = clock, tick_s
+        self.started = clock()
+        self._trials_started: float | None = None  # when the trials began: the pace is measured from there
+        self._epochs_seen: dict[str, int] = {}  # trial -> last epoch counted in this session's pace
+        self._epochs_now = 0  # epochs trained since begin()
+        self._ended_epochs: list[int] = []  # epochs of every ended trial: what a trial takes on average
+        self._eta: tuple[float, float] | None = None  # (estimate, when): the estimate may only fall
         self._shown = False  # whether a status line is on screen, to be cleared before other output
+        self._lock = threading.RLock()
+        self._timer: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def __getstate__(self) -> dict:
-        """Ray Tune pickles its callbacks with the experiment state; a stream does not pickle, so it stays behind
-        (a restored copy writes to stdout)."""
-        return {**self.__dict__, "stream": None}
+        """Ray Tune pickles its callbacks with the experiment state; a stream, a lock and a thread do not
+        pickle, so they stay behind (a restored copy writes to stdout, without a timer)."""
+        return {**self.__dict__, "stream": None, "clock": None, "_lock": None, "_timer": None, "_stop": None}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self.stream = sys.stdout
+        self.stream, self.clock = sys.stdout, time.monotonic
+        self._lock, self._timer, self._stop = threading.RLock(), None, threading.Event()
 
     # ------------------------------------------------------------------------------------------ events
-    def begin(self, total: int, metric: str, mode: str) -> None:
-        """The trials are about to start: reset the clock (loading data and Ray start-up are not trial time)."""
-        self.metric, self.mode = metric, mode
-        self.state = Snapshot(total=total)
-        self._started = time.monotonic()
-        self._refresh()
+    def begin(self, total: int, metric: str, mode: str, max_epochs: int | None = None) -> None:
+        """The trials are about to start: the counts start afresh, the clock goes on (the start-up counts)."""
+        with self._lock:
+            self.metric, self.mode = metric, mode
+            self.state = Snapshot(total=total, max_epochs=max_epochs)
+            self._trials_started = self.clock()
+            self._epochs_seen, self._epochs_now, self._ended_epochs, self._eta = {}, 0, [], None
+            self._refresh()
+        if self.live and self.verbosity >= NORMAL and self._timer is None:
+            self._stop.clear()
+            self._timer = threading.Thread(target=self._tick_forever, name="hpsearch-progress", daemon=True)
+            self._timer.start()
+
+    def elapsed(self) -> float:
+        """Seconds since the display was made: the status line's clock."""
+        return self.clock() - self.started
 
     def message(self, text: str) -> None:
         """An information line from the runner (data loaded, run ids); hidden when quiet."""
         if self.verbosity >= NORMAL:
+            self._print(text)
+
+    def detail(self, text: str) -> None:
+        """A line only ``--verbose`` shows (what was logged, a figure skipped for want of Graphviz)."""
+        if self.verbosity >= VERBOSE:
             self._print(text)
 
     def warning(self, text: str) -> None:
@@ -82,73 +122,143 @@ class Progress:
         self._print(f"warning: {text}")
 
     def trial_started(self, name: str) -> None:
-        self.state.running += 1
-        if self.verbosity >= VERBOSE:
-            self._print(f"{name} started")
-        self._refresh()
+        with self._lock:
+            self.state.running_epochs.setdefault(name, 0)
+            self.state.running = len(self.state.running_epochs)
+            if self.verbosity >= VERBOSE:
+                self._print(f"{name} started")
+            self._refresh()
 
     def epoch(self, name: str, epoch: int, metrics: dict[str, float]) -> None:
-        if self.verbosity >= VERBOSE:
-            shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-            self._print(f"{name} epoch {epoch:>3}  {shown}")
-        self._refresh()
+        with self._lock:
+            self._count_epochs(name, epoch)
+            if name in self.state.running_epochs:
+                self.state.running_epochs[name] = epoch
+            if self.verbosity >= VERBOSE:
+                shown = "  ".join(f"{k}={number(v)}" for k, v in metrics.items())
+                self._print(f"{name} epoch {epoch:>3}  {shown}")
+            self._refresh()
 
     def trial_ended(self, name: str, status: str, epochs: int, value: float | None, error: str | None = None) -> None:
         """A trial finished (completed, stopped or failed): update the counts and the best so far."""
-        state = self.state
-        state.running = max(0, state.running - 1)
-        state.counts[status] = state.counts.get(status, 0) + 1
-        if value is not None and (state.best_value is None or _better(value, state.best_value, self.mode)):
-            state.best_value, state.best_trial = value, name
-        self._tick()
-        if self.verbosity >= NORMAL and (not self.live or self.verbosity >= VERBOSE or status == "failed"):
-            shown = f"{self.metric}={value:.4g}" if value is not None else _last_line(error)
-            self._print(f"{name} {status:<9} after {epochs:>3} epochs  {shown}  | {self.status_line()}")
-        self._refresh()
+        with self._lock:
+            state = self.state
+            state.running_epochs.pop(name, None)
+            state.running = len(state.running_epochs)
+            self._count_epochs(name, epochs)
+            self._ended_epochs.append(epochs)
+            self._count(name, status, value)
+            self._tick()
+            if self.verbosity >= NORMAL and (not self.live or self.verbosity >= VERBOSE or status == "failed"):
+                self._print(trial_line(name, status, epochs, self.metric, value, error) + f"  | {self.status_line()}")
+            self._refresh()
 
-    def already_ended(self, name: str, status: str, value: float | None) -> None:
+    def already_ended(self, name: str, status: str, value: float | None, epochs: int | None = None) -> None:
         """A trial that ended before the search was resumed: counted, not announced."""
-        self.state.counts[status] = self.state.counts.get(status, 0) + 1
-        if value is not None and (self.state.best_value is None or _better(value, self.state.best_value, self.mode)):
-            self.state.best_value, self.state.best_trial = value, name
+        with self._lock:
+            self._count(name, status, value)
+            if epochs:
+                self._ended_epochs.append(epochs)
+            self._refresh()
 
     def close(self) -> None:
-        """The search is over: leave the last status line on screen and move to a new line."""
-        if self._shown:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._shown = False
+        """The search is over: stop the timer, leave the last status line on screen and move to a new line."""
+        if self._timer is not None:
+            self._stop.set()
+            self._timer.join()
+            self._timer = None
+        with self._lock:
+            if self._shown:
+                self._refresh()
+                self.stream.write("\n")
+                self.stream.flush()
+                self._shown = False
 
     # ------------------------------------------------------------------------------------------ display
     def status_line(self) -> str:
-        """The status line: ``[ 7/20] 3 running | 4 completed 2 stopped 1 failed | best val_loss 0.1234
-        (trial_003) | 1m05s, ~2m left``."""
+        """The status line: ``[ 7/20] 2 running (trial_008 e4/20, trial_009 e2/20) | 4 completed 2 stopped 1
+        failed | best val_loss 0.1234 (trial_003) | 1m05s, ~2m left``."""
         self._tick()
         s = self.state
         counts = " ".join(f"{n} {k}" for k, n in s.counts.items() if n) or "none finished"
-        best = f"best {self.metric} {s.best_value:.4g} ({s.best_trial})" if s.best_trial else "no best yet"
+        best = f"best {self.metric} {number(s.best_value)} ({s.best_trial})" if s.best_trial else "no best yet"
         eta = f", ~{format_duration(s.eta_s)} left" if s.eta_s is not None else ""
-        return (f"[{s.done:>{len(str(s.total))}}/{s.total}] {s.running} running | {counts} | {best} | "
+        return (f"[{s.done:>{len(str(s.total))}}/{s.total}] {self._running()} | {counts} | {best} | "
                 f"{format_duration(s.elapsed_s)}{eta}")
 
-    def _tick(self) -> None:
-        """Elapsed time, and the rest estimated from the pace so far (finished trials per second)."""
+    def _running(self) -> str:
+        """``2 running (trial_003 e4/20, trial_005 e2/20)``: which trials train, and how far they are."""
         s = self.state
-        s.elapsed_s = time.monotonic() - self._started
-        s.eta_s = s.elapsed_s / s.done * (s.total - s.done) if s.done else None
+        if not s.running_epochs:
+            return f"{s.running} running"
+        of = f"/{s.max_epochs}" if s.max_epochs else ""
+        named = [f"{name} e{epochs}{of}" for name, epochs in list(s.running_epochs.items())[:_RUNNING_SHOWN]]
+        more = len(s.running_epochs) - len(named)
+        return f"{s.running} running ({', '.join(named)}{f', +{more} more' if more else ''})"
+
+    def _count(self, name: str, status: str, value: float | None) -> None:
+        state = self.state
+        state.counts[status] = state.counts.get(status, 0) + 1
+        if value is not None and (state.best_value is None or _better(value, state.best_value, self.mode)):
+            state.best_value, state.best_trial = value, name
+
+    def _count_epochs(self, name: str, epoch: int) -> None:
+        """Epochs trained in this session (a resumed trial's first report counts one epoch, not all)."""
+        seen = self._epochs_seen.get(name, epoch - 1 if epoch > 0 and name in self.state.running_epochs else 0)
+        self._epochs_now += max(0, epoch - seen)
+        self._epochs_seen[name] = max(seen, epoch)
+
+    def _tick(self) -> None:
+        """Elapsed time, and the rest estimated from the pace so far (epochs trained per second)."""
+        s = self.state
+        now = self.clock()
+        s.elapsed_s = now - self.started
+        estimate = self._estimate(now)
+        if estimate is not None and self._eta is not None:  # it only falls while the trials run
+            estimate = max(0.0, min(estimate, self._eta[0] - (now - self._eta[1])))
+        self._eta = (estimate, now) if estimate is not None else None
+        s.eta_s = estimate
+
+    def _estimate(self, now: float) -> float | None:
+        """Seconds left: the epochs still to train (a trial takes as many as the ended ones did on average, or
+        ``max_epochs`` before any ended) at the pace of the epochs trained so far."""
+        s = self.state
+        if s.done >= s.total or not self._epochs_now or self._trials_started is None:
+            return None
+        per_trial = (sum(self._ended_epochs) / len(self._ended_epochs)) if self._ended_epochs else s.max_epochs
+        if not per_trial:
+            return None
+        waiting = max(0, s.total - s.done - s.running)
+        left = waiting * per_trial + sum(max(0.0, per_trial - e) for e in s.running_epochs.values())
+        pace = self._epochs_now / max(now - self._trials_started, 1e-9)
+        return left / pace
+
+    def _tick_forever(self) -> None:
+        while not self._stop.wait(self.tick_s):
+            with self._lock:
+                self._refresh()
 
     def _refresh(self) -> None:
         if self.live and self.verbosity >= NORMAL:
-            self.stream.write(_CLEAR_LINE + self.status_line()[: _width() - 1])
-            self.stream.flush()
-            self._shown = True
+            with self._lock:
+                self.stream.write(_CLEAR_LINE + self.status_line()[: _width() - 1])
+                self.stream.flush()
+                self._shown = True
 
     def _print(self, text: str) -> None:
-        if self._shown:
-            self.stream.write(_CLEAR_LINE)
-            self._shown = False
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        with self._lock:
+            if self._shown:
+                self.stream.write(_CLEAR_LINE)
+                self._shown = False
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+
+def trial_line(name: str, status: str, epochs: int, metric: str, value: float | None, error: str | None) -> str:
+    """The line a finished trial gets, whichever executor ran it: ``trial_001 stopped   after   1 epochs
+    val_loss=0.9``, or the error's last line for a failed trial."""
+    shown = f"{metric}={number(value)}" if value is not None else _last_line(error)
+    return f"{name} {status:<9} after {epochs:>3} epochs  {shown}"
 
 
 def format_duration(seconds: float) -> str:

@@ -21,11 +21,11 @@ import plotly.io as pio
 from mlflow import MlflowClient
 
 from hpsearch.history import SearchHistory, load_search
+from hpsearch.show import DEFAULT_TOP, TableTrial, number, trials_table
 from hpsearch.visualize import FIGURES_FILE, PLOTS_DIR
 
 __all__ = ["build_report", "write_report"]
 
-_HIDDEN = frozenset({"max_epochs", "seed", "metric", "mode", "early_stopping_patience"})
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
@@ -36,15 +36,23 @@ img { max-width: 100%; border: 1px solid #eee; } pre { background: #f7f7f7; padd
 """
 
 
-def write_report(client: MlflowClient, parent_run_id: str, path: Path, top: int = 10) -> Path:
-    """Write the report of one search to ``path`` and return it."""
+def write_report(client: MlflowClient, parent_run_id: str, path: Path,
+                 top: int = DEFAULT_TOP) -> tuple[Path, list[str]]:
+    """Write the report of one search to ``path``; return it and notes on what the page lacks, and why."""
+    page, notes = _page(client, parent_run_id, top)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(build_report(client, parent_run_id, top), encoding="utf-8")
-    return path
+    path.write_text(page, encoding="utf-8")
+    return path, notes
 
 
-def build_report(client: MlflowClient, parent_run_id: str, top: int = 10) -> str:
+def build_report(client: MlflowClient, parent_run_id: str, top: int = DEFAULT_TOP) -> str:
     """The report page of one search, as a string."""
+    return _page(client, parent_run_id, top)[0]
+
+
+def _page(client: MlflowClient, parent_run_id: str, top: int) -> tuple[str, list[str]]:
+    """The page, and notes on what it lacks (the one place a missing Graphviz is mentioned)."""
+    notes = []
     history = load_search(client, parent_run_id)
     with tempfile.TemporaryDirectory(prefix="hpsearch-report-") as tmp:
         plots_dir = _download_plots(client, parent_run_id, Path(tmp))
@@ -52,6 +60,9 @@ def build_report(client: MlflowClient, parent_run_id: str, top: int = 10) -> str
         images = {p.stem: base64.b64encode(p.read_bytes()).decode() for p in sorted(plots_dir.glob("*.png"))}
         arch = plots_dir / "architecture.txt"
         architecture = arch.read_text() if arch.is_file() else None
+        if architecture and not (plots_dir / "architecture.png").is_file():
+            notes.append("note: the architecture graph is not in the report: Graphviz `dot` was not installed "
+                         "where the search ran (apt-get install graphviz); its text summary is")
     title = f"hpsearch report: {history.experiment} / {history.run_name}"
     body = [
         f"<h1>{_e(title)}</h1>",
@@ -66,7 +77,7 @@ def build_report(client: MlflowClient, parent_run_id: str, top: int = 10) -> str
     if architecture:
         body += ["<h2>Best model architecture</h2>", f"<pre>{_e(architecture)}</pre>"]
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
-            f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>")
+            f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>"), notes
 
 
 # ----------------------------------------------------------------------------------------------- sections
@@ -77,24 +88,20 @@ def _outcome(history: SearchHistory) -> str:
     parts = [", ".join(f"{n} {s}" for s, n in counts.items() if n) or f"{len(history.trials)} trials"]
     if best:
         parts.append(f"best trial <b>{_e(best)}</b>: {_e(history.metric)} = "
-                     f"{history.metrics.get(f'best_{history.metric}', float('nan')):.4g}")
+                     f"{number(history.metrics.get(f'best_{history.metric}', float('nan')))}")
     if tests:
-        parts.append("on the test split " + ", ".join(f"{_e(k)} = {v:.4g}" for k, v in tests.items()))
+        parts.append("on the test split " + ", ".join(f"{_e(k)} = {number(v)}" for k, v in tests.items()))
     return f"<p>{'; '.join(parts)}.</p>"
 
 
 def _best_table(history: SearchHistory, top: int) -> str:
-    ranked = history.ranked()[:top]
+    ranked = history.ranked()
     if not ranked:
         return "<p>No trial reported the search's metric.</p>"
-    keys = [k for k in dict.fromkeys(k for t in history.trials for k in t.params) if k not in _HIDDEN]
-    varying = [k for k in keys if len({t.params.get(k) for t in history.trials}) > 1] or keys
+    header, rows = trials_table([TableTrial(t.name, t.status, t.last(history.metric), t.epochs, t.params)
+                                 for t in ranked], history.metric, top)
     best_id = history.tags.get("hpsearch.best_run_id")
-    header = ["rank", "trial", "status", history.metric, "epochs", *varying]
-    rows = [_row([i + 1, t.name, t.status, f"{t.last(history.metric):.4g}", t.epochs,
-                  *(_short(t.params.get(k)) for k in varying)], best=t.run_id == best_id)
-            for i, t in enumerate(ranked)]
-    return _table(header, rows)
+    return _table(header, [_row(row, best=t.run_id == best_id) for row, t in zip(rows, ranked, strict=False)])
 
 
 def _settings(history: SearchHistory) -> str:
@@ -148,16 +155,6 @@ def _row(cells: list[Any], best: bool = False) -> str:
 
 def _table(header: list[str], rows: list[str]) -> str:
     return "<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>" + "".join(rows) + "</table>"
-
-
-def _short(value: str | None) -> str:
-    if value is None:
-        return ""
-    try:
-        number = float(value)
-    except ValueError:
-        return value
-    return value if number.is_integer() and "." not in value else f"{number:.3g}"
 
 
 def _when(ms: int) -> str:

@@ -15,6 +15,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -149,6 +150,7 @@ def run_search(
     store = store or LocalStore(tracking_uri)
     started = time.monotonic()
     experiment = _check_experiment_name(experiment or search.experiment or space_file.stem)
+    _check_gpu_here(search.resources, address)
     on_event(f"loading data from {search.data if isinstance(search.data, str) else 'the space file'}")
     data = load_dataset(search, space_file)
     metric, mode = resolve_objective(search, data.task)
@@ -183,9 +185,12 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
                  on_event: Callable[[str], None], progress: Progress, address: str | None,
                  storage: str | None) -> SearchOutcome:
     """The search once its input has been checked: tracking, the trials, the figures and the best model."""
+    if executor == "ray" and not _ray_running():
+        on_event("starting Ray ..." if address is None else f"connecting to the Ray cluster at {address} ...")
     our_ray = executor == "ray" and _start_ray(search.resources, address)
     if executor == "ray":
         cluster.check_cluster(ray.nodes(), search.resources, tracking_uri, storage)
+    on_event("opening the MLflow store ...")
     uri = store.connect()
     exp_id = store.call(tracking.experiment_id, experiment, uri)
     if resume:
@@ -219,7 +224,7 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
     ray_ending = None
     try:
         if executor == "local":
-            fit_local(search, data, metric, mode, tracker, Path(ray_path), progress.message)
+            fit_local(search, data, metric, mode, tracker, Path(ray_path), progress)
         else:
             _fit(search, data, metric, mode, tracker, ray_path, max_failures, progress)
             if our_ray:
@@ -243,7 +248,7 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
                                preprocessing=preprocessing_state(data.preprocessor)):
             on_event(line)
         if pending is not None:
-            pending.log(store, on_event=progress.message)
+            pending.log(store, on_event=progress.detail)
         store.call(tracking.finish_search_run, parent, outcome.counts(), outcome.best, outcome.test_metrics, metric)
     except BaseException as err:
         _abort(store, parent, tracker, err)
@@ -288,6 +293,28 @@ def _slug(name: str) -> str:
     """A folder name made from an experiment name: it can never leave the results folder."""
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._-")
     return slug[:80] or "experiment"
+
+
+def _check_gpu_here(resources: dict[str, float], address: str | None) -> None:
+    """Refuse GPUs per trial on a machine without one, before Ray starts (a Ray cluster is asked later).
+
+    Only where the trials would run here: with ``--address`` (or ``RAY_ADDRESS``) the cluster may have GPUs,
+    and a Ray this process already runs is checked by :func:`_start_ray`.
+    """
+    if resources["gpu"] <= 0 or address is not None or os.environ.get("RAY_ADDRESS") or _ray_running():
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SpaceError(f"asks for {resources['gpu']:g} GPUs per trial, but this machine has no GPU "
+                         "(torch.cuda.is_available() is false); use gpu 0, or a Ray cluster with GPUs (--address)",
+                         field="resources.gpu")
+
+
+def _ray_running() -> bool:
+    """Whether this process already runs Ray (a library caller, the tests): without importing Ray."""
+    loaded = sys.modules.get("ray")
+    return loaded is not None and loaded.is_initialized()
 
 
 # ----------------------------------------------------------------------------------------------- Ray Tune
@@ -453,10 +480,10 @@ class _TrackingCallback:
         self.train_settings = train_settings
         self.metric = metric
         self.progress = progress
-        progress.begin(total, metric, mode)
+        progress.begin(total, metric, mode, train_settings["max_epochs"])
         for record in tracker.records.values():  # a resumed search: the trials that ended before count too
             if record.status in tracking.ENDED:
-                progress.already_ended(record.name, record.status, record.metrics.get(metric))
+                progress.already_ended(record.name, record.status, record.metrics.get(metric), record.epochs)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         params = TrialConfig.from_params(trial.config, **self.train_settings).to_params()

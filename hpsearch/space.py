@@ -302,8 +302,11 @@ class Search:
 
     def __init__(self, **fields: Any) -> None:
         unknown = sorted(set(fields) - set(_FIELDS))
-        if unknown:
-            raise SpaceError(f"unknown field; the fields are: {', '.join(_FIELDS)}", field=unknown[0])
+        if unknown:  # every unknown name at once, the hyperparameters' too
+            params = fields.get("params")
+            unknown_params = sorted(set(params) - set(_PARAM_CHECKS)) if isinstance(params, Mapping) else []
+            raise unknown_names_error([(name, _FIELDS) for name in unknown] +
+                                      [(f"params.{name}", _PARAM_CHECKS) for name in unknown_params])
         if "data" not in fields:
             raise SpaceError("is required: for example data='sklearn:digits' or data='csv:table.csv'", field="data")
         object.__setattr__(self, "_fields", {**_FIELDS, **fields})
@@ -416,15 +419,59 @@ def _check_params(value: Any) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise SpaceError(f"must be a dict of hyperparameters, but got {type(value).__name__}", field="params")
     params = dict(value)
+    unknown = [name for name in params if name not in _PARAM_CHECKS]
+    if unknown:
+        raise unknown_names_error([(f"params.{name}", _PARAM_CHECKS) for name in unknown])
     for name, spec in params.items():
         field = f"params.{name}"
-        if name not in _PARAM_CHECKS:
-            raise SpaceError(f"unknown hyperparameter; the known ones are: {', '.join(_PARAM_CHECKS)}", field=field)
         try:
             params[name] = _PARAM_CHECKS[name](spec)
         except SpaceError as err:
             raise SpaceError(err.message, field=field) from None
     return params
+
+
+# Names users write for a field or hyperparameter that neither difflib nor the initials find
+_ALIASES = {"hidden_layers": "layers", "hidden_sizes": "layers", "units": "layers", "l2": "weight_decay",
+            "optim": "optimizer", "epochs": "max_epochs", "trials": "num_samples"}
+
+
+def unknown_names_error(names: list[tuple[str, Mapping[str, Any]]]) -> SpaceError:
+    """One error naming every unknown field or hyperparameter, each with the nearest known name.
+
+    ``names`` pairs a dotted name (``params.learning_rate``) with the names allowed there. One name: the error's
+    field is that name (``params.learning_rate: unknown hyperparameter; did you mean lr? ...``); several: each
+    is named in the one line.
+    """
+    parts, kinds = [], {}
+    for dotted, known in names:
+        kind = "hyperparameter" if dotted.startswith("params.") else "field"
+        kinds[kind] = known
+        parts.append((dotted, kind, nearest_name(dotted.rsplit(".", 1)[-1], known)))
+    allowed = "; ".join(f"the {kind}s are: {', '.join(known)}" for kind, known in kinds.items())
+    if len(parts) == 1:
+        dotted, kind, guess = parts[0]
+        return SpaceError(f"unknown {kind}" + (f"; did you mean {guess}?" if guess else "") + f" ({allowed})",
+                          field=dotted)
+    listed = ", ".join(dotted + (f" (did you mean {guess}?)" if guess else "") for dotted, _, guess in parts)
+    return SpaceError(f"{len(parts)} unknown names: {listed} ({allowed})")
+
+
+def nearest_name(name: str, known: Sequence[str] | Mapping[str, Any]) -> str | None:
+    """The known name a typo most likely meant: a close spelling (difflib), the initials of its words
+    (``learning_rate`` -> ``lr``), or a usual synonym; None when nothing is near."""
+    import difflib
+
+    known = list(known)
+    lowered = name.lower()
+    close = difflib.get_close_matches(lowered, known, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    initials = "".join(word[0] for word in lowered.replace("-", "_").split("_") if word)
+    if len(initials) > 1 and initials in known:
+        return initials
+    alias = _ALIASES.get(lowered)
+    return alias if alias in known else None
 
 
 def _check_int(name: str, minimum: int) -> Callable[[Any], int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import pickle
 import sys
+import time
 
 from hpsearch.progress import NORMAL, QUIET, VERBOSE, Progress, format_duration
 
@@ -29,8 +30,9 @@ def test_a_log_gets_one_plain_line_per_finished_trial_with_counts_best_and_time(
     assert "\x1b" not in out.getvalue() and "\r" not in out.getvalue()
     assert lines[0] == "search abc in experiment 'x'"
     assert len(lines) == 4
-    assert lines[1].startswith("trial_001 stopped   after   1 epochs  val_loss=0.9  | [1/3] 2 running | 1 stopped")
-    assert "[2/3] 1 running | 1 completed 1 stopped | best val_loss 0.5 (trial_000)" in lines[2]
+    assert lines[1].startswith("trial_001 stopped   after   1 epochs  val_loss=0.9  | [1/3] 2 running "
+                               "(trial_000 e1, trial_002 e0) | 1 stopped")
+    assert "[2/3] 1 running (trial_002 e0) | 1 completed 1 stopped | best val_loss 0.5 (trial_000)" in lines[2]
     assert "NonFiniteLossError: loss became nan" in lines[3] and "1 failed" in lines[3]
     assert "left" in lines[1]  # an estimate once a trial has finished
 
@@ -83,3 +85,79 @@ def test_the_display_pickles_without_its_stream_as_ray_tune_saves_callbacks():
 
 def test_durations_are_short():
     assert [format_duration(s) for s in (4.4, 65, 3725)] == ["4s", "1m05s", "1h02m"]
+
+
+class _Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_status_line_names_the_running_trials_and_their_epochs():
+    progress = Progress(NORMAL, stream=io.StringIO())
+    progress.begin(total=8, metric="val_loss", mode="min", max_epochs=20)
+    for name in ("trial_003", "trial_005"):
+        progress.trial_started(name)
+    for epoch in range(1, 5):
+        progress.epoch("trial_003", epoch, {"val_loss": 1.0})
+    progress.epoch("trial_005", 1, {"val_loss": 1.0})
+    progress.epoch("trial_005", 2, {"val_loss": 1.0})
+    assert "] 2 running (trial_003 e4/20, trial_005 e2/20) |" in progress.status_line()
+
+
+def test_a_terminal_status_line_keeps_ticking_while_no_trial_reports():
+    out, clock = io.StringIO(), _Clock()
+    progress = Progress(NORMAL, stream=out, live=True, clock=clock, tick_s=0.01)
+    progress.begin(total=8, metric="val_loss", mode="min", max_epochs=20)
+    clock.now = 65.0  # no event at all: a long first epoch
+    deadline = time.monotonic() + 5
+    while "1m05s" not in out.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    progress.close()
+    assert "[0/8] 0 running | none finished | no best yet | 1m05s" in out.getvalue()
+
+
+def test_the_clock_counts_from_the_start_of_the_command_not_from_the_first_trial():
+    clock = _Clock()
+    progress = Progress(NORMAL, stream=io.StringIO(), clock=clock)
+    clock.now = 8.0  # Ray's start-up and the store
+    progress.begin(total=2, metric="val_loss", mode="min")
+    clock.now = 10.0
+    assert progress.status_line().endswith("| 10s") and progress.elapsed() == 10.0
+
+
+def test_the_time_left_never_grows_while_long_trials_run():
+    clock = _Clock()
+    progress = Progress(NORMAL, stream=io.StringIO(), clock=clock)
+    progress.begin(total=4, metric="val_loss", mode="min", max_epochs=10)
+    progress.trial_started("a")
+    progress.trial_started("b")
+    seen = []
+    for epoch in range(1, 4):  # both trials train fast at first ...
+        clock.now += 1.0
+        progress.epoch("a", epoch, {})
+        progress.epoch("b", epoch, {})
+        progress.status_line()
+        seen.append(progress.state.eta_s)
+    for _ in range(5):  # ... then a long epoch: the pace so far falls, the estimate must not rise
+        clock.now += 10.0
+        progress.status_line()
+        seen.append(progress.state.eta_s)
+    assert all(e is not None for e in seen)
+    assert all(later <= earlier for earlier, later in zip(seen, seen[1:], strict=False)), seen
+
+
+def test_a_resumed_search_shows_the_trials_that_ended_before_at_once():
+    out = io.StringIO()
+    progress = Progress(NORMAL, stream=out, live=True, tick_s=60)
+    progress.begin(total=8, metric="val_loss", mode="min")
+    progress.already_ended("trial_000", "completed", 0.5, 5)
+    progress.already_ended("trial_001", "stopped", 0.7, 1)
+    shown = out.getvalue().rsplit("\r\x1b[K", 1)[-1]
+    progress.close()
+    assert shown.startswith("[2/8] 0 running | 1 completed 1 stopped | best val_loss 0.5 (trial_000)")
+

@@ -1,0 +1,78 @@
+"""How hpsearch writes numbers and trial tables, in one place, so that every command speaks with one voice.
+
+``run``'s final table, ``best``, ``report`` and the progress lines all format values through :func:`number`
+and :func:`cell`, and build the best-trials table with :func:`trials_table`: the same rounding (4 significant
+digits), the same columns (``layers`` as ``35-27``, the hyperparameters that differ between the scored
+trials), whether the trials come from the running search (typed values) or from MLflow (strings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["DEFAULT_TOP", "TableTrial", "cell", "number", "text_table", "trials_table"]
+
+#: How many trials ``run``, ``resume``, ``best`` and ``report`` show by default (``--top``).
+DEFAULT_TOP = 5
+
+
+def number(value: float) -> str:
+    """A metric or hyperparameter value: 4 significant digits (``0.005391``, ``0.9833``, ``1.2e-05``)."""
+    return f"{value:.4g}"
+
+
+def cell(value: Any) -> str:
+    """One table cell: numbers as :func:`number` (also when MLflow gave them as strings), layer lists as
+    ``35-27`` (``none`` for no hidden layer), anything else as text."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return number(value)
+    if isinstance(value, (list, tuple)):
+        return "-".join(map(str, value)) or "none"
+    text = str(value)
+    try:
+        parsed = float(text)
+    except ValueError:
+        return text
+    return text if parsed.is_integer() and "." not in text and "e" not in text.lower() else number(parsed)
+
+
+@dataclass(frozen=True)
+class TableTrial:
+    """One row of the best-trials table: what every source (the search, MLflow) can give."""
+
+    name: str
+    status: str
+    value: float
+    epochs: int
+    params: Mapping[str, Any]  # flat params (``n_layers``, ``units_0``, ... as typed values or MLflow strings)
+
+
+def trials_table(ranked: Sequence[TableTrial], metric: str, top: int) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of the best ``top`` trials, best first.
+
+    The hyperparameter columns are those whose value differs between the scored trials (all of them when every
+    trial has the same), so that ``run``, ``best`` and ``report`` of one search show the same columns.
+    """
+    from hpsearch.export import hyperparameters
+
+    typed = [hyperparameters({k: v for k, v in t.params.items() if v is not None}) for t in ranked]
+    keys = list(dict.fromkeys(k for h in typed for k in h))
+    varying = [k for k in keys if len({cell(h.get(k)) for h in typed}) > 1] or keys
+    header = ["rank", "trial", "status", metric, "epochs", *varying]
+    rows = [[str(i + 1), t.name, t.status, number(t.value), str(t.epochs), *(cell(h.get(k)) for k in varying)]
+            for i, (t, h) in enumerate(zip(ranked[:max(top, 1)], typed, strict=False))]
+    return header, rows
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """The table as aligned text lines (two spaces between columns)."""
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+    return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]

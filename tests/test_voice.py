@@ -1,0 +1,111 @@
+"""One voice in every output: the same trial line, table, numbers, option names and messages in every command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpsearch.cli import main, parser
+from tests.conftest import REPO, write_space
+
+SMALL = """
+search = Search(data="sklearn:iris", params={"layers": layers(1, 2, units=(4, 16)), "lr": loguniform(1e-3, 1e-1)},
+                num_samples=3, max_epochs=2, scheduler="fifo", executor="local")
+"""
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    subparsers = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(subparsers.choices)
+
+
+def test_every_option_of_every_command_has_a_help_sentence():
+    missing = [f"{name} {action.option_strings[0] if action.option_strings else action.dest}"
+               for name, command in _commands().items() for action in command._actions
+               if not isinstance(action, argparse._HelpAction)
+               and action.help != argparse.SUPPRESS and not (action.help or "").strip()]
+    assert not missing, missing
+
+
+def test_best_export_and_report_say_the_same_when_no_store_is_here(workdir: Path, capsys):
+    errors = []
+    for command in (["best"], ["export", "-o", "best.yaml"], ["report"]):
+        assert main(command) == 2
+        errors.append(capsys.readouterr().err.strip())
+    assert len(set(errors)) == 1 and errors[0].startswith("error: no MLflow store in this folder"), errors
+    assert not list(workdir.iterdir())
+
+
+def test_the_same_top_and_search_options_in_best_export_and_report():
+    commands = _commands()
+    tops = {name: commands[name].parse_args([]).top for name in ("best", "report")}
+    tops["run"] = commands["run"].parse_args(["space.py"]).top
+    tops["resume"] = commands["resume"].parse_args(["x"]).top
+    assert len(set(tops.values())) == 1, tops
+    for name in ("best", "report"):
+        assert commands[name].parse_args(["--search", "abc"]).search == "abc"
+    assert commands["export"].parse_args(["--search", "abc", "-o", "x.yaml"]).search == "abc"
+    assert commands["report"].parse_args(["--run", "abc"]).search == "abc"  # the old name still works
+
+
+def _table(lines: list[str], first: int) -> list[list[str]]:
+    """The whitespace-separated cells of a text table from its header line to its first blank line."""
+    rows = []
+    for line in lines[first:]:
+        if not line.strip() or line.startswith("best trial"):
+            break
+        rows.append(line.split())
+    return rows
+
+
+def test_a_local_search_run_best_and_report_speak_alike(workdir: Path, capsys):
+    space = write_space(workdir, SMALL)
+    assert main(["run", str(space), "--experiment", "alike"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "opening the MLflow store ..." in out
+    trial_lines = [line for line in out if line.startswith("trial_")]
+    assert len(trial_lines) == 3  # the line a Ray trial gets: name, status, epochs, metric, then the status
+    assert all(re.match(r"trial_00\d completed after   2 epochs  val_loss=\S+  \| \[\d/3\] ", line)
+               for line in trial_lines), trial_lines
+    assert not any("skipped" in line for line in out)  # nothing is wrong: nothing to say about figures
+    ran = _table(out, next(i for i, line in enumerate(out) if line.startswith("rank ")))
+
+    assert main(["best", "alike"]) == 0
+    best_out = capsys.readouterr().out.splitlines()
+    best = _table(best_out, 1)
+    assert ran == best  # same columns, same rows, same rounding
+    assert "layers" in ran[0] and "n_layers" not in ran[0]
+    assert all(re.fullmatch(r"\d+(-\d+)*", row[ran[0].index("layers")]) for row in ran[1:])
+    for row in ran[1:]:
+        for value in (row[3], row[ran[0].index("lr")]):
+            assert len(re.sub(r"e.*|[^0-9]", "", value).lstrip("0")) <= 4, value
+
+    run_id = best_out[0].split()[1]
+    assert main(["report", "--search", run_id, "-o", "r.html"]) == 0
+    assert capsys.readouterr().out.startswith("wrote r.html")
+    page = (workdir / "r.html").read_text()
+    header = re.search(r"<table><tr>(.*?)</tr>", page).group(1)
+    assert re.findall(r"<th>(.*?)</th>", header) == ran[0]
+    assert main(["report", "alike", "-o", "r.html"]) == 0
+    assert capsys.readouterr().out.startswith("overwrote r.html")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_gpus_per_trial_without_a_gpu_is_refused_before_ray_starts(workdir: Path):
+    space = write_space(workdir, 'search = Search(data="sklearn:iris")')
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, "-m", "hpsearch", "run", str(space), "--gpus-per-trial", "1"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"error: {space}: resources.gpu: asks for 1 GPUs per trial, but this machine has "
+                                   "no GPU (torch.cuda.is_available() is false); use gpu 0, or a Ray cluster with "
+                                   "GPUs (--address)")
+    assert "starting Ray" not in done.stdout
+    assert sorted(p.name for p in workdir.iterdir()) == ["space.py"]
