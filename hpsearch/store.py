@@ -33,6 +33,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from hpsearch import lifeline
 from hpsearch.errors import TrackingError
 
 __all__ = ["LocalStore", "Pending", "Store", "StoreProcess"]
@@ -118,8 +119,8 @@ class StoreProcess(Store):
     def __init__(self, tracking_uri: str | None) -> None:
         self._conn, child = multiprocessing.Pipe()
         context = multiprocessing.get_context("fork")
-        self._process = context.Process(target=_serve, args=(child, self._conn, tracking_uri), name="hpsearch-store",
-                                        daemon=True)
+        self._process = context.Process(target=_serve, args=(child, self._conn, tracking_uri, os.getpid()),
+                                        name="hpsearch-store", daemon=True)
         self._process.start()
         child.close()
         self._sequence = 0
@@ -209,9 +210,12 @@ _CONNECT = "connect"
 _PARENT_CHECK_S = 1.0
 
 
-def _serve(conn: Connection, drivers_end: Connection, tracking_uri: str | None) -> None:
-    """The store's process: load MLflow and the SQL store's code, then answer calls in order until told to end."""
-    driver = os.getppid()
+def _serve(conn: Connection, drivers_end: Connection, tracking_uri: str | None, driver: int) -> None:
+    """The store's process: load MLflow and the SQL store's code, then answer calls in order until told to end.
+
+    A killed ``driver`` (its pid read before the fork) cannot close it: the calls it sent are written, then the
+    process ends (a forked drawer may still hold the pipe open, so the pipe's end-of-file may never come).
+    """
     drivers_end.close()  # so that the pipe reads as closed once the driver is gone
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _warm_up(tracking_uri)
@@ -221,8 +225,8 @@ def _serve(conn: Connection, drivers_end: Connection, tracking_uri: str | None) 
     while True:
         try:
             if not conn.poll(_PARENT_CHECK_S):
-                if os.getppid() != driver:
-                    break  # the driver was killed (a forked drawer may still hold the pipe open)
+                if lifeline.parent_gone(driver):
+                    break
                 continue
             request = conn.recv()
         except (EOFError, OSError):
