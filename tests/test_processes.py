@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -125,3 +126,43 @@ def test_no_process_of_a_search_is_alive_15_s_after_its_driver_is_killed(workdir
     left = _left_after(watched, 15)
     _kill_all(set(left) | helpers)
     assert not left, f"still running 15 s after the driver was killed: {left}"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP", "Ctrl-C"])
+def test_the_ui_stopped_by_a_signal_leaves_no_process_and_prints_at_most_one_line(workdir: Path, how: str):
+    """SIGTERM (a process manager), SIGHUP (a closed terminal) to the ``hpsearch ui`` process; Ctrl-C as a
+    terminal sends it: SIGINT to the whole foreground process group."""
+    from mlflow import MlflowClient
+
+    from hpsearch.ui import wait_until_up
+
+    (workdir / "mlruns").mkdir()
+    MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}").create_experiment("e")
+    port = _free_port()
+    ui, lines = _start(["ui", "--port", str(port)], workdir)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}", timeout_s=120)
+    finally:
+        server = _descendants(ui.pid)
+    time.sleep(1)  # the server's start-up messages are printed
+    before = len(lines)
+    if how == "Ctrl-C":
+        os.killpg(ui.pid, signal.SIGINT)
+    else:
+        ui.send_signal(getattr(signal, how))
+    try:
+        code = ui.wait(timeout=60)
+    finally:
+        left = _left_after(server, 5)
+        _kill_all(set(left) | {ui.pid})
+    time.sleep(0.5)  # the last lines reach the reader
+    after = lines[before:]
+    assert code == 0 and not left, (code, left)
+    assert len(server) >= 2, "the MLflow server and its worker were seen"
+    assert len(after) <= 1, "".join(after)[-3000:]
