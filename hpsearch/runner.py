@@ -184,7 +184,7 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
     if executor == "ray":
         cluster.check_cluster(ray.nodes(), search.resources, tracking_uri, storage)
     uri = store.connect()
-    exp_id = store.call(tracking.experiment_id, experiment, uri)
+    exp_id = store.call(tracking.experiment_id, experiment, uri, create=not resume)
     if resume:
         previous = store.call(tracking.find_resumable_search, exp_id, experiment)
         parent, ray_path = previous.run_id, previous.ray_experiment
@@ -254,8 +254,9 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
 def _abort(store: Store, parent: str, tracker: tracking.TrialTracker, error: BaseException) -> None:
     """After an interruption or a crash: close every run this search opened, none left RUNNING."""
     tracker.close_open_runs()
-    store.call(tracking.abort_search_run, parent, "".join(traceback.format_exception(error)),
-               killed=isinstance(error, KeyboardInterrupt))
+    killed = isinstance(error, KeyboardInterrupt)  # an interruption is no error: no traceback to keep (resume)
+    store.call(tracking.abort_search_run, parent, "" if killed else "".join(traceback.format_exception(error)),
+               killed=killed)
 
 
 def _data_field(search: Search) -> str | None:
