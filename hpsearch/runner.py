@@ -458,6 +458,11 @@ class _TrackingCallback:
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         params = TrialConfig.from_params(trial.config, **self.train_settings).to_params()
         record = self.tracker.trial_started(trial.trial_id, params)
+        last = trial.last_result or {}
+        if record.status == "running" and "epoch" in last:
+            # A resumed trial continues from its last checkpoint; the result that came with it may never have
+            # reached MLflow (a Ctrl-C while Ray Tune handled it): written now, or its epoch would be missing.
+            self.tracker.epoch_reported(trial.trial_id, last)
         if record.status not in tracking.ENDED:  # Ray's snapshot can be older than the trial's end in MLflow
             self.progress.trial_started(record.name)
 

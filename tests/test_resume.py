@@ -353,3 +353,35 @@ def test_a_trial_ended_in_mlflow_but_running_in_rays_snapshot_is_not_counted_or_
     assert (progress.state.done, progress.state.running) == (1, 0)
     assert "completed after" not in out.getvalue()
     assert [r.info.status for r in client.search_runs([experiment])].count("FINISHED") == 1
+
+
+def test_a_resumed_trial_writes_the_epoch_of_its_checkpoint_that_an_interruption_kept_from_mlflow(tmp_path):
+    """Ctrl-C while Ray Tune handled a trial's result: Ray saved the checkpoint and the result with it, MLflow
+    never got that epoch. The trial resumes from that checkpoint with the next epoch: the missing one is written
+    from Ray's last result."""
+    import io
+
+    from ray.tune.experiment import Trial
+
+    from hpsearch.progress import Progress
+    from hpsearch.runner import _ray_callback
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
+    parent = client.create_run(experiment).info.run_id
+    run_id = client.create_run(experiment, tags={"mlflow.parentRunId": parent, "hpsearch.trial_id": "t1",
+                                                 "hpsearch.status": "killed"}).info.run_id
+    for epoch in (1, 2):
+        client.log_metric(run_id, "val_loss", 1.0 / epoch, step=epoch)
+    client.log_metric(run_id, "epochs_trained", 2)
+    client.set_terminated(run_id, "KILLED")
+    tracker = TrialTracker.resume(LocalStore(client=client), experiment, parent, max_epochs=5)
+    settings = {"max_epochs": 5, "seed": 0, "metric": "val_loss", "mode": "min", "early_stopping_patience": None}
+    callback = _ray_callback()(tracker, settings, 1, "val_loss", "min", Progress(stream=io.StringIO(), live=False))
+    trial = Trial("ray_trial", config={"n_layers": 1, "units_0": 8, "lr": 0.01}, trial_id="t1", stub=True)
+    trial.run_metadata.last_result = {"epoch": 3, "val_loss": 0.3, "train_loss": 0.2}  # restored with its checkpoint
+
+    callback.on_trial_start(0, [trial], trial)
+    callback.on_trial_result(0, [trial], trial, {"epoch": 4, "val_loss": 0.25, "train_loss": 0.2})
+    tracker.flush()
+    assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2, 3, 4]
