@@ -153,6 +153,10 @@ def _run_search(args: argparse.Namespace, store) -> int:  # noqa: ANN001 - hpsea
 
     search = load_space(args.space_file)
     search = _with_overrides(search, args)
+    if args.resume:  # nothing to resume where no store is: say so, and create none
+        from hpsearch.tracking import check_store_exists
+
+        check_store_exists(args.tracking_uri)
     if args.max_failures < 0:
         raise HpsearchError(f"--max-failures must be >= 0, but got {args.max_failures}")
     from hpsearch.progress import NORMAL, QUIET, VERBOSE, Progress, format_duration

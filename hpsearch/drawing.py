@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from hpsearch import architecture, tracking
+from hpsearch import architecture, lifeline, tracking
 from hpsearch.dataset import Split
 from hpsearch.history import TrialHistory, load_search
 from hpsearch.model import ModelSpec, load_model
@@ -95,8 +95,9 @@ def _predictions(model: torch.nn.Module, spec: ModelSpec, split: Split) -> tuple
 class Drawer:
     """A forked process that draws the figures while the driver goes on, and the folder it draws into.
 
-    It ignores Ctrl-C (the driver decides what an interruption means); :meth:`close` ends it and removes the
-    folder. Create it with :meth:`start`, which returns None where forking is not safe.
+    It ignores Ctrl-C (the driver decides what an interruption means) and ends with the driver, even a killed one
+    (:mod:`hpsearch.lifeline`); :meth:`close` ends it and removes the folder. Create it with :meth:`start`, which
+    returns None where forking is not safe.
     """
 
     def __init__(self) -> None:
@@ -104,7 +105,8 @@ class Drawer:
         self.drawn: dict[str, Future] = {}  # run id -> its loss-curve PNG, drawn as the trial ended
         # One process: a second one (the search's figures in two halves at once) finished the figures sooner but
         # slowed the search more, on 2 cores, than it saved (bench: tiny search 8.5 s against 7.9 s).
-        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker)
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker,
+                                         initargs=(os.getpid(),))
         self._pool.submit(bool)  # fork now, so that it loads the plotting libraries while the search runs
 
     @classmethod
@@ -133,7 +135,9 @@ class Drawer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _start_worker() -> None:
+def _start_worker(driver: int) -> None:
+    # A killed driver does not close the pool, and the worker's own copy of its queue's pipe keeps it waiting.
+    lifeline.exit_with_parent(driver)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from hpsearch import visualize  # matplotlib, plotly and Optuna's plots, loaded while the search runs
 

@@ -192,7 +192,7 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
         cluster.check_cluster(ray.nodes(), search.resources, tracking_uri, storage)
     on_event("opening the MLflow store ...")
     uri = store.connect()
-    exp_id = store.call(tracking.experiment_id, experiment, uri)
+    exp_id = store.call(tracking.experiment_id, experiment, uri, create=not resume)
     if resume:
         previous = store.call(tracking.find_resumable_search, exp_id, experiment)
         parent, ray_path = previous.run_id, previous.ray_experiment
@@ -263,8 +263,9 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
 def _abort(store: Store, parent: str, tracker: tracking.TrialTracker, error: BaseException) -> None:
     """After an interruption or a crash: close every run this search opened, none left RUNNING."""
     tracker.close_open_runs()
-    store.call(tracking.abort_search_run, parent, "".join(traceback.format_exception(error)),
-               killed=isinstance(error, KeyboardInterrupt))
+    killed = isinstance(error, KeyboardInterrupt)  # an interruption is no error: no traceback to keep (resume)
+    store.call(tracking.abort_search_run, parent, "" if killed else "".join(traceback.format_exception(error)),
+               killed=killed)
 
 
 def _data_field(search: Search) -> str | None:
@@ -488,6 +489,11 @@ class _TrackingCallback:
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         params = TrialConfig.from_params(trial.config, **self.train_settings).to_params()
         record = self.tracker.trial_started(trial.trial_id, params)
+        last = trial.last_result or {}
+        if record.status == "running" and "epoch" in last:
+            # A resumed trial continues from its last checkpoint; the result that came with it may never have
+            # reached MLflow (a Ctrl-C while Ray Tune handled it): written now, or its epoch would be missing.
+            self.tracker.epoch_reported(trial.trial_id, last)
         if record.status not in tracking.ENDED:  # Ray's snapshot can be older than the trial's end in MLflow
             self.progress.trial_started(record.name)
 

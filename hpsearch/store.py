@@ -27,13 +27,16 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
+import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from hpsearch.errors import TrackingError
+from hpsearch import lifeline
+from hpsearch.errors import HpsearchError, TrackingError
 
 __all__ = ["LocalStore", "Pending", "Store", "StoreProcess"]
 
@@ -118,8 +121,8 @@ class StoreProcess(Store):
     def __init__(self, tracking_uri: str | None) -> None:
         self._conn, child = multiprocessing.Pipe()
         context = multiprocessing.get_context("fork")
-        self._process = context.Process(target=_serve, args=(child, self._conn, tracking_uri), name="hpsearch-store",
-                                        daemon=True)
+        self._process = context.Process(target=_serve, args=(child, self._conn, tracking_uri, os.getpid()),
+                                        name="hpsearch-store", daemon=True)
         self._process.start()
         child.close()
         self._sequence = 0
@@ -175,7 +178,7 @@ class StoreProcess(Store):
             except (EOFError, OSError):
                 raise _process_gone() from None
             if not waited:  # a sent call failed: raised now, the first one
-                self._sent_error = self._sent_error or value
+                self._sent_error = self._sent_error or _delivered(value, late=True)
             elif answered == sequence or answered in self._submitted:
                 self._answers[answered] = (ok, value)
             # else: the answer to a call that Ctrl-C abandoned
@@ -185,7 +188,7 @@ class StoreProcess(Store):
             error, self._sent_error = self._sent_error, None
             raise error
         if not ok:
-            raise value
+            raise _delivered(value, late=False)
         return value
 
     def close(self) -> None:
@@ -209,9 +212,12 @@ _CONNECT = "connect"
 _PARENT_CHECK_S = 1.0
 
 
-def _serve(conn: Connection, drivers_end: Connection, tracking_uri: str | None) -> None:
-    """The store's process: load MLflow and the SQL store's code, then answer calls in order until told to end."""
-    driver = os.getppid()
+def _serve(conn: Connection, drivers_end: Connection, tracking_uri: str | None, driver: int) -> None:
+    """The store's process: load MLflow and the SQL store's code, then answer calls in order until told to end.
+
+    A killed ``driver`` (its pid read before the fork) cannot close it: the calls it sent are written, then the
+    process ends (a forked drawer may still hold the pipe open, so the pipe's end-of-file may never come).
+    """
     drivers_end.close()  # so that the pipe reads as closed once the driver is gone
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _warm_up(tracking_uri)
@@ -221,8 +227,8 @@ def _serve(conn: Connection, drivers_end: Connection, tracking_uri: str | None) 
     while True:
         try:
             if not conn.poll(_PARENT_CHECK_S):
-                if os.getppid() != driver:
-                    break  # the driver was killed (a forked drawer may still hold the pipe open)
+                if lifeline.parent_gone(driver):
+                    break
                 continue
             request = conn.recv()
         except (EOFError, OSError):
@@ -237,7 +243,7 @@ def _serve(conn: Connection, drivers_end: Connection, tracking_uri: str | None) 
                 value = fn(client, *args, **kwargs)
             answer = (sequence, wait, True, value)
         except BaseException as err:  # noqa: BLE001 - every error goes back to the caller
-            answer = (sequence, wait, False, err)
+            answer = (sequence, wait, False, _failure(err, fn, args, kwargs))
         if (wait or not answer[2]) and not _answer(conn, answer):  # a sent call is answered only when it fails
             break
     conn.close()
@@ -245,15 +251,58 @@ def _serve(conn: Connection, drivers_end: Connection, tracking_uri: str | None) 
 
 
 def _answer(conn: Connection, answer: tuple) -> bool:
-    """Send one answer; an error that does not pickle goes back as a TrackingError with its text."""
+    """Send one answer; False when the driver is gone."""
     try:
         conn.send(answer)
     except (OSError, EOFError):
-        return False  # the driver is gone
-    except Exception:  # noqa: BLE001 - a value or an exception that does not pickle
-        sequence, wait, _ok, value = answer
-        conn.send((sequence, wait, False, TrackingError(f"{type(value).__name__}: {value}")))
+        return False
+    except Exception as err:  # noqa: BLE001 - a value that does not pickle
+        sequence, wait, _ok, _value = answer
+        failure = RuntimeError(f"the tracking store's answer cannot be sent back: {type(err).__name__}: {err}")
+        conn.send((sequence, wait, False, (failure, "an answer", traceback.format_exc())))
     return True
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an error raised in the store's process, shown as the cause of the error raised here."""
+
+    def __str__(self) -> str:
+        return "\n" + self.args[0]
+
+
+def _failure(err: BaseException, fn: Callable[..., Any] | str, args: tuple, kwargs: dict) -> tuple:
+    """What goes back for a call that raised: the error (one that pickles), the call, and the traceback."""
+    remote = traceback.format_exc()
+    try:
+        pickle.loads(pickle.dumps(err))
+    except Exception:  # noqa: BLE001 - an exception that does not travel: its type and text do
+        err = RuntimeError(f"{type(err).__module__}.{type(err).__name__}: {err}")
+    return err, _describe(fn, args, kwargs), remote
+
+
+def _describe(fn: Callable[..., Any] | str, args: tuple, kwargs: dict) -> str:
+    """``module.function(arg, ...)`` with short arguments (a run id, a name), long ones elided."""
+    name = fn if isinstance(fn, str) else f"{fn.__module__}.{fn.__qualname__}"
+    shown = [_short(value) for value in args] + [f"{key}={_short(value)}" for key, value in kwargs.items()]
+    return f"{name}({', '.join(shown)})"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"<{type(value).__name__}>"
+
+
+def _delivered(failure: tuple, *, late: bool) -> BaseException:
+    """The store process's error, to raise here: with its remote traceback as its cause and a note naming the call
+    (and, for a call sent earlier whose error arrives with a later answer, saying so). A user's mistake
+    (:class:`HpsearchError`, one line on the command line) is raised as it is."""
+    err, call, remote = failure
+    if isinstance(err, HpsearchError):
+        return err
+    err.__cause__ = RemoteTraceback(remote)
+    when = "sent earlier without waiting for its answer; reported at the next call" if late else "called"
+    err.add_note(f"raised in the tracking store's process by {call} ({when})")
+    return err
 
 
 def _warm_up(tracking_uri: str | None) -> None:

@@ -146,11 +146,14 @@ def _check_reachable(tracking_uri: str) -> None:
                 os.environ[key] = value
 
 
-def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
-    """The id of experiment ``name``, created when missing (local stores keep artifacts in mlruns/artifacts)."""
+def experiment_id(client: MlflowClient, name: str, tracking_uri: str, *, create: bool = True) -> str:
+    """The id of experiment ``name``, created when missing (local stores keep artifacts in mlruns/artifacts);
+    with ``create=False`` (a resume) a missing experiment is an error."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
+    if not create:
+        raise TrackingError(f"experiment {name!r} has no search to resume; run it without --resume")
     artifact_location = None
     if tracking_uri.split("?")[0] == default_tracking_uri():
         artifact_location = (DEFAULT_STORE / "artifacts").resolve().as_uri()
@@ -444,14 +447,42 @@ def find_resumable_search(client: MlflowClient, experiment_id: str, experiment: 
 
 
 def latest_space_file(tracking_uri: str | None, experiment: str) -> Path:
-    """The space file the latest search of ``experiment`` was started from (for ``hpsearch resume``)."""
+    """The space file the latest search of ``experiment`` was started from (for ``hpsearch resume``).
+
+    Refuses, before any data is loaded and without writing anything, where there is nothing to resume: no store
+    here, no search in the experiment, or a latest search that finished.
+    """
+    shown = check_store_exists(tracking_uri)
     client, _ = connect(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'search'", max_results=1,
                               order_by=["attributes.start_time DESC"]) if found else []
     if not runs:
-        raise TrackingError(f"experiment {experiment!r} has no search to resume in {client.tracking_uri}")
-    return Path(runs[0].data.tags[TAG_SPACE_FILE])
+        raise TrackingError(f"experiment {experiment!r} has no search to resume in {shown}")
+    run = runs[0]
+    if run.info.status == "FINISHED":
+        raise TrackingError(f"the latest search of experiment {experiment!r} ({run.info.run_id}) finished: nothing "
+                            f"to resume; a new search: python -m hpsearch run {run.data.tags[TAG_SPACE_FILE]}")
+    return Path(run.data.tags[TAG_SPACE_FILE])
+
+
+def check_store_exists(tracking_uri: str | None) -> str:
+    """For commands that only read or continue (``resume``): the store must be there already, as a connection
+    would create it. Returns the store as the user knows it (``mlruns/mlflow.db``, or their URI)."""
+    shown = tracking_uri or str(DEFAULT_STORE / "mlflow.db")
+    database = (DEFAULT_STORE / "mlflow.db") if tracking_uri is None else _sqlite_file(tracking_uri)
+    if database is not None and not database.is_file():
+        raise TrackingError(f"no tracking store at {shown} in {Path.cwd()}: no search was run here "
+                            "(run one with: python -m hpsearch run SPACE_FILE), or pass --tracking-uri")
+    return shown
+
+
+def _sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URI (None for other stores and in-memory databases)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    path = tracking_uri.removeprefix("sqlite:///").split("?")[0]
+    return Path(path) if path and path != ":memory:" else None
 
 
 def start_search_run(client: MlflowClient, experiment_id: str, name: str, params: dict[str, Any],
@@ -504,8 +535,9 @@ def log_test_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float
 
 
 def abort_search_run(client: MlflowClient, run_id: str, error_text: str, *, killed: bool) -> None:
-    """After an interruption or a crash (the trials' runs closed first): the error, and the parent run's end."""
-    client.log_text(run_id, error_text, "error.txt")
+    """After an interruption or a crash (the trials' runs closed first): the error, if any, and the parent run's end."""
+    if error_text:
+        client.log_text(run_id, error_text, "error.txt")
     client.set_terminated(run_id, "KILLED" if killed else "FAILED")
 
 

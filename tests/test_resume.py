@@ -106,7 +106,8 @@ def _finished_histories(workdir: Path) -> dict[str, int]:
     return {run: n for run, n in _epochs_logged(workdir) if run in finished}
 
 
-def _check_final_store(workdir: Path, kept: dict[str, int]) -> None:
+def _check_final_store(workdir: Path, kept: dict[str, int], every_epoch: bool = False) -> None:
+    """``every_epoch``: each trial has every epoch's metrics (a SIGKILL may lose the last second's)."""
     client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("r")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
@@ -121,6 +122,8 @@ def _check_final_store(workdir: Path, kept: dict[str, int]) -> None:
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")]
         assert steps == sorted(set(steps)), f"{child.info.run_name} logged an epoch twice: {steps}"
         assert steps[-1] == EPOCHS
+        if every_epoch:
+            assert steps == list(range(1, EPOCHS + 1)), f"{child.info.run_name} lost an epoch: {steps}"
     logged = dict(_epochs_logged(workdir))
     for run_id, epochs in kept.items():  # trials that had finished before a kill were not run again
         assert logged[run_id] == epochs
@@ -157,7 +160,7 @@ def test_ctrl_c_marks_runs_killed_prints_how_to_resume_and_resume_finishes(workd
     reader.start()
     _wait_until(process, lambda: any(" completed " in line for line in printed), "a finished trial")
     assert process.poll() is None, "the search ended before the test could press Ctrl-C"
-    process.send_signal(signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal does: to the search's whole process group
     returncode, stderr = process.wait(timeout=180), process.stderr.read()
     reader.join(timeout=10)
     assert returncode == 130, "".join(printed)[-2000:] + stderr[-2000:]
@@ -172,7 +175,10 @@ def test_ctrl_c_marks_runs_killed_prints_how_to_resume_and_resume_finishes(workd
     resumed = subprocess.run([sys.executable, "-m", "hpsearch", "resume", "r"], cwd=workdir, capture_output=True,
                              text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    _check_final_store(workdir, kept)
+    _check_final_store(workdir, kept, every_epoch=True)
+    client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    parent = _parents(workdir)[0][0]
+    assert "error.txt" not in {a.path for a in client.list_artifacts(parent)}, "an interruption is no error"
 
 
 def test_resume_of_a_finished_search_is_a_clear_error(ray_session, workdir, capsys):
@@ -182,6 +188,43 @@ def test_resume_of_a_finished_search_is_a_clear_error(ray_session, workdir, caps
     assert main(["run", str(space)]) == 0
     assert main(["run", str(space), "--resume"]) == 2
     assert "finished; nothing to resume" in capsys.readouterr().err
+    # the resume command says it in its own words, before loading any data
+    assert main(["resume", "space"]) == 2
+    out, err = capsys.readouterr()
+    assert "loading data" not in out and "without --resume" not in err
+    assert f"finished: nothing to resume; a new search: python -m hpsearch run {space}" in err
+
+
+def _files(folder: Path) -> set[str]:
+    return {str(path.relative_to(folder)) for path in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("command", [["resume", "nothing"], ["run", "space.py", "--resume"]])
+def test_a_resume_where_no_search_was_run_writes_nothing_and_names_the_store_as_the_user_knows_it(
+        workdir, capsys, command):
+    from hpsearch.cli import main
+
+    write_space(workdir, "search = Search(data='sklearn:iris', num_samples=1, max_epochs=1)")
+    before = _files(workdir)
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert _files(workdir) == before, "nothing written"
+    assert err.startswith("error: no tracking store at mlruns/mlflow.db") and "?timeout" not in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_resume_of_an_unknown_experiment_in_an_existing_store_creates_no_experiment(ray_session, workdir, capsys):
+    from hpsearch.cli import main
+
+    space = write_space(workdir, "search = Search(data='sklearn:iris', num_samples=1, max_epochs=1)")
+    (workdir / "mlruns").mkdir()
+    client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    client.create_experiment("other")
+    for command in (["resume", "nothing"], ["run", str(space), "--resume", "--experiment", "nothing",
+                                            "--executor", "ray"]):
+        assert main(command) == 2
+        assert "has no search to resume" in capsys.readouterr().err
+    assert client.get_experiment_by_name("nothing") is None
 
 
 @pytest.mark.parametrize("behind", ["trials", "searcher", "cut save"])
@@ -310,3 +353,35 @@ def test_a_trial_ended_in_mlflow_but_running_in_rays_snapshot_is_not_counted_or_
     assert (progress.state.done, progress.state.running) == (1, 0)
     assert "completed after" not in out.getvalue()
     assert [r.info.status for r in client.search_runs([experiment])].count("FINISHED") == 1
+
+
+def test_a_resumed_trial_writes_the_epoch_of_its_checkpoint_that_an_interruption_kept_from_mlflow(tmp_path):
+    """Ctrl-C while Ray Tune handled a trial's result: Ray saved the checkpoint and the result with it, MLflow
+    never got that epoch. The trial resumes from that checkpoint with the next epoch: the missing one is written
+    from Ray's last result."""
+    import io
+
+    from ray.tune.experiment import Trial
+
+    from hpsearch.progress import Progress
+    from hpsearch.runner import _ray_callback
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
+    parent = client.create_run(experiment).info.run_id
+    run_id = client.create_run(experiment, tags={"mlflow.parentRunId": parent, "hpsearch.trial_id": "t1",
+                                                 "hpsearch.status": "killed"}).info.run_id
+    for epoch in (1, 2):
+        client.log_metric(run_id, "val_loss", 1.0 / epoch, step=epoch)
+    client.log_metric(run_id, "epochs_trained", 2)
+    client.set_terminated(run_id, "KILLED")
+    tracker = TrialTracker.resume(LocalStore(client=client), experiment, parent, max_epochs=5)
+    settings = {"max_epochs": 5, "seed": 0, "metric": "val_loss", "mode": "min", "early_stopping_patience": None}
+    callback = _ray_callback()(tracker, settings, 1, "val_loss", "min", Progress(stream=io.StringIO(), live=False))
+    trial = Trial("ray_trial", config={"n_layers": 1, "units_0": 8, "lr": 0.01}, trial_id="t1", stub=True)
+    trial.run_metadata.last_result = {"epoch": 3, "val_loss": 0.3, "train_loss": 0.2}  # restored with its checkpoint
+
+    callback.on_trial_start(0, [trial], trial)
+    callback.on_trial_result(0, [trial], trial, {"epoch": 4, "val_loss": 0.25, "train_loss": 0.2})
+    tracker.flush()
+    assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2, 3, 4]

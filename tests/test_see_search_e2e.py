@@ -105,9 +105,11 @@ def test_the_report_is_one_offline_page_with_the_settings_the_best_trial_and_the
 def test_the_mlflow_ui_shows_the_search_its_trials_and_the_plots(search, tmp_path):
     parent, experiment_id = search["parent"], search["experiment"].experiment_id
     port = _free_port()
-    with _ui_server(search["folder"], port) as url, _browser() as browser:
+    with _ui_server(search["folder"], port) as (url, printed), _browser() as browser:
         page = browser.new_page()
-        page.goto(f"{url}/#/experiments/{experiment_id}/runs")
+        runs = f"{url}/#/experiments/{experiment_id}/runs"  # the experiment's runs, not MLflow 3's GenAI overview
+        assert f"experiment 'see', its searches and trials: {runs}" in printed
+        page.goto(runs)
         row = page.locator("[role=row]", has_text=parent.info.run_name).first
         row.wait_for(timeout=90_000)  # a React app: wait for the runs table to be drawn
         row.locator("button[data-component-id*=runnamecellrenderer]").click()  # expand the search's trials
@@ -149,17 +151,17 @@ def _browser() -> Iterator:
 
 
 @contextmanager
-def _ui_server(folder: Path, port: int) -> Iterator[str]:
+def _ui_server(folder: Path, port: int) -> Iterator[tuple[str, str]]:
     """``python -m hpsearch ui --port P`` in ``folder``, as a user starts it; killed by its pid at the end."""
     process = subprocess.Popen(
         [sys.executable, "-m", "hpsearch", "ui", "--port", str(port)], cwd=folder, stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
     try:
-        printed = [process.stdout.readline() for _ in range(2)]
+        printed = "".join(process.stdout.readline() for _ in range(3))
         url = f"http://127.0.0.1:{port}"
-        assert f"open {url}" in "".join(printed)
+        assert f"open {url}" in printed
         wait_until_up(url, timeout_s=120)
-        yield url
+        yield url, printed
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # the UI and its server workers: the session the test started
         try:

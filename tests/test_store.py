@@ -163,3 +163,40 @@ def test_a_trial_whose_run_id_wait_ctrl_c_cut_still_gets_its_run_id_when_asked_a
     assert client.get_run(run_id).data.params == {"lr": "0.1"}
     tracker.close_open_runs()
     assert client.get_run(run_id).info.status == "KILLED"
+
+
+FAILING_CALLS = """
+import json, sys, traceback
+from hpsearch import tracking
+from hpsearch.store import StoreProcess
+
+store = StoreProcess.start(sys.argv[1])
+uri = store.connect()
+experiment = store.call(tracking.experiment_id, "exp", uri)
+shown = {}
+try:  # a run id that does not exist: MLflow raises in the store's process
+    store.call(tracking.log_test_metrics, "0123456789abcdef0123456789abcdef", {"test_loss": 1.0})
+except Exception as err:
+    shown["called"] = "".join(traceback.format_exception(err))
+store.send(tracking.log_test_metrics, "fedcba9876543210fedcba9876543210", {"test_loss": 1.0})
+try:  # the sent call's error arrives with this call's answer
+    store.call(tracking.experiment_id, "exp", uri)
+except Exception as err:
+    shown["sent"] = "".join(traceback.format_exception(err))
+shown["after"] = store.call(tracking.experiment_id, "exp", uri) == experiment
+store.close()
+print(json.dumps(shown))
+"""
+
+
+def test_an_error_in_the_store_process_shows_its_own_traceback_and_the_call_even_when_reported_later(
+        workdir: Path):
+    result = _python(FAILING_CALLS, f"sqlite:///{workdir / 'store.db'}", cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    shown = json.loads(result.stdout.strip().splitlines()[-1])
+    assert shown["after"], "a failed call does not stop the store"
+    for key, run_id in (("called", "0123456789abcdef0123456789abcdef"), ("sent", "fedcba9876543210fedcba9876543210")):
+        text = shown[key]
+        assert f"hpsearch.tracking.log_test_metrics('{run_id}'" in text, text
+        assert "tracking.py" in text and "in log_test_metrics" in text, "the store process's own traceback"
+    assert "sent earlier without waiting" in shown["sent"] and "sent earlier" not in shown["called"]
