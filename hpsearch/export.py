@@ -17,14 +17,16 @@ import datetime
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from mlflow import MlflowClient
-from mlflow.entities import Run
 
 from hpsearch.errors import ConfigError, NotFoundError, SpaceError
 from hpsearch.space import DEFAULT_PARAMS, Search
+
+if TYPE_CHECKING:  # a search's driver shows its table with hyperparameters() and never loads MLflow
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 __all__ = ["FORMAT", "HYPERPARAMETERS", "RankedTrial", "best_trial", "build_export", "find_search", "hyperparameters",
            "rank_trials", "read_export", "search_of", "write_export"]
