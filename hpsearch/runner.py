@@ -93,6 +93,7 @@ class SearchOutcome:
     best: tracking.TrialRecord | None
     test_metrics: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
+    warnings: dict[str, str] = field(default_factory=dict)  # a step after the trials that failed -> its error
 
     def counts(self) -> dict[str, int]:
         statuses = [t.status for t in self.trials]
@@ -225,21 +226,21 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
             raise SearchInterrupted(f"{ended} of {search.num_samples} trials ended")
         outcome = SearchOutcome(experiment, parent, uri, metric, mode, list(tracker.records.values()), None)
         outcome.best = next(iter(outcome.ranked()), None)
+        after = _AfterTrials(progress)  # from here on, an error is a warning: the trials' results stand
         if outcome.best is not None:
-            if outcome.best.model_dir is None:  # it ended before a resume: its model is in MLflow
-                outcome.best.model_dir = store.call(tracking.download_model, outcome.best.run_id,
-                                                    Path(tempfile.mkdtemp(prefix="hpsearch-")))
-            outcome.test_metrics = _test_report(outcome.best, data)
-            store.send(tracking.log_test_metrics, outcome.best.run_id, outcome.test_metrics)
+            outcome.test_metrics = after.step("test", _test_report_of, store, outcome.best, data) or {}
         pending = None
         if plots:  # drawn in the drawer's process (if any) while the best model is published
-            pending = drawing.start_search_plots(store, parent, outcome.best, data.test, drawer)
-        for line in store.call(publish.on_search_end, outcome.best, experiment=experiment, parent_run_id=parent,
-                               metric=metric, mode=mode, space_file=space_file, data=_data_field(search),
-                               preprocessing=preprocessing_state(data.preprocessor)):
+            pending = after.step("plots", drawing.start_search_plots, store, parent, outcome.best, data.test, drawer)
+        for line in after.step("publish", store.call, publish.on_search_end, outcome.best, experiment=experiment,
+                               parent_run_id=parent, metric=metric, mode=mode, space_file=space_file,
+                               data=_data_field(search), preprocessing=preprocessing_state(data.preprocessor)) or []:
             on_event(line)
         if pending is not None:
-            pending.log(store, on_event=progress.message)
+            after.step("plots", pending.log, store, on_event=progress.message)
+        outcome.warnings = after.warnings
+        if after.warnings:
+            store.call(tracking.record_warnings, parent, after.warnings, after.tracebacks)
         store.call(tracking.finish_search_run, parent, outcome.counts(), outcome.best, outcome.test_metrics, metric)
     except BaseException as err:
         _abort(store, parent, tracker, err)
@@ -251,11 +252,57 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
     return outcome
 
 
+class _AfterTrials:
+    """The steps that follow the trials (test evaluation, figures, the best model's publishing).
+
+    The trials' results are tracked by then, so a step that fails must not fail the search: its error becomes
+    a warning line, a tag ``hpsearch.warning.STEP`` on the parent run (the traceback in ``warnings/STEP.txt``),
+    and the search's exit code stays what the trials decide. Ctrl-C still interrupts.
+    """
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.warnings: dict[str, str] = {}
+        self.tracebacks: dict[str, str] = {}
+
+    def step(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, or None when it raised (the error then recorded as the step's warning)."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - any error after the trials: see the class docstring
+            lines = [line for line in str(err).splitlines() if line.strip()]
+            message = f"{type(err).__name__}: {lines[0] if lines else ''}".strip(": ")
+            self.warnings[name] = message
+            self.tracebacks[name] = "".join(traceback.format_exception(err))
+            self.progress.warning(f"{_STEP_NAMES[name]} failed; the search's results stand: {message}")
+            return None
+
+
+_STEP_NAMES = {"test": "the best model's test evaluation", "plots": "the figures",
+               "publish": "the best model's publishing"}
+
+
+def _test_report_of(store: Store, best: tracking.TrialRecord, data: Dataset) -> dict[str, float]:
+    """The best trial's test metrics, logged to its run (its model downloaded if it ended before a resume)."""
+    if best.model_dir is None:  # it ended before a resume: its model is in MLflow
+        best.model_dir = store.call(tracking.download_model, best.run_id, Path(tempfile.mkdtemp(prefix="hpsearch-")))
+    metrics = _test_report(best, data)
+    store.send(tracking.log_test_metrics, best.run_id, metrics)
+    return metrics
+
+
 def _abort(store: Store, parent: str, tracker: tracking.TrialTracker, error: BaseException) -> None:
-    """After an interruption or a crash: close every run this search opened, none left RUNNING."""
-    tracker.close_open_runs()
-    store.call(tracking.abort_search_run, parent, "".join(traceback.format_exception(error)),
-               killed=isinstance(error, KeyboardInterrupt))
+    """After an interruption or a crash: close every run this search opened, none left RUNNING.
+
+    Where the store itself failed (a tracking server gone, a full disk), closing fails too: the original error
+    is what the user must see, so the store's second failure is dropped.
+    """
+    try:
+        tracker.close_open_runs()
+        store.call(tracking.abort_search_run, parent, "".join(traceback.format_exception(error)),
+                   killed=isinstance(error, KeyboardInterrupt))
+    except Exception:  # noqa: BLE001, S110 - see the docstring
+        pass
 
 
 def _data_field(search: Search) -> str | None:

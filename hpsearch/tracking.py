@@ -46,6 +46,7 @@ TAG_RAY_EXPERIMENT = "hpsearch.ray_experiment"
 TAG_SPACE_FILE = "hpsearch.space_file"
 ENDED = ("completed", "stopped", "failed")
 TAG_NODE = "hpsearch.node"
+TAG_WARNING_PREFIX = "hpsearch.warning."  # + a step after the trials that failed: test, plots, publish
 # MLflow's own tag names (mlflow.utils.mlflow_tags), spelled out so that this module loads without MLflow
 MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
 MLFLOW_RUN_NAME = "mlflow.runName"
@@ -502,6 +503,13 @@ def abort_search_run(client: MlflowClient, run_id: str, error_text: str, *, kill
     """After an interruption or a crash (the trials' runs closed first): the error, and the parent run's end."""
     client.log_text(run_id, error_text, "error.txt")
     client.set_terminated(run_id, "KILLED" if killed else "FAILED")
+
+
+def record_warnings(client: MlflowClient, run_id: str, warnings: dict[str, str], tracebacks: dict[str, str]) -> None:
+    """What failed after the trials: a tag ``hpsearch.warning.STEP`` each, the traceback in ``warnings/``."""
+    for step, message in warnings.items():
+        client.set_tag(run_id, f"{TAG_WARNING_PREFIX}{step}", message[:5000])
+        client.log_text(run_id, tracebacks.get(step, message), f"warnings/{step}.txt")
 
 
 def log_files(client: MlflowClient, files: list[tuple[str, str, str]]) -> None:
