@@ -48,6 +48,10 @@ def exit_process(code: int) -> NoReturn:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code (tests call it in-process; :func:`program` is the process)."""
     args = _parser().parse_args(argv)
+    if hasattr(args, "tracking_uri"):  # every command: MLFLOW_TRACKING_URI when --tracking-uri is not given
+        from hpsearch.tracking import tracking_uri_from
+
+        args.tracking_uri = tracking_uri_from(args.tracking_uri)
     try:
         return args.command(args)
     except HpsearchError as err:
@@ -60,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpsearch", description="Hyperparameter search for PyTorch models.")
+    parser.add_argument("--version", action=_Version, help="print the versions of hpsearch and its engines")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="run the search a space file describes")
     run.add_argument("space_file", type=Path, metavar="SPACE_FILE", help="a Python file defining `search`")
@@ -99,6 +104,29 @@ def _parser() -> argparse.ArgumentParser:
 
     cluster_cli.add_commands(commands)
     return parser
+
+
+class _Version(argparse.Action):
+    """``hpsearch --version``: hpsearch's version and those of the engines it drives, read from the installed
+    packages' metadata (nothing is imported), then exit."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> NoReturn:
+        import importlib.metadata
+        import platform
+
+        from hpsearch import __version__
+
+        def version(package: str) -> str:
+            try:
+                return importlib.metadata.version(package)
+            except importlib.metadata.PackageNotFoundError:
+                return "not installed"
+
+        engines = ", ".join(f"{p} {version(p)}" for p in ("torch", "ray", "optuna", "mlflow"))
+        parser.exit(message=f"hpsearch {__version__} ({engines}, Python {platform.python_version()})\n")
 
 
 def _add_view_commands(commands: argparse._SubParsersAction) -> None:

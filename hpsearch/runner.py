@@ -146,6 +146,7 @@ def run_search(
     default in this process, for ``tracking_uri``).
     """
     progress = progress or Progress(live=False)
+    tracking_uri = tracking.tracking_uri_from(tracking_uri)  # MLFLOW_TRACKING_URI, as MLflow's own tools
     store = store or LocalStore(tracking_uri)
     started = time.monotonic()
     experiment = _check_experiment_name(experiment or search.experiment or space_file.stem)

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
     from hpsearch.store import Pending, Store
 
-__all__ = ["DEFAULT_STORE", "TrialRecord", "TrialTracker", "connect", "default_tracking_uri", "ui_command"]
+__all__ = ["DEFAULT_STORE", "TrialRecord", "TrialTracker", "connect", "default_tracking_uri", "registry_uri_for",
+           "tracking_uri_from", "ui_command"]
 
 DEFAULT_STORE = Path("mlruns")
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -55,6 +56,17 @@ for _noisy in ("alembic", "mlflow.store.db.utils"):  # schema creation on a new 
     logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 
+def tracking_uri_from(tracking_uri: str | None) -> str | None:
+    """The store a command uses: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI`` as MLflow's own tools read it,
+    else None (the local store in ./mlruns)."""
+    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def registry_uri_for(tracking_uri: str) -> str:
+    """The model registry: ``MLFLOW_REGISTRY_URI`` where set (as MLflow reads it), else the tracking store."""
+    return os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri
+
+
 def default_tracking_uri(store: Path = DEFAULT_STORE) -> str:
     """``sqlite:///ABS/mlruns/mlflow.db``: the local store, an SQLite database beside its artifacts."""
     return f"sqlite:///{(store / 'mlflow.db').resolve()}"
@@ -70,12 +82,13 @@ def ui_command(tracking_uri: str | None) -> str:
 
 
 def connect(tracking_uri: str | None) -> tuple[MlflowClient, str]:
-    """A client for ``tracking_uri`` (or the default local store), checked to answer.
+    """A client for ``tracking_uri`` (or ``MLFLOW_TRACKING_URI``, or the default local store), checked to answer.
 
     Returns the client and the URI it uses. The default store's folder is created here, not before:
     nothing is written until the space file and the data have been checked. The default SQLite store runs in
     WAL mode with a generous busy timeout, so two searches can write to it at once.
     """
+    tracking_uri = tracking_uri_from(tracking_uri)
     if tracking_uri is None or tracking_uri.startswith("sqlite:"):
         _fast_wal_commits()
     if tracking_uri is None:
@@ -148,13 +161,19 @@ def _check_reachable(tracking_uri: str) -> None:
 
 
 def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
-    """The id of experiment ``name``, created when missing (local stores keep artifacts in mlruns/artifacts)."""
+    """The id of experiment ``name``, created when missing.
+
+    An SQLite store keeps its artifacts in ``artifacts/`` beside its database (``mlruns/artifacts`` for the
+    default store): MLflow's own default, ``./mlruns`` in the working directory, would write where the user
+    did not point (``MLFLOW_TRACKING_URI=sqlite:///elsewhere/m.db`` and still a ``./mlruns``).
+    """
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     artifact_location = None
-    if tracking_uri.split("?")[0] == default_tracking_uri():
-        artifact_location = (DEFAULT_STORE / "artifacts").resolve().as_uri()
+    database = tracking_uri.split("?")[0].removeprefix("sqlite:///")
+    if tracking_uri.startswith("sqlite:///") and database not in ("", ":memory:"):
+        artifact_location = (Path(database).parent / "artifacts").resolve().as_uri()
     return client.create_experiment(name, artifact_location=artifact_location)
 
 
