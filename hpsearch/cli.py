@@ -1,6 +1,8 @@
 """The command line: argument parsing and printing only; the work happens in :mod:`hpsearch.runner`.
 
-Every :class:`HpsearchError` (a mistake the user can fix) becomes one line on stderr and exit code 2.
+Every :class:`HpsearchError` (a mistake the user can fix) becomes one line on stderr and exit code 2; a
+:class:`MachineError` or an ``OSError`` (the machine failed) one line and exit code 3; any other exception (a
+bug) its traceback and exit code 70. Exit code 1 means only that every trial failed.
 """
 
 from __future__ import annotations
@@ -11,17 +13,20 @@ import os
 import shlex
 import sys
 import threading
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from hpsearch.cli_models import add_commands as add_model_commands
-from hpsearch.errors import HpsearchError
+from hpsearch.errors import HpsearchError, MachineError, describe_os_error
 
 __all__ = ["exit_process", "main", "program"]
 
 EXIT_ALL_TRIALS_FAILED = 1
 EXIT_USER_ERROR = 2
+EXIT_MACHINE_ERROR = 3  # the machine or a service failed: a read-only folder, a full disk, a store gone
+EXIT_INTERNAL_ERROR = 70  # a bug in hpsearch (sysexits' EX_SOFTWARE): never 1, which means every trial failed
 EXIT_INTERRUPTED = 130
 
 
@@ -60,6 +65,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the search's runs were closed as KILLED", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except (MachineError, OSError) as err:
+        shown = describe_os_error(err) if isinstance(err, OSError) else str(err)
+        print(f"error: {shown}", file=sys.stderr)
+        return EXIT_MACHINE_ERROR
+    except Exception:  # noqa: BLE001 - a bug: its traceback, and an exit code that no outcome of a search has
+        traceback.print_exc()
+        print(f"internal error in hpsearch (exit code {EXIT_INTERNAL_ERROR}); please report it with the traceback "
+              "above", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
 
 
 def _parser() -> argparse.ArgumentParser:

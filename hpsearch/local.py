@@ -24,6 +24,7 @@ import torch
 
 from hpsearch import tracking
 from hpsearch.data import Dataset
+from hpsearch.errors import MachineError
 from hpsearch.space import Search, suggest_params
 from hpsearch.train import TrialConfig, fit
 
@@ -123,6 +124,8 @@ def _run_trial(trial: optuna.Trial, config: TrialConfig, data: Dataset, metric: 
         fit(config, data, report)
     except _Pruned:
         pruned = True
+    except MachineError:  # the tracking store failed under the report: the search cannot go on, nor the trial
+        raise
     except Exception:  # noqa: BLE001 - a failing trial is recorded and the search goes on, as with Ray
         return tracker.trial_ended(trial_id, error=traceback.format_exc()), False
     if "save" in last:

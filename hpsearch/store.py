@@ -33,9 +33,9 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from hpsearch.errors import TrackingError
+from hpsearch.errors import MachineError, TrackingError, machine_failure
 
-__all__ = ["LocalStore", "Pending", "Store", "StoreProcess"]
+__all__ = ["LocalStore", "Pending", "Store", "StoreProcess", "store_failure"]
 
 
 class Pending:
@@ -109,7 +109,10 @@ class LocalStore(Store):
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self.client is None:
             raise TrackingError("the tracking store is used before it was opened")
-        return fn(self.client, *args, **kwargs)
+        try:
+            return fn(self.client, *args, **kwargs)
+        except Exception as err:
+            raise store_failure(err, self.uri) from err
 
 
 class StoreProcess(Store):
@@ -179,11 +182,11 @@ class StoreProcess(Store):
             elif answered == sequence or answered in self._submitted:
                 self._answers[answered] = (ok, value)
             # else: the answer to a call that Ctrl-C abandoned
-        ok, value = self._answers.pop(sequence)
-        self._submitted.discard(sequence)
-        if self._sent_error is not None:
+        if self._sent_error is not None:  # this call's answer stays for a later read
             error, self._sent_error = self._sent_error, None
             raise error
+        ok, value = self._answers.pop(sequence)
+        self._submitted.discard(sequence)
         if not ok:
             raise value
         return value
@@ -200,8 +203,16 @@ class StoreProcess(Store):
         self._conn.close()
 
 
-def _process_gone() -> TrackingError:
-    return TrackingError("the tracking store's process ended unexpectedly: the search cannot record its trials")
+def _process_gone() -> MachineError:
+    return MachineError("the tracking store's process ended unexpectedly: the search cannot record its trials")
+
+
+def store_failure(err: Exception, uri: str | None) -> Exception:
+    """``err`` as a :class:`MachineError` naming the store when the machine or the store caused it (a full disk,
+    a read-only database, a tracking server gone), else ``err`` itself (a bug, or a user's mistake)."""
+    if isinstance(err, (MachineError, TrackingError)) or (reason := machine_failure(err)) is None:
+        return err
+    return MachineError(f"the tracking store {uri or 'mlruns/mlflow.db'} failed: {reason}")
 
 
 # ------------------------------------------------------------------------------------- the store's process
@@ -236,7 +247,9 @@ def _serve(conn: Connection, drivers_end: Connection, tracking_uri: str | None) 
             else:
                 value = fn(client, *args, **kwargs)
             answer = (sequence, wait, True, value)
-        except BaseException as err:  # noqa: BLE001 - every error goes back to the caller
+        except Exception as err:  # noqa: BLE001 - every error goes back to the caller (the machine's, named)
+            answer = (sequence, wait, False, store_failure(err, client.tracking_uri if client else tracking_uri))
+        except BaseException as err:  # noqa: BLE001
             answer = (sequence, wait, False, err)
         if (wait or not answer[2]) and not _answer(conn, answer):  # a sent call is answered only when it fails
             break
@@ -245,14 +258,15 @@ def _serve(conn: Connection, drivers_end: Connection, tracking_uri: str | None) 
 
 
 def _answer(conn: Connection, answer: tuple) -> bool:
-    """Send one answer; an error that does not pickle goes back as a TrackingError with its text."""
+    """Send one answer; an error that does not pickle goes back as a RuntimeError (a bug) with its text."""
     try:
         conn.send(answer)
     except (OSError, EOFError):
         return False  # the driver is gone
     except Exception:  # noqa: BLE001 - a value or an exception that does not pickle
         sequence, wait, _ok, value = answer
-        conn.send((sequence, wait, False, TrackingError(f"{type(value).__name__}: {value}")))
+        conn.send((sequence, wait, False, RuntimeError(f"in the tracking store's process: {type(value).__name__}: "
+                                                       f"{value}")))
     return True
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.errors import TrackingError
+from hpsearch.errors import MachineError, TrackingError, machine_failure
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -54,6 +54,8 @@ MLFLOW_RUN_NAME = "mlflow.runName"
 
 for _noisy in ("alembic", "mlflow.store.db.utils"):  # schema creation on a new store is not news
     logging.getLogger(_noisy).setLevel(logging.WARNING)
+# MLflow logs the traceback of a database error before it raises it; hpsearch reports the error in one line.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def tracking_uri_from(tracking_uri: str | None) -> str | None:
@@ -92,11 +94,15 @@ def connect(tracking_uri: str | None) -> tuple[MlflowClient, str]:
     if tracking_uri is None or tracking_uri.startswith("sqlite:"):
         _fast_wal_commits()
     if tracking_uri is None:
-        DEFAULT_STORE.mkdir(exist_ok=True)
         tracking_uri = f"{default_tracking_uri()}?timeout={SQLITE_BUSY_TIMEOUT_S}"
-        with _store_lock(DEFAULT_STORE):  # two searches starting at once must not both create the tables
-            _enable_wal(DEFAULT_STORE / "mlflow.db")
-            _check_reachable(tracking_uri)
+        try:
+            DEFAULT_STORE.mkdir(exist_ok=True)
+            with _store_lock(DEFAULT_STORE):  # two searches starting at once must not both create the tables
+                _enable_wal(DEFAULT_STORE / "mlflow.db")
+                _check_reachable(tracking_uri)
+        except (OSError, sqlite3.OperationalError) as err:  # a read-only folder, a full disk, no permission
+            raise MachineError(f"cannot create or open the tracking store {DEFAULT_STORE.resolve()}: "
+                               f"{machine_failure(err) or err}") from None
     else:
         _check_reachable(tracking_uri)
     from mlflow import MlflowClient
@@ -151,6 +157,9 @@ def _check_reachable(tracking_uri: str) -> None:
     except Exception as err:  # noqa: BLE001 - any failure here means the store is unusable
         lines = [line for line in str(err).splitlines() if line.strip()]
         message = lines[0][:300] if lines else type(err).__name__
+        if tracking_uri.startswith("sqlite:") and (reason := machine_failure(err)) and "unable to open" not in reason:
+            # a database that exists but refuses writes (read-only, a full disk): the machine, not the URI
+            raise MachineError(f"tracking store {tracking_uri} cannot be written: {reason}") from None
         raise TrackingError(f"tracking store {tracking_uri} cannot be reached: {message}") from None
     finally:
         for key, value in saved.items():
