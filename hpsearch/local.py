@@ -101,7 +101,7 @@ def _fit_trials(search: Search, data: Dataset, metric: str, mode: str, tracker: 
 def _pruner(search: Search) -> optuna.pruners.BasePruner:
     if search.scheduler is None:
         return optuna.pruners.NopPruner()
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=min(search.scheduler.grace_period, search.max_epochs),
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=search.scheduler.grace(search.max_epochs),
                                                   reduction_factor=search.scheduler.reduction_factor)
 
 

@@ -214,6 +214,8 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
             tracker.on_ended = drawer.trial_ended
         on_event(f"search {parent} in experiment {experiment!r}: {search.num_samples} trials, "
                  f"up to {search.max_epochs} epochs each, " + ("in-process" if executor == "local" else "on Ray Tune"))
+        if search.scheduler is not None:
+            on_event(search.scheduler.describe(search.max_epochs))
     ray_ending = None
     try:
         if executor == "local":
@@ -473,7 +475,7 @@ def _scheduler(search: Search) -> ASHAScheduler | None:
     return ASHAScheduler(
         time_attr="epoch",
         max_t=search.max_epochs,
-        grace_period=min(search.scheduler.grace_period, search.max_epochs),
+        grace_period=search.scheduler.grace(search.max_epochs),
         reduction_factor=search.scheduler.reduction_factor,
     )
 
@@ -599,6 +601,6 @@ def _search_params(search: Search, data: Dataset, metric: str, mode: str) -> dic
         **search.describe_params(),
     }
     if scheduler:
-        params.update(grace_period=scheduler.grace_period, reduction_factor=scheduler.reduction_factor)
+        params.update(grace_period=scheduler.grace(search.max_epochs), reduction_factor=scheduler.reduction_factor)
     return params
 
