@@ -69,11 +69,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         shown = describe_os_error(err) if isinstance(err, OSError) else str(err)
         print(f"error: {shown}", file=sys.stderr)
         return EXIT_MACHINE_ERROR
-    except Exception:  # noqa: BLE001 - a bug: its traceback, and an exit code that no outcome of a search has
+    except Exception as err:  # noqa: BLE001 - a bug: its traceback, and an exit code no outcome of a search has
+        if (machine := _machine_error_in(err)) is not None:  # wrapped on its way (Ray Tune wraps its callbacks')
+            print(f"error: {machine}", file=sys.stderr)
+            return EXIT_MACHINE_ERROR
         traceback.print_exc()
         print(f"internal error in hpsearch (exit code {EXIT_INTERNAL_ERROR}); please report it with the traceback "
               "above", file=sys.stderr)
         return EXIT_INTERNAL_ERROR
+
+
+def _machine_error_in(err: BaseException) -> MachineError | None:
+    """The :class:`MachineError` an exception was raised from or while handling, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, MachineError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
