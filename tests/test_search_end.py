@@ -43,7 +43,7 @@ def test_a_search_whose_trials_all_tie_ends_finished_with_the_importance_figure_
 def test_a_step_after_the_trials_that_raises_is_a_warning_and_a_tag_and_the_search_exits_as_its_trials_did(
         workdir, capsys, monkeypatch):
     def registry_down(*args, **kwargs):
-        raise ConnectionError("the model registry went away")
+        raise RuntimeError("the model registry refused the model")
 
     monkeypatch.setattr(publish, "on_search_end", registry_down)
     space = write_space(workdir, TIED)
@@ -51,12 +51,12 @@ def test_a_step_after_the_trials_that_raises_is_a_warning_and_a_tag_and_the_sear
     assert main(["run", str(space)]) == 0
 
     captured = capsys.readouterr()
-    assert "warning: the best model's publishing failed; the search's results stand: ConnectionError: the model " \
-           "registry went away" in captured.out
+    assert "warning: the best model's publishing failed; the search's results stand: RuntimeError: the model " \
+           "registry refused the model" in captured.out
     assert "Traceback" not in captured.out + captured.err
     client, parent = _the_search(workdir)
     assert parent.info.status == "FINISHED"
-    assert parent.data.tags["hpsearch.warning.publish"] == "ConnectionError: the model registry went away"
+    assert parent.data.tags["hpsearch.warning.publish"] == "RuntimeError: the model registry refused the model"
     assert "hpsearch.best_run_id" in parent.data.tags  # the outcome is still recorded
     traceback_file = client.download_artifacts(parent.info.run_id, "warnings/publish.txt", str(workdir))
     assert "registry_down" in Path(traceback_file).read_text()
