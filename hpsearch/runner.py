@@ -304,7 +304,7 @@ def _abort(store: Store, parent: str, tracker: tracking.TrialTracker, error: Bas
         tracker.close_open_runs()
         store.call(tracking.abort_search_run, parent, "".join(traceback.format_exception(error)),
                    killed=isinstance(error, KeyboardInterrupt))
-    except Exception:  # noqa: BLE001, S110 - see the docstring
+    except Exception:  # noqa: BLE001 - see the docstring
         pass
 
 
