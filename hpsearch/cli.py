@@ -1,6 +1,8 @@
 """The command line: argument parsing and printing only; the work happens in :mod:`hpsearch.runner`.
 
-Every :class:`HpsearchError` (a mistake the user can fix) becomes one line on stderr and exit code 2.
+Every :class:`HpsearchError` (a mistake the user can fix) becomes one line on stderr and exit code 2; a
+:class:`MachineError` or an ``OSError`` (the machine failed) one line and exit code 3; any other exception (a
+bug) its traceback and exit code 70. Exit code 1 means only that every trial failed.
 """
 
 from __future__ import annotations
@@ -11,17 +13,20 @@ import os
 import shlex
 import sys
 import threading
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from hpsearch.cli_models import add_commands as add_model_commands
-from hpsearch.errors import HpsearchError
+from hpsearch.errors import HpsearchError, MachineError, describe_os_error
 
 __all__ = ["exit_process", "main", "parser", "program"]
 
 EXIT_ALL_TRIALS_FAILED = 1
 EXIT_USER_ERROR = 2
+EXIT_MACHINE_ERROR = 3  # the machine or a service failed: a read-only folder, a full disk, a store gone
+EXIT_INTERNAL_ERROR = 70  # a bug in hpsearch (sysexits' EX_SOFTWARE): never 1, which means every trial failed
 EXIT_INTERRUPTED = 130
 
 
@@ -48,6 +53,10 @@ def exit_process(code: int) -> NoReturn:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code (tests call it in-process; :func:`program` is the process)."""
     args = _parser().parse_args(argv)
+    if hasattr(args, "tracking_uri"):  # every command: MLFLOW_TRACKING_URI when --tracking-uri is not given
+        from hpsearch.tracking import tracking_uri_from
+
+        args.tracking_uri = tracking_uri_from(args.tracking_uri)
     try:
         return args.command(args)
     except HpsearchError as err:
@@ -56,6 +65,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the search's runs were closed as KILLED", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except (MachineError, OSError) as err:
+        shown = describe_os_error(err) if isinstance(err, OSError) else str(err)
+        print(f"error: {shown}", file=sys.stderr)
+        return EXIT_MACHINE_ERROR
+    except Exception as err:  # noqa: BLE001 - a bug: its traceback, and an exit code no outcome of a search has
+        if (machine := _machine_error_in(err)) is not None:  # wrapped on its way (Ray Tune wraps its callbacks')
+            print(f"error: {machine}", file=sys.stderr)
+            return EXIT_MACHINE_ERROR
+        traceback.print_exc()
+        print(f"internal error in hpsearch (exit code {EXIT_INTERNAL_ERROR}); please report it with the traceback "
+              "above", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+
+
+def _machine_error_in(err: BaseException) -> MachineError | None:
+    """The :class:`MachineError` an exception was raised from or while handling, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, MachineError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -65,6 +98,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpsearch", description="Hyperparameter search for PyTorch models.")
+    parser.add_argument("--version", action=_Version, help="print the versions of hpsearch and its engines")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="run the search a space file describes")
     run.add_argument("space_file", type=Path, metavar="SPACE_FILE", help="a Python file defining `search`")
@@ -116,6 +150,29 @@ def _add_top(parser: argparse.ArgumentParser, what: str) -> None:
     from hpsearch.show import DEFAULT_TOP
 
     parser.add_argument("--top", type=int, default=DEFAULT_TOP, metavar="K", help=f"{what} (default {DEFAULT_TOP})")
+
+
+class _Version(argparse.Action):
+    """``hpsearch --version``: hpsearch's version and those of the engines it drives, read from the installed
+    packages' metadata (nothing is imported), then exit."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> NoReturn:
+        import importlib.metadata
+        import platform
+
+        from hpsearch import __version__
+
+        def version(package: str) -> str:
+            try:
+                return importlib.metadata.version(package)
+            except importlib.metadata.PackageNotFoundError:
+                return "not installed"
+
+        engines = ", ".join(f"{p} {version(p)}" for p in ("torch", "ray", "optuna", "mlflow"))
+        parser.exit(message=f"hpsearch {__version__} ({engines}, Python {platform.python_version()})\n")
 
 
 def _add_view_commands(commands: argparse._SubParsersAction) -> None:

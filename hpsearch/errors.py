@@ -1,13 +1,17 @@
-"""The exceptions hpsearch raises for mistakes a user can fix.
+"""The exceptions hpsearch raises for mistakes a user can fix, and for failures of the machine.
 
 The command line turns every :class:`HpsearchError` into one line on stderr and exit code 2, so a message must
-say where the problem is (file, field) and what is allowed. Anything else that escapes is a bug in hpsearch.
+say where the problem is (file, field) and what is allowed. A :class:`MachineError` (or an ``OSError``: a
+folder that cannot be written, a full disk, denied permission, a tracking server gone) is one line and exit
+code 3. Anything else that escapes is a bug in hpsearch: its traceback, and exit code 70.
 """
 
 from __future__ import annotations
 
-__all__ = ["ClusterError", "ConfigError", "DataError", "HpsearchError", "NonFiniteLossError", "NotFoundError",
-           "SpaceError", "TrackingError"]
+import errno
+
+__all__ = ["ClusterError", "ConfigError", "DataError", "HpsearchError", "MachineError", "NonFiniteLossError",
+           "NotFoundError", "SpaceError", "TrackingError", "describe_os_error", "machine_failure"]
 
 
 class HpsearchError(Exception):
@@ -60,3 +64,47 @@ class NonFiniteLossError(RuntimeError):
 
     Not an :class:`HpsearchError`: it is raised inside a trial, where Ray Tune records it as the trial's error.
     """
+
+
+class MachineError(Exception):
+    """The machine or a service failed a valid request: a folder that cannot be written, a full disk, denied
+    permission, a tracking store that stopped answering. The CLI prints one line and exits with code 3.
+
+    Not an :class:`HpsearchError`: the input was right, and running again once the machine is mended works.
+    """
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for an ``OSError``: where (the file), what the system said, and its errno name."""
+    name = errno.errorcode.get(err.errno or 0, "")
+    where = ", ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+    said = err.strerror or str(err) or type(err).__name__
+    return f"{where + ': ' if where else ''}{said}{f' ({name})' if name else ''}"
+
+
+# What SQLite says when its disk or its file refuses a write (an OperationalError: not an OSError).
+_SQLITE_MACHINE_MESSAGES = ("disk is full", "readonly database", "disk i/o error", "unable to open database file")
+_UNAVAILABLE = "TEMPORARILY_UNAVAILABLE"  # MLflow's error code for a store that failed under a valid call
+
+
+def machine_failure(err: BaseException) -> str | None:
+    """The one-line reason when ``err`` was caused by the machine or a store (disk, permission, network), else
+    None. Follows the chain of causes, since MLflow wraps what the system or the HTTP client raised."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError):  # also requests' ConnectionError and Timeout
+            return describe_os_error(current) if current.errno else _first_line(current)
+        text = _first_line(current)
+        if type(current).__name__ == "OperationalError" and any(m in text.lower() for m in _SQLITE_MACHINE_MESSAGES):
+            return text
+        current = current.__cause__ or current.__context__
+    if getattr(err, "error_code", None) == _UNAVAILABLE:
+        return _first_line(err)
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return (lines[0] if lines else type(err).__name__)[:300]

@@ -23,6 +23,7 @@ import torch
 
 from hpsearch import tracking
 from hpsearch.data import Dataset
+from hpsearch.errors import MachineError
 from hpsearch.progress import Progress
 from hpsearch.space import Search, suggest_params
 from hpsearch.train import TrialConfig, fit
@@ -100,7 +101,7 @@ def _fit_trials(search: Search, data: Dataset, metric: str, mode: str, tracker: 
 def _pruner(search: Search) -> optuna.pruners.BasePruner:
     if search.scheduler is None:
         return optuna.pruners.NopPruner()
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=min(search.scheduler.grace_period, search.max_epochs),
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=search.scheduler.grace(search.max_epochs),
                                                   reduction_factor=search.scheduler.reduction_factor)
 
 
@@ -127,6 +128,8 @@ def _run_trial(trial: optuna.Trial, config: TrialConfig, data: Dataset, metric: 
         fit(config, data, report)
     except _Pruned:
         pruned = True
+    except MachineError:  # the tracking store failed under the report: the search cannot go on, nor the trial
+        raise
     except Exception:  # noqa: BLE001 - a failing trial is recorded and the search goes on, as with Ray
         return tracker.trial_ended(trial_id, error=traceback.format_exc()), False
     if "save" in last:

@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.utils.models import get_model_name_and_version
 
 from hpsearch.errors import ConfigError, NotFoundError
-from hpsearch.tracking import default_tracking_uri
+from hpsearch.tracking import default_tracking_uri, registry_uri_for, tracking_uri_from
 
 __all__ = ["KEEP_ALL", "load_pyfunc", "predict_csv"]
 
@@ -106,7 +106,7 @@ def load_pyfunc(model_uri: str, tracking_uri: str | None = None) -> mlflow.pyfun
     The files are downloaded with an explicit tracking and registry URI (no global MLflow state is changed),
     then loaded from the local copy.
     """
-    uri = tracking_uri or default_tracking_uri()
+    uri = tracking_uri_from(tracking_uri) or default_tracking_uri()
     try:
         if Path(model_uri).is_dir():
             return mlflow.pyfunc.load_model(model_uri)
@@ -125,7 +125,7 @@ def _artifact_uri(model_uri: str, tracking_uri: str) -> str:
     """
     if not model_uri.startswith("models:/"):
         return model_uri
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=registry_uri_for(tracking_uri))
     found = get_model_name_and_version(client, model_uri)
     if len(found) == 1:  # models:/m-ID, a logged model of the tracking store
         return model_uri

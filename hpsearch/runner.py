@@ -95,6 +95,7 @@ class SearchOutcome:
     best: tracking.TrialRecord | None
     test_metrics: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
+    warnings: dict[str, str] = field(default_factory=dict)  # a step after the trials that failed -> its error
 
     def counts(self) -> dict[str, int]:
         statuses = [t.status for t in self.trials]
@@ -147,6 +148,7 @@ def run_search(
     default in this process, for ``tracking_uri``).
     """
     progress = progress or Progress(live=False)
+    tracking_uri = tracking.tracking_uri_from(tracking_uri)  # MLFLOW_TRACKING_URI, as MLflow's own tools
     store = store or LocalStore(tracking_uri)
     started = time.monotonic()
     experiment = _check_experiment_name(experiment or search.experiment or space_file.stem)
@@ -221,6 +223,8 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
             tracker.on_ended = drawer.trial_ended
         on_event(f"search {parent} in experiment {experiment!r}: {search.num_samples} trials, "
                  f"up to {search.max_epochs} epochs each, " + ("in-process" if executor == "local" else "on Ray Tune"))
+        if search.scheduler is not None:
+            on_event(search.scheduler.describe(search.max_epochs))
     ray_ending = None
     try:
         if executor == "local":
@@ -234,21 +238,21 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
             raise SearchInterrupted(f"{ended} of {search.num_samples} trials ended")
         outcome = SearchOutcome(experiment, parent, uri, metric, mode, list(tracker.records.values()), None)
         outcome.best = next(iter(outcome.ranked()), None)
+        after = _AfterTrials(progress)  # from here on, an error is a warning: the trials' results stand
         if outcome.best is not None:
-            if outcome.best.model_dir is None:  # it ended before a resume: its model is in MLflow
-                outcome.best.model_dir = store.call(tracking.download_model, outcome.best.run_id,
-                                                    Path(tempfile.mkdtemp(prefix="hpsearch-")))
-            outcome.test_metrics = _test_report(outcome.best, data)
-            store.send(tracking.log_test_metrics, outcome.best.run_id, outcome.test_metrics)
+            outcome.test_metrics = after.step("test", _test_report_of, store, outcome.best, data) or {}
         pending = None
         if plots:  # drawn in the drawer's process (if any) while the best model is published
-            pending = drawing.start_search_plots(store, parent, outcome.best, data.test, drawer)
-        for line in store.call(publish.on_search_end, outcome.best, experiment=experiment, parent_run_id=parent,
-                               metric=metric, mode=mode, space_file=space_file, data=_data_field(search),
-                               preprocessing=preprocessing_state(data.preprocessor)):
+            pending = after.step("plots", drawing.start_search_plots, store, parent, outcome.best, data.test, drawer)
+        for line in after.step("publish", store.call, publish.on_search_end, outcome.best, experiment=experiment,
+                               parent_run_id=parent, metric=metric, mode=mode, space_file=space_file,
+                               data=_data_field(search), preprocessing=preprocessing_state(data.preprocessor)) or []:
             on_event(line)
         if pending is not None:
-            pending.log(store, on_event=progress.detail)
+            after.step("plots", pending.log, store, on_event=progress.detail)
+        outcome.warnings = after.warnings
+        if after.warnings:
+            store.call(tracking.record_warnings, parent, after.warnings, after.tracebacks)
         store.call(tracking.finish_search_run, parent, outcome.counts(), outcome.best, outcome.test_metrics, metric)
     except BaseException as err:
         _abort(store, parent, tracker, err)
@@ -260,12 +264,59 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
     return outcome
 
 
+class _AfterTrials:
+    """The steps that follow the trials (test evaluation, figures, the best model's publishing).
+
+    The trials' results are tracked by then, so a step that fails must not fail the search: its error becomes
+    a warning line, a tag ``hpsearch.warning.STEP`` on the parent run (the traceback in ``warnings/STEP.txt``),
+    and the search's exit code stays what the trials decide. Ctrl-C still interrupts.
+    """
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.warnings: dict[str, str] = {}
+        self.tracebacks: dict[str, str] = {}
+
+    def step(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, or None when it raised (the error then recorded as the step's warning)."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - any error after the trials: see the class docstring
+            lines = [line for line in str(err).splitlines() if line.strip()]
+            message = f"{type(err).__name__}: {lines[0] if lines else ''}".strip(": ")
+            self.warnings[name] = message
+            self.tracebacks[name] = "".join(traceback.format_exception(err))
+            self.progress.warning(f"{_STEP_NAMES[name]} failed; the search's results stand: {message}")
+            return None
+
+
+_STEP_NAMES = {"test": "the best model's test evaluation", "plots": "the figures",
+               "publish": "the best model's publishing"}
+
+
+def _test_report_of(store: Store, best: tracking.TrialRecord, data: Dataset) -> dict[str, float]:
+    """The best trial's test metrics, logged to its run (its model downloaded if it ended before a resume)."""
+    if best.model_dir is None:  # it ended before a resume: its model is in MLflow
+        best.model_dir = store.call(tracking.download_model, best.run_id, Path(tempfile.mkdtemp(prefix="hpsearch-")))
+    metrics = _test_report(best, data)
+    store.send(tracking.log_test_metrics, best.run_id, metrics)
+    return metrics
+
+
 def _abort(store: Store, parent: str, tracker: tracking.TrialTracker, error: BaseException) -> None:
-    """After an interruption or a crash: close every run this search opened, none left RUNNING."""
-    tracker.close_open_runs()
-    killed = isinstance(error, KeyboardInterrupt)  # an interruption is no error: no traceback to keep (resume)
-    store.call(tracking.abort_search_run, parent, "" if killed else "".join(traceback.format_exception(error)),
-               killed=killed)
+    """After an interruption or a crash: close every run this search opened, none left RUNNING.
+
+    An interruption is no error: no traceback is kept (the search resumes). Where the store itself failed (a
+    tracking server gone, a full disk), closing fails too: the original error is what the user must see, so the
+    store's second failure is dropped.
+    """
+    killed = isinstance(error, KeyboardInterrupt)
+    try:
+        tracker.close_open_runs()
+        store.call(tracking.abort_search_run, parent, "" if killed else "".join(traceback.format_exception(error)),
+                   killed=killed)
+    except Exception:  # noqa: BLE001 - see the docstring
+        pass
 
 
 def _data_field(search: Search) -> str | None:
@@ -457,7 +508,7 @@ def _scheduler(search: Search) -> ASHAScheduler | None:
     return ASHAScheduler(
         time_attr="epoch",
         max_t=search.max_epochs,
-        grace_period=min(search.scheduler.grace_period, search.max_epochs),
+        grace_period=search.scheduler.grace(search.max_epochs),
         reduction_factor=search.scheduler.reduction_factor,
     )
 
@@ -594,6 +645,6 @@ def _search_params(search: Search, data: Dataset, metric: str, mode: str) -> dic
         **search.describe_params(),
     }
     if scheduler:
-        params.update(grace_period=scheduler.grace_period, reduction_factor=scheduler.reduction_factor)
+        params.update(grace_period=scheduler.grace(search.max_epochs), reduction_factor=scheduler.reduction_factor)
     return params
 

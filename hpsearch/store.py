@@ -36,9 +36,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from hpsearch import lifeline
-from hpsearch.errors import HpsearchError, TrackingError
+from hpsearch.errors import HpsearchError, MachineError, TrackingError, machine_failure
 
-__all__ = ["LocalStore", "Pending", "Store", "StoreProcess"]
+__all__ = ["LocalStore", "Pending", "Store", "StoreProcess", "store_failure"]
 
 
 class Pending:
@@ -112,7 +112,10 @@ class LocalStore(Store):
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self.client is None:
             raise TrackingError("the tracking store is used before it was opened")
-        return fn(self.client, *args, **kwargs)
+        try:
+            return fn(self.client, *args, **kwargs)
+        except Exception as err:
+            raise store_failure(err, self.uri) from err
 
 
 class StoreProcess(Store):
@@ -182,11 +185,11 @@ class StoreProcess(Store):
             elif answered == sequence or answered in self._submitted:
                 self._answers[answered] = (ok, value)
             # else: the answer to a call that Ctrl-C abandoned
-        ok, value = self._answers.pop(sequence)
-        self._submitted.discard(sequence)
-        if self._sent_error is not None:
+        if self._sent_error is not None:  # this call's answer stays for a later read
             error, self._sent_error = self._sent_error, None
             raise error
+        ok, value = self._answers.pop(sequence)
+        self._submitted.discard(sequence)
         if not ok:
             raise _delivered(value, late=False)
         return value
@@ -203,8 +206,16 @@ class StoreProcess(Store):
         self._conn.close()
 
 
-def _process_gone() -> TrackingError:
-    return TrackingError("the tracking store's process ended unexpectedly: the search cannot record its trials")
+def _process_gone() -> MachineError:
+    return MachineError("the tracking store's process ended unexpectedly: the search cannot record its trials")
+
+
+def store_failure(err: Exception, uri: str | None) -> Exception:
+    """``err`` as a :class:`MachineError` naming the store when the machine or the store caused it (a full disk,
+    a read-only database, a tracking server gone), else ``err`` itself (a bug, or a user's mistake)."""
+    if isinstance(err, (MachineError, TrackingError)) or (reason := machine_failure(err)) is None:
+        return err
+    return MachineError(f"the tracking store {uri or 'mlruns/mlflow.db'} failed: {reason}")
 
 
 # ------------------------------------------------------------------------------------- the store's process
@@ -243,6 +254,8 @@ def _serve(conn: Connection, drivers_end: Connection, tracking_uri: str | None, 
                 value = fn(client, *args, **kwargs)
             answer = (sequence, wait, True, value)
         except BaseException as err:  # noqa: BLE001 - every error goes back to the caller
+            if isinstance(err, Exception):  # the machine's failures named as such (a full disk, a server gone)
+                err = store_failure(err, client.tracking_uri if client else tracking_uri)
             answer = (sequence, wait, False, _failure(err, fn, args, kwargs))
         if (wait or not answer[2]) and not _answer(conn, answer):  # a sent call is answered only when it fails
             break

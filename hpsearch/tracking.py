@@ -25,14 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.errors import TrackingError
+from hpsearch.errors import MachineError, TrackingError, machine_failure
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from hpsearch.store import Pending, Store
 
-__all__ = ["DEFAULT_STORE", "TrialRecord", "TrialTracker", "connect", "default_tracking_uri", "ui_command"]
+__all__ = ["DEFAULT_STORE", "TrialRecord", "TrialTracker", "connect", "default_tracking_uri", "registry_uri_for",
+           "tracking_uri_from", "ui_command"]
 
 DEFAULT_STORE = Path("mlruns")
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -46,12 +47,26 @@ TAG_RAY_EXPERIMENT = "hpsearch.ray_experiment"
 TAG_SPACE_FILE = "hpsearch.space_file"
 ENDED = ("completed", "stopped", "failed")
 TAG_NODE = "hpsearch.node"
+TAG_WARNING_PREFIX = "hpsearch.warning."  # + a step after the trials that failed: test, plots, publish
 # MLflow's own tag names (mlflow.utils.mlflow_tags), spelled out so that this module loads without MLflow
 MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
 MLFLOW_RUN_NAME = "mlflow.runName"
 
 for _noisy in ("alembic", "mlflow.store.db.utils"):  # schema creation on a new store is not news
     logging.getLogger(_noisy).setLevel(logging.WARNING)
+# MLflow logs the traceback of a database error before it raises it; hpsearch reports the error in one line.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
+
+def tracking_uri_from(tracking_uri: str | None) -> str | None:
+    """The store a command uses: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI`` as MLflow's own tools read it,
+    else None (the local store in ./mlruns)."""
+    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def registry_uri_for(tracking_uri: str) -> str:
+    """The model registry: ``MLFLOW_REGISTRY_URI`` where set (as MLflow reads it), else the tracking store."""
+    return os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri
 
 
 def default_tracking_uri(store: Path = DEFAULT_STORE) -> str:
@@ -69,20 +84,25 @@ def ui_command(tracking_uri: str | None) -> str:
 
 
 def connect(tracking_uri: str | None) -> tuple[MlflowClient, str]:
-    """A client for ``tracking_uri`` (or the default local store), checked to answer.
+    """A client for ``tracking_uri`` (or ``MLFLOW_TRACKING_URI``, or the default local store), checked to answer.
 
     Returns the client and the URI it uses. The default store's folder is created here, not before:
     nothing is written until the space file and the data have been checked. The default SQLite store runs in
     WAL mode with a generous busy timeout, so two searches can write to it at once.
     """
+    tracking_uri = tracking_uri_from(tracking_uri)
     if tracking_uri is None or tracking_uri.startswith("sqlite:"):
         _fast_wal_commits()
     if tracking_uri is None:
-        DEFAULT_STORE.mkdir(exist_ok=True)
         tracking_uri = f"{default_tracking_uri()}?timeout={SQLITE_BUSY_TIMEOUT_S}"
-        with _store_lock(DEFAULT_STORE):  # two searches starting at once must not both create the tables
-            _enable_wal(DEFAULT_STORE / "mlflow.db")
-            _check_reachable(tracking_uri)
+        try:
+            DEFAULT_STORE.mkdir(exist_ok=True)
+            with _store_lock(DEFAULT_STORE):  # two searches starting at once must not both create the tables
+                _enable_wal(DEFAULT_STORE / "mlflow.db")
+                _check_reachable(tracking_uri)
+        except (OSError, sqlite3.OperationalError) as err:  # a read-only folder, a full disk, no permission
+            raise MachineError(f"cannot create or open the tracking store {DEFAULT_STORE.resolve()}: "
+                               f"{machine_failure(err) or err}") from None
     else:
         _check_reachable(tracking_uri)
     from mlflow import MlflowClient
@@ -137,6 +157,9 @@ def _check_reachable(tracking_uri: str) -> None:
     except Exception as err:  # noqa: BLE001 - any failure here means the store is unusable
         lines = [line for line in str(err).splitlines() if line.strip()]
         message = lines[0][:300] if lines else type(err).__name__
+        if tracking_uri.startswith("sqlite:") and (reason := machine_failure(err)) and "unable to open" not in reason:
+            # a database that exists but refuses writes (read-only, a full disk): the machine, not the URI
+            raise MachineError(f"tracking store {tracking_uri} cannot be written: {reason}") from None
         raise TrackingError(f"tracking store {tracking_uri} cannot be reached: {message}") from None
     finally:
         for key, value in saved.items():
@@ -147,16 +170,22 @@ def _check_reachable(tracking_uri: str) -> None:
 
 
 def experiment_id(client: MlflowClient, name: str, tracking_uri: str, *, create: bool = True) -> str:
-    """The id of experiment ``name``, created when missing (local stores keep artifacts in mlruns/artifacts);
-    with ``create=False`` (a resume) a missing experiment is an error."""
+    """The id of experiment ``name``, created when missing; with ``create=False`` (a resume) a missing experiment
+    is an error.
+
+    An SQLite store keeps its artifacts in ``artifacts/`` beside its database (``mlruns/artifacts`` for the
+    default store): MLflow's own default, ``./mlruns`` in the working directory, would write where the user
+    did not point (``MLFLOW_TRACKING_URI=sqlite:///elsewhere/m.db`` and still a ``./mlruns``).
+    """
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     if not create:
         raise TrackingError(f"experiment {name!r} has no search to resume; run it without --resume")
     artifact_location = None
-    if tracking_uri.split("?")[0] == default_tracking_uri():
-        artifact_location = (DEFAULT_STORE / "artifacts").resolve().as_uri()
+    database = tracking_uri.split("?")[0].removeprefix("sqlite:///")
+    if tracking_uri.startswith("sqlite:///") and database not in ("", ":memory:"):
+        artifact_location = (Path(database).parent / "artifacts").resolve().as_uri()
     return client.create_experiment(name, artifact_location=artifact_location)
 
 
@@ -539,6 +568,13 @@ def abort_search_run(client: MlflowClient, run_id: str, error_text: str, *, kill
     if error_text:
         client.log_text(run_id, error_text, "error.txt")
     client.set_terminated(run_id, "KILLED" if killed else "FAILED")
+
+
+def record_warnings(client: MlflowClient, run_id: str, warnings: dict[str, str], tracebacks: dict[str, str]) -> None:
+    """What failed after the trials: a tag ``hpsearch.warning.STEP`` each, the traceback in ``warnings/``."""
+    for step, message in warnings.items():
+        client.set_tag(run_id, f"{TAG_WARNING_PREFIX}{step}", message[:5000])
+        client.log_text(run_id, tracebacks.get(step, message), f"warnings/{step}.txt")
 
 
 def log_files(client: MlflowClient, files: list[tuple[str, str, str]]) -> None:

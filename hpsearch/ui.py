@@ -30,13 +30,15 @@ DEFAULT_PORT = 5000
 
 
 def store_uri(tracking_uri: str | None) -> str:
-    """The backend store to show: ``tracking_uri``, or the local ``mlruns/mlflow.db``, which must exist."""
+    """The backend store to show: ``tracking_uri`` (or ``MLFLOW_TRACKING_URI``), or the local
+    ``mlruns/mlflow.db``, which must exist."""
+    from hpsearch.tracking import DEFAULT_STORE, default_tracking_uri, tracking_uri_from
+
+    tracking_uri = tracking_uri_from(tracking_uri)
     if tracking_uri is not None:
         if tracking_uri.startswith(("http://", "https://")):
             raise TrackingError(f"{tracking_uri} is a tracking server with its own UI: open it in a browser")
         return tracking_uri
-    from hpsearch.tracking import DEFAULT_STORE, default_tracking_uri
-
     if not (DEFAULT_STORE / "mlflow.db").is_file():
         raise TrackingError(f"no tracking store at {DEFAULT_STORE / 'mlflow.db'} in {Path.cwd()}; run a search here "
                             "first (python -m hpsearch run SPACE_FILE) or pass --tracking-uri")

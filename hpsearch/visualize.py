@@ -103,9 +103,15 @@ def search_plots(history: SearchHistory, logged: PlotsLogged) -> list[plots.Plot
     figures.append(plots.parallel_coordinates(study, history.metric))
     if len(study.trials) < 2:
         logged.skipped["param_importances"] = f"needs 2 scored trials or more, got {len(study.trials)}"
+    elif len({t.value for t in study.trials}) == 1:  # fANOVA has no variance to attribute, and raises
+        logged.skipped["param_importances"] = f"every trial has the same {history.metric}: no importance to measure"
     else:
-        plot, logged.importances = plots.param_importances(study, history.metric)
-        figures.append(plot)
+        try:
+            plot, logged.importances = plots.param_importances(study, history.metric)
+        except (RuntimeError, ValueError) as err:  # fANOVA on a degenerate study (say, one value per parameter)
+            logged.skipped["param_importances"] = f"fANOVA could not be fitted: {err}"
+        else:
+            figures.append(plot)
     return figures
 
 

@@ -252,9 +252,11 @@ def test_a_resume_runs_num_samples_trials_when_a_kill_left_rays_saved_state_out_
         searcher["counter"] = 2
         searcher_file.write_bytes(cloudpickle.dumps(searcher))
     else:  # a later run's save, its trials' snapshot cut short by the kill: Ray's restore would fail on it
-        for path in list(folder.glob("*-20*")):
-            path.with_name(path.name.replace("-20", "-30", 1)).write_bytes(path.read_bytes())
-        cut = next(folder.glob("experiment_state-30*.json"))
+        session = next(folder.glob("experiment_state-*.json")).name.removeprefix("experiment_state-")[:-5]
+        later = _a_later_session(session)
+        for path in list(folder.glob(f"*-{session}*")):
+            path.with_name(path.name.replace(session, later)).write_bytes(path.read_bytes())
+        cut = folder / f"experiment_state-{later}.json"
         cut.write_bytes(cut.read_bytes()[:1000])
     client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("s").experiment_id
@@ -266,8 +268,17 @@ def test_a_resume_runs_num_samples_trials_when_a_kill_left_rays_saved_state_out_
     assert len(children) == 4
     assert {(c.info.status, c.data.tags["hpsearch.status"]) for c in children} == {("FINISHED", "completed")}
     if behind == "cut save":  # set aside; Ray restored the whole save before it
-        assert {p.name.split("-3026")[0] for p in folder.glob("*-3026*.cut")} == \
+        assert {p.name.split(f"-{later}")[0] for p in folder.glob(f"*-{later}*.cut")} == \
             {"experiment_state", "search_gen_state", "searcher-state"}
+
+
+def _a_later_session(session: str) -> str:
+    """The name Ray would give the files of a run of the search started a day after ``session`` (Ray names a
+    run's save files after its start, ``%Y-%m-%d_%H-%M-%S``, and restores the newest): any year, any date."""
+    import datetime
+
+    stamp = "%Y-%m-%d_%H-%M-%S"
+    return (datetime.datetime.strptime(session, stamp) + datetime.timedelta(days=1)).strftime(stamp)
 
 
 def test_a_trial_whose_run_lost_its_params_to_a_kill_gets_them_when_it_resumes(tmp_path):
