@@ -16,7 +16,7 @@ import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from hpsearch.cli_models import add_commands as add_model_commands
 from hpsearch.errors import HpsearchError, MachineError, describe_os_error
@@ -243,18 +243,31 @@ def _run_search(args: argparse.Namespace, store) -> int:  # noqa: ANN001 - hpsea
     print(f"\nsearch finished in {format_duration(display.elapsed())}: "  # the status line's clock
           + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     _print_best(outcome, args.top)
-    from hpsearch.tracking import ui_command
-
     print(f"\nexperiment {outcome.experiment!r}, search run {outcome.parent_run_id}")
-    print(f"open the MLflow UI with:\n  {ui_command(args.tracking_uri)}")
-    if not args.no_plots:
-        store = f" --tracking-uri {args.tracking_uri}" if args.tracking_uri else ""
-        print(f"  (or python -m hpsearch ui{store}); plots are in the search run's plots/ artifacts; a report:\n"
-              f"  python -m hpsearch report {shlex.quote(outcome.experiment)}{store} -o report.html")
+    for line in _where_to_look(outcome, args.tracking_uri, plots=not args.no_plots):
+        print(line)
     if counts["failed"] == len(outcome.trials):
         print("error: every trial failed; see the trials' error.txt in MLflow", file=sys.stderr)
         return EXIT_ALL_TRIALS_FAILED
     return 0
+
+
+def _where_to_look(outcome: Any, tracking_uri: str | None, *, plots: bool) -> list[str]:
+    """How to see the search in MLflow 3's UI: the page of the experiment's runs, not the GenAI overview it
+    opens on; and the report."""
+    from hpsearch.ui import DEFAULT_HOST, DEFAULT_PORT, runs_url
+
+    store = f" --tracking-uri {tracking_uri}" if tracking_uri else ""
+    if tracking_uri and tracking_uri.startswith(("http://", "https://")):
+        lines = [f"see its trials in the MLflow UI: {runs_url(tracking_uri.rstrip('/'), outcome.experiment_id)}"]
+    else:
+        page = runs_url(f"http://{DEFAULT_HOST}:{DEFAULT_PORT}", outcome.experiment_id)
+        lines = [f"see its trials in the MLflow UI: python -m hpsearch ui{store}",
+                 f"  then open {page} (the + before the search's row shows its trials)"]
+    if plots:
+        lines.append(f"  figures: the search run's plots/ artifacts; a report: python -m hpsearch report "
+                     f"{shlex.quote(outcome.experiment)}{store} -o report.html")
+    return lines
 
 
 def _ui(args: argparse.Namespace) -> int:

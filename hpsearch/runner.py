@@ -96,6 +96,7 @@ class SearchOutcome:
     test_metrics: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
     warnings: dict[str, str] = field(default_factory=dict)  # a step after the trials that failed -> its error
+    experiment_id: str = ""
 
     def counts(self) -> dict[str, int]:
         statuses = [t.status for t in self.trials]
@@ -236,7 +237,8 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
         ended = sum(r.status in tracking.ENDED for r in tracker.records.values())
         if ended < search.num_samples:
             raise SearchInterrupted(f"{ended} of {search.num_samples} trials ended")
-        outcome = SearchOutcome(experiment, parent, uri, metric, mode, list(tracker.records.values()), None)
+        outcome = SearchOutcome(experiment, parent, uri, metric, mode, list(tracker.records.values()), None,
+                                experiment_id=exp_id)
         outcome.best = next(iter(outcome.ranked()), None)
         after = _AfterTrials(progress)  # from here on, an error is a warning: the trials' results stand
         if outcome.best is not None:

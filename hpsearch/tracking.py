@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from hpsearch.store import Pending, Store
 
 __all__ = ["DEFAULT_STORE", "TrialRecord", "TrialTracker", "connect", "default_tracking_uri", "registry_uri_for",
-           "tracking_uri_from", "ui_command"]
+           "tracking_uri_from"]
 
 DEFAULT_STORE = Path("mlruns")
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -72,15 +72,6 @@ def registry_uri_for(tracking_uri: str) -> str:
 def default_tracking_uri(store: Path = DEFAULT_STORE) -> str:
     """``sqlite:///ABS/mlruns/mlflow.db``: the local store, an SQLite database beside its artifacts."""
     return f"sqlite:///{(store / 'mlflow.db').resolve()}"
-
-
-def ui_command(tracking_uri: str | None) -> str:
-    """The command that opens the MLflow UI on the store a search wrote to."""
-    if tracking_uri is None:
-        return f"mlflow ui --backend-store-uri sqlite:///{DEFAULT_STORE}/mlflow.db"
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"open {tracking_uri}"
-    return f"mlflow ui --backend-store-uri {tracking_uri}"
 
 
 def connect(tracking_uri: str | None) -> tuple[MlflowClient, str]:

@@ -10,10 +10,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -33,6 +31,7 @@ from hpsearch.model import load_model
 from hpsearch.predict import load_pyfunc
 from hpsearch.space import load_space
 from tests.conftest import SPACES, write_space
+from tests.serving import ask, free_port, served_model, wait_until_up
 
 pytestmark = pytest.mark.e2e
 
@@ -208,48 +207,27 @@ def test_mlflow_models_serve_answers_requests_in_the_forms_clients_send(store):
 
     The programs are found next to the Python running the tests, so the suite needs no activated venv.
     """
-    port = _free_port()
-    programs = Path(sys.executable).parent
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}  # the model brings its code
-    env |= {"MLFLOW_TRACKING_URI": _uri(store), "PATH": f"{programs}{os.pathsep}{os.environ.get('PATH', '')}"}
-    command = [str(programs / "mlflow"), "models", "serve", "-m", "models:/churn@best", "--env-manager", "local",
-               "-h", "127.0.0.1", "-p", str(port)]
-    log = store / "serve.log"
-    with log.open("w") as output:  # a file, not a pipe: a chatty server never blocks on a full pipe
-        server = subprocess.Popen(command, cwd=store, env=env, stdout=output, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-    try:
-        _wait_until_up(f"http://127.0.0.1:{port}/ping", server, log)
-        url = f"http://127.0.0.1:{port}/invocations"
+    with served_model("models:/churn@best", _uri(store), store) as url:
         split = {"columns": ["age", "tenure_months", "monthly_fee", "plan", "region"],
                  "data": [[41, 31, 23.96, "plus", "east"], [None, 6, None, None, "west"]]}
-        by_split = _ask(url, {"dataframe_split": split})
+        by_split = ask(url, {"dataframe_split": split})
         records = [{"region": "east", "plan": "plus", "monthly_fee": 23.96, "tenure_months": 31, "age": 41,
                     "customer": "c-1"},
                    {"region": "west", "plan": None, "monthly_fee": None, "tenure_months": 6, "age": None,
                     "customer": "c-2"}]
-        by_records = _ask(url, {"dataframe_records": records})
+        by_records = ask(url, {"dataframe_records": records})
         for predictions in (by_split, by_records):
             assert len(predictions) == 2 and {p["prediction"] for p in predictions} <= {"yes", "no"}
             assert all(abs(p["probability_yes"] + p["probability_no"] - 1) < 1e-9 for p in predictions)
         assert by_records == by_split
-        no_plan = _ask(url, {"dataframe_records": [{**r, "plan": None} for r in records]})
+        no_plan = ask(url, {"dataframe_records": [{**r, "plan": None} for r in records]})
         assert no_plan[1] == by_split[1]  # that row had no plan already
 
         bad = {"dataframe_split": {**split, "data": [[41, "thirty", 23.96, "plus", "east"]]}}
         with pytest.raises(urllib.error.HTTPError) as refused:
-            _ask(url, bad)
+            ask(url, bad)
         assert refused.value.code == 400
         assert "column 'tenure_months', row 0: 'thirty' is not a number" in refused.value.read().decode()
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and its workers: the group started above
-        server.wait(timeout=30)
-
-
-def _ask(url: str, body: dict) -> list[dict]:
-    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())["predictions"]
 
 
 def test_a_later_search_moves_the_alias_only_when_it_does_better(store):
@@ -291,26 +269,6 @@ def _undated(document: dict) -> dict:
     return {**document, "provenance": {**document["provenance"], "exported_at": None}}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_until_up(url: str, server: subprocess.Popen, log: Path, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"the server exited: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.5)
-    raise AssertionError(f"no answer from {url} after {timeout_s}s")
-
-
 def test_retrain_reloads_a_data_function_from_the_space_file_and_checks_its_hash(ray_session, workdir, capsys):
     space = write_space(workdir, """
 from sklearn.datasets import load_wine
@@ -339,7 +297,7 @@ search = Search(data=wine, params={"layers": [16], "lr": loguniform(1e-3, 1e-1)}
 
 def test_best_export_train_and_predict_work_against_a_tracking_server(ray_session, workdir, capsys):
     """A search tracked on an MLflow server (artifacts proxied by it), then every command through HTTP only."""
-    port = _free_port()
+    port = free_port()
     server_dir = workdir / "server"
     server_dir.mkdir()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -350,7 +308,7 @@ def test_best_export_train_and_predict_work_against_a_tracking_server(ray_sessio
         server = subprocess.Popen(command, cwd=server_dir, env=env, stdout=output, stderr=subprocess.STDOUT,
                                   start_new_session=True)
     try:
-        _wait_until_up(f"http://127.0.0.1:{port}/health", server, log)
+        wait_until_up(f"http://127.0.0.1:{port}/health", server, log)
         remote = ["--tracking-uri", f"http://127.0.0.1:{port}"]
         assert main(["run", str(CHURN), "--num-samples", "1", "--max-epochs", "1", "--experiment", "remote",
                      *remote]) == 0

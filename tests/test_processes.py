@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, write_space
+from tests.serving import free_port
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="watches processes through /proc")
 
@@ -128,12 +128,6 @@ def test_no_process_of_a_search_is_alive_15_s_after_its_driver_is_killed(workdir
     assert not left, f"still running 15 s after the driver was killed: {left}"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP", "Ctrl-C"])
 def test_the_ui_stopped_by_a_signal_leaves_no_process_and_prints_at_most_one_line(workdir: Path, how: str):
     """SIGTERM (a process manager), SIGHUP (a closed terminal) to the ``hpsearch ui`` process; Ctrl-C as a
@@ -144,7 +138,7 @@ def test_the_ui_stopped_by_a_signal_leaves_no_process_and_prints_at_most_one_lin
 
     (workdir / "mlruns").mkdir()
     MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}").create_experiment("e")
-    port = _free_port()
+    port = free_port()
     ui, lines = _start(["ui", "--port", str(port)], workdir)
     try:
         wait_until_up(f"http://127.0.0.1:{port}", timeout_s=120)

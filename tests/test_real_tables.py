@@ -19,7 +19,9 @@ import pytest
 from mlflow import MlflowClient
 
 from hpsearch.cli import main
+from hpsearch.export import read_export
 from tests.conftest import write_space
+from tests.serving import ask, served_model
 
 ROWS = 300  # larger tables are sampled to this many rows (seeded), to keep each search to seconds
 
@@ -117,6 +119,8 @@ def test_a_real_table_searches_and_its_model_predicts_the_csv_it_came_from(workd
                  "--tracking-uri", uri]) == 0
     predicted = pd.read_csv(workdir / "out.csv")
     assert len(predicted) == len(rows) and predicted["prediction"].notna().all()
+    assert main(["export", name, "-o", str(workdir / "best.yaml"), "--tracking-uri", uri]) == 0
+    assert read_export(workdir / "best.yaml")["settings"]["task"] == task
 
     # as a user of MLflow would point it at the store (mlflow.set_registry_uri would leak into later tests)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -127,3 +131,29 @@ def test_a_real_table_searches_and_its_model_predicts_the_csv_it_came_from(workd
         assert np.isfinite(served["prediction"].to_numpy(dtype=float)).all()
     else:
         assert set(served["prediction"].astype(str)) <= set(pd.read_csv(csv)[target].dropna().astype(str))
+
+
+def test_a_real_table_model_served_by_mlflow_answers_its_raw_csv_rows_over_http(workdir: Path):
+    """economics: a date column, whole-number columns and a row-number column, as ``pd.read_csv`` gives them,
+    sent as JSON in both of the scoring server's table forms; the answers are the in-process model's."""
+    csv = workdir / "economics.csv"
+    _write_csv(_economics(), csv)
+    space = write_space(workdir, "search = Search(data='csv:economics.csv', target='unemploy', num_samples=1, "
+                                 "max_epochs=2, experiment='economics')\n")
+    uri = f"sqlite:///{workdir / 'mlruns.db'}"
+    assert main(["run", str(space), "--executor", "local", "--no-plots", "-q", "--tracking-uri", uri]) == 0
+    rows = pd.read_csv(csv).head(5)
+    with served_model("models:/economics@best", uri, workdir) as url:
+        by_split = ask(url, {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))})
+        by_records = ask(url, {"dataframe_records": json.loads(rows.to_json(orient="records"))})
+    expected = mlflow.pyfunc.load_model(f"{_model_folder(uri, 'economics')}").predict(rows)["prediction"]
+    for answers in (by_split, by_records):
+        assert np.allclose([a["prediction"] for a in answers], expected.to_numpy(), rtol=1e-6)
+
+
+def _model_folder(uri: str, name: str) -> str:
+    """The registered model's files, by an explicit client (no global MLflow state)."""
+    client = MlflowClient(uri, uri)
+    version = client.get_model_version_by_alias(name, "best")
+    return mlflow.artifacts.download_artifacts(client.get_model_version_download_uri(name, version.version),
+                                               tracking_uri=uri)

@@ -35,9 +35,11 @@ def test_digits_search_tracks_one_parent_and_one_child_per_trial(ray_session, wo
     assert code == 0
     assert ray.is_initialized()  # the process's own Ray, which the search reused, is left running
     out = capsys.readouterr().out
-    assert "best 4 trials by val_loss" in out and "mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db" in out
+    assert "best 4 trials by val_loss" in out and "see its trials in the MLflow UI: python -m hpsearch ui" in out
 
     client = _store(workdir)
+    experiment_id = client.get_experiment_by_name("d").experiment_id
+    assert f"then open http://127.0.0.1:5000/#/experiments/{experiment_id}/runs" in out
     parents, children = _runs(client, "d")
     assert len(parents) == 1 and len(children) == 4
     parent = parents[0]

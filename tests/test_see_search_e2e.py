@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from mlflow import MlflowClient
 from hpsearch.cli import main
 from hpsearch.ui import wait_until_up
 from tests.conftest import REPO, SPACES
+from tests.serving import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -104,7 +104,7 @@ def test_the_report_is_one_offline_page_with_the_settings_the_best_trial_and_the
 
 def test_the_mlflow_ui_shows_the_search_its_trials_and_the_plots(search, tmp_path):
     parent, experiment_id = search["parent"], search["experiment"].experiment_id
-    port = _free_port()
+    port = free_port()
     with _ui_server(search["folder"], port) as (url, printed), _browser() as browser:
         page = browser.new_page()
         runs = f"{url}/#/experiments/{experiment_id}/runs"  # the experiment's runs, not MLflow 3's GenAI overview
@@ -178,9 +178,4 @@ def _array(value: object) -> np.ndarray:
         return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).reshape(shape)
     return np.asarray(value)
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
