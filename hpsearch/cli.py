@@ -172,7 +172,8 @@ class _Version(argparse.Action):
                 return "not installed"
 
         engines = ", ".join(f"{p} {version(p)}" for p in ("torch", "ray", "optuna", "mlflow"))
-        parser.exit(message=f"hpsearch {__version__} ({engines}, Python {platform.python_version()})\n")
+        print(f"hpsearch {__version__} ({engines}, Python {platform.python_version()})")  # stdout, as argparse's
+        parser.exit()
 
 
 def _add_view_commands(commands: argparse._SubParsersAction) -> None:
@@ -210,7 +211,8 @@ def _run_search(args: argparse.Namespace, store) -> int:  # noqa: ANN001 - hpsea
 
     search = load_space(args.space_file)
     search = _with_overrides(search, args)
-    if args.resume:  # nothing to resume where no store is: say so, and create none
+    if args.resume and (args.executor or search.executor) != "local":  # (local: refused by run_search)
+        # nothing to resume where no store is: say so, and create none
         from hpsearch.tracking import check_store_exists
 
         check_store_exists(args.tracking_uri)

@@ -111,7 +111,8 @@ def _drop_reason(name: str, column: pd.Series, drop: list[str] | tuple[str, ...]
     if values.empty:
         return "empty in the training split"
     if values.nunique() == 1:
-        return f"a single value ({values.iloc[0]!r}) in the training split"
+        only = values.iloc[0]
+        return f"a single value ({only.item() if isinstance(only, np.generic) else only!r}) in the training split"
     if len(column) < MIN_ROWS_FOR_IDS:
         return None
     distinct = values.nunique()

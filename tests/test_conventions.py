@@ -33,7 +33,7 @@ def test_every_command_uses_the_store_mlflow_tracking_uri_names_and_writes_nothi
     assert len(runs) == 3  # the search and its two trials
     assert not (workdir / "mlruns").exists()  # neither its database nor its artifacts
     assert experiment.artifact_location.startswith((store.parent / "artifacts").as_uri())
-    assert f"--backend-store-uri {uri}" in capsys.readouterr().out
+    assert f"python -m hpsearch ui --tracking-uri {uri}" in capsys.readouterr().out
 
     assert main(["best", "conv", "--json"]) == 0
     assert main(["export", "conv", "-o", "best.yaml"]) == 0

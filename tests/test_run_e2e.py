@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -48,6 +49,9 @@ def test_digits_search_tracks_one_parent_and_one_child_per_trial(ray_session, wo
     assert "best_val_loss" in parent.data.metrics and "best_test_accuracy" in parent.data.metrics
     assert [a.path for a in client.list_artifacts(parent.info.run_id, "space")] == ["space/digits.py"]
     best_run_id = parent.data.tags["hpsearch.best_run_id"]
+    columns = json.loads(Path(client.download_artifacts(parent.info.run_id, "columns.json", str(workdir))).read_text())
+    dropped = sum(note.startswith("dropped pixel_") for note in columns["notes"])
+    assert dropped > 0 and "dropped pixel_0_0: a single value (0.0) in the training split" in out
 
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
@@ -66,7 +70,7 @@ def test_digits_search_tracks_one_parent_and_one_child_per_trial(ray_session, wo
         model_dir = client.download_artifacts(child.info.run_id, "model", str(workdir / child.info.run_id))
         model, spec = load_model(model_dir)
         assert spec.hidden_sizes == tuple(int(params[f"units_{i}"]) for i in range(n_layers))
-        assert spec.n_features == 64 and spec.n_outputs == 10
+        assert spec.n_features == 64 - dropped and spec.n_outputs == 10  # digits' blank pixels carry nothing
     best = client.get_run(best_run_id)
     assert "test_accuracy" in best.data.metrics
 
