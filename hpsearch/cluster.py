@@ -4,7 +4,9 @@ hpsearch writes no distribution of its own. On a Ray cluster the runner connects
 and Ray Tune places trials on the nodes; :func:`check_cluster` first makes sure a multi-node search has what it
 needs (shared storage for checkpoints, a tracking server). :func:`submit_job` hands the same ``hpsearch run``
 command to Ray's Jobs API, with the space file's folder as the job's working directory. :func:`sbatch_script`
-writes a SLURM batch script that starts Ray on the job's nodes and runs that command against it.
+writes a SLURM batch script (the template ``slurm.sbatch``) that starts Ray on the job's nodes and runs that
+command against it; it starts Ray itself rather than with ``ray symmetric-run``, which stops every Ray process on
+a node and refuses a node where any other Ray runs (the README's SLURM section says more).
 
 Ray 2.60 authenticates with a token (``RAY_AUTH_MODE=token`` and the token in ``~/.ray/auth_token``,
 ``RAY_AUTH_TOKEN_PATH`` or ``RAY_AUTH_TOKEN``); Ray itself never sends a token to an address given explicitly
@@ -24,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,7 @@ STORAGE_NEEDED = ("--storage PATH_OR_URI: a folder every node shares (e.g. /shar
 TRACKING_NEEDED = "--tracking-uri http://HOST:PORT: an MLflow tracking server every node can reach"
 JOB_AGENT_WAIT_S = 60
 JOB_EXCLUDES = ["mlruns", "ray_results", "__pycache__", ".git", "*.sbatch"]
+SBATCH_TEMPLATE = "slurm.sbatch"  # package data, next to this module
 
 
 # ------------------------------------------------------------------------------------------------- checks
@@ -243,7 +247,11 @@ class SlurmJob:
 
 
 def sbatch_script(job: SlurmJob) -> str:
-    """The batch script: Ray head on the first node, workers (``srun``) on the others, the search, Ray down."""
+    """The batch script: Ray's head on the first node, a worker on each other node (``srun``), the search.
+
+    The script is the template ``hpsearch/slurm.sbatch`` with ``{{name}}`` filled in; the shell does the rest on
+    the nodes themselves (their addresses, their free ports), which is why they are not chosen here.
+    """
     job.check()
     directives = [f"--job-name=hpsearch-{job.space_file.stem}", f"--nodes={job.nodes}", "--ntasks-per-node=1",
                   f"--cpus-per-task={job.cpus_per_node}", f"--output={job.log_pattern}"]
@@ -258,14 +266,17 @@ def sbatch_script(job: SlurmJob) -> str:
         run_args += ["--tracking-uri", job.tracking_uri]
     if job.storage or job.nodes > 1:  # every node writes its checkpoints there: the workdir must be shared
         run_args += ["--storage", job.storage or str(job.workdir / "ray_results")]
-    srun_gpus = f" --gpus={job.gpus_per_node}" if job.gpus_per_node else ""
-    return _SBATCH.format(
-        directives="\n".join(f"#SBATCH {d}" for d in directives),
-        log=job.log_pattern, workdir=shlex.quote(str(job.workdir)), python=shlex.quote(job.python),
-        space=shlex.quote(str(job.space_file.resolve())), run_args=shlex.join(run_args), nodes=job.nodes,
-        cpus=job.cpus_per_node, gpus=job.gpus_per_node, srun=f"srun --nodes=1 --ntasks=1 "
-        f"--cpus-per-task={job.cpus_per_node}{srun_gpus}",
-    )
+    step = f"--export=ALL --cpus-per-task={job.cpus_per_node}"  # what each node's Ray step asks SLURM for
+    if job.gpus_per_node:
+        step += f" --gpus-per-task={job.gpus_per_node}"
+    values = {
+        "directives": "\n".join(f"#SBATCH {d}" for d in directives), "log": str(job.log_pattern),
+        "workdir": shlex.quote(str(job.workdir)), "python": shlex.quote(job.python),
+        "space": shlex.quote(str(job.space_file.resolve())), "run_args": shlex.join(run_args),
+        "cpus": str(job.cpus_per_node), "gpus": str(job.gpus_per_node), "step": step,
+    }
+    template = resources.files("hpsearch").joinpath(SBATCH_TEMPLATE).read_text()
+    return re.sub(r"\{\{(\w+)\}\}", lambda match: values[match[1]], template)
 
 
 def submit_sbatch(script: Path) -> str:
@@ -277,65 +288,6 @@ def submit_sbatch(script: Path) -> str:
     if result.returncode != 0:
         raise ClusterError(f"sbatch {script} failed: {(result.stderr or result.stdout).strip()}")
     return result.stdout.strip().split(";")[0]
-
-
-_SBATCH = """\
-#!/bin/bash
-# Written by `hpsearch slurm`: one search on a Ray cluster made of this job's nodes.
-#   submit: sbatch THIS_FILE       log: {log} (%j = job id)
-#   results: MLflow and Ray Tune's checkpoints under {workdir} (unless --tracking-uri / --storage say otherwise)
-{directives}
-
-set -uo pipefail
-PYTHON={python}
-cd {workdir}
-unset RAY_ADDRESS
-
-# Ray 2.60 token authentication: a fresh token for this job, passed to every node through the environment.
-export RAY_AUTH_MODE=token
-RAY_AUTH_TOKEN="$("$PYTHON" -c 'import secrets; print(secrets.token_hex(32))')"
-export RAY_AUTH_TOKEN
-# Ray's sockets and logs on each node, apart from any other Ray instance there (and free ports, not Ray's defaults).
-ray_tmp="/tmp/hpsearch-ray-$SLURM_JOB_ID"
-free_port() {{ "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'; }}
-
-mapfile -t nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
-head_node="${{nodes[0]}}"
-# The head's address for the other nodes: HPSEARCH_HEAD_IP if set, else the address of the interface that routes
-# outwards (as Ray finds it; `hostname --ip-address` can be 127.0.1.1). One node: the loopback address.
-if [ "${{#nodes[@]}}" -eq 1 ]; then
-  head_ip="${{HPSEARCH_HEAD_IP:-127.0.0.1}}"
-else
-  head_ip="${{HPSEARCH_HEAD_IP:-$("$PYTHON" -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.connect(("8.8.8.8", 80)); print(s.getsockname()[0])')}}"
-fi
-head_address="$head_ip:$(free_port)"
-ray_pids=()
-stop_ray() {{
-  echo "hpsearch: stopping Ray"
-  if [ "${{#ray_pids[@]}}" -gt 0 ]; then kill "${{ray_pids[@]}}" 2>/dev/null; wait "${{ray_pids[@]}}" 2>/dev/null; fi
-}}
-trap stop_ray EXIT
-
-echo "hpsearch: job $SLURM_JOB_ID, Ray head on $head_node at $head_address, ${{#nodes[@]}} node(s)"
-echo "hpsearch: Ray's own logs are in $ray_tmp/session_latest/logs on each node"
-{srun} -w "$head_node" "$PYTHON" -m ray.scripts.scripts start --head --block \\
-  --node-ip-address="$head_ip" --port="${{head_address##*:}}" --include-dashboard=false \\
-  --dashboard-agent-listen-port="$(free_port)" --num-cpus={cpus} --num-gpus={gpus} --temp-dir="$ray_tmp" &
-ray_pids+=("$!")
-"$PYTHON" -m hpsearch.cluster wait "$head_address" 1 || exit 1
-for node in "${{nodes[@]:1}}"; do
-  {srun} -w "$node" "$PYTHON" -m ray.scripts.scripts start --block --address="$head_address" \\
-    --dashboard-agent-listen-port="$(free_port)" --num-cpus={cpus} --num-gpus={gpus} --temp-dir="$ray_tmp" &
-  ray_pids+=("$!")
-done
-"$PYTHON" -m hpsearch.cluster wait "$head_address" {nodes} || exit 1
-
-"$PYTHON" -m hpsearch run {space} --address "$head_address" {run_args}
-status=$?
-echo "hpsearch: the search exited with status $status"
-exit "$status"
-"""
 
 
 def _main(argv: Sequence[str]) -> int:

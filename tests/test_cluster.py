@@ -5,8 +5,12 @@ The real clusters run in ``test_cluster_ray_e2e.py`` and ``test_cluster_slurm_e2
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
+import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,20 +96,111 @@ def _job(tmp_path: Path, **overrides) -> cluster.SlurmJob:
     return cluster.SlurmJob(**{**settings, **overrides})
 
 
-def test_the_sbatch_script_starts_a_head_workers_and_the_search(tmp_path):
+def test_the_sbatch_script_asks_slurm_for_the_job_and_passes_the_run_options(tmp_path):
     script = cluster.sbatch_script(_job(tmp_path, gpus_per_node=2, time="02:00:00", partition="gpu"))
     for line in ("#SBATCH --nodes=3", "#SBATCH --cpus-per-task=8", "#SBATCH --gpus-per-node=2",
                  "#SBATCH --time=02:00:00", "#SBATCH --partition=gpu",
                  f"#SBATCH --output={tmp_path}/slurm-logs/hpsearch-%j.out", "export RAY_AUTH_MODE=token"):
         assert line in script
-    assert "start --head --block" in script and "start --block --address=" in script
-    assert "--num-cpus=8 --num-gpus=2" in script and "srun --nodes=1 --ntasks=1 --cpus-per-task=8 --gpus=2" in script
+    assert "--num-cpus=8 --num-gpus=2" in script and "--cpus-per-task=8 --gpus-per-task=2" in script
     run_line = next(line for line in script.splitlines() if "-m hpsearch run" in line)
     assert f"--storage {tmp_path}/ray_results" in run_line and "--tracking-uri http://mlflow:5000" in run_line
     assert str((SPACES / "digits.py").resolve()) in run_line and "--num-samples 16" in run_line
+    assert "{{" not in script and "connect(" not in script  # every field filled; no socket towards the outside
     path = tmp_path / "job.sbatch"
     path.write_text(script)
     assert subprocess.run(["bash", "-n", str(path)], capture_output=True, check=False).returncode == 0
+
+
+# A stand-in for SLURM and Python, enough to run the batch script here: `srun` notes its options and runs its
+# command once per task on this machine; `python` notes every command but the script's own one-liners (`-c`),
+# which it runs; `hpsearch.cluster wait ADDRESS N` waits until N `ray start` have been noted, and `hpsearch run`
+# exits with $RUN_STATUS.
+FAKE_SRUN = """#!/bin/bash
+args="$*"
+echo "srun ${args//$'\\n'/ }" >> "$CALLS"
+tasks=1
+while [[ "$1" == --* ]]; do [[ "$1" == --ntasks=* ]] && tasks="${1#--ntasks=}"; shift; done
+for _ in $(seq "$tasks"); do "$@" & done
+wait
+"""
+FAKE_SCONTROL = """#!/bin/bash
+tr , '\\n' <<< "$SLURM_JOB_NODELIST"
+"""
+FAKE_PYTHON = f"""#!/bin/bash
+if [ "$1" = -c ]; then exec {sys.executable} "$@"; fi
+echo "python $*" >> "$CALLS"
+if [ "$2 $3" = "hpsearch run" ]; then exit "$RUN_STATUS"; fi
+if [ "$2 $3" = "hpsearch.cluster wait" ]; then
+  for _ in $(seq 100); do
+    [ "$(grep -c '^python -m ray.scripts.scripts start' "$CALLS")" -ge "$5" ] && exit 0; sleep 0.1
+  done
+  exit 1
+fi
+"""
+
+
+def _run_batch_script(tmp_path: Path, nodes: list[str], run_status: int = 0, **env: str) -> tuple[int, list[str]]:
+    """Run the generated script with the fakes above; return its exit code and the calls it made."""
+    fakes = tmp_path / "bin"
+    fakes.mkdir()
+    for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL), ("python", FAKE_PYTHON)):
+        (fakes / name).write_text(text)
+        (fakes / name).chmod(0o755)
+    script = tmp_path / "job.sbatch"
+    script.write_text(cluster.sbatch_script(_job(tmp_path, nodes=len(nodes), python=str(fakes / "python"))))
+    calls = tmp_path / "calls"
+    environ = {"PATH": f"{fakes}:{os.environ['PATH']}", "CALLS": str(calls), "RUN_STATUS": str(run_status),
+               "SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": ",".join(nodes), **env}
+    result = subprocess.run(["bash", str(script)], env=environ, capture_output=True, text=True, timeout=60,
+                            check=False)
+    return result.returncode, calls.read_text().splitlines()
+
+
+def _call(calls: list[str], start: str, *words: str) -> str:
+    """The first call that starts with ``start`` and holds every one of ``words``."""
+    return next(call for call in calls if call.startswith(start) and all(word in call for word in words))
+
+
+def test_the_batch_script_runs_the_search_against_the_head_at_hpsearch_head_ip(tmp_path):
+    code, calls = _run_batch_script(tmp_path, ["n1", "n2", "n3"], run_status=3, HPSEARCH_HEAD_IP="10.9.8.7")
+    assert code == 3  # the search's exit code is the job's
+    head = _call(calls, "python -m ray.scripts.scripts start --head")
+    port = re.search(r"--port=(\d+)", head)[1]
+    assert "--node-ip-address=10.9.8.7" in head and "--temp-dir=/tmp/hpsearch-ray-42" in head
+    assert f"--address=10.9.8.7:{port}" in _call(calls, "python -m ray.scripts.scripts start --block")
+    search = _call(calls, "python -m hpsearch run")
+    assert f"-m hpsearch run {(SPACES / 'digits.py').resolve()} --address 10.9.8.7:{port}" in search
+    assert f"python -m hpsearch.cluster wait 10.9.8.7:{port} 3" in calls
+
+
+def test_each_node_picks_its_own_ports_in_its_own_step(tmp_path):
+    _, calls = _run_batch_script(tmp_path, ["n1", "n2", "n3"], HPSEARCH_HEAD_IP="10.9.8.7")
+    head_step, worker_step = _call(calls, "srun", "--nodelist=n1"), _call(calls, "srun", "--exclude=n1")
+    assert "--nodes=2 --ntasks=2 --ntasks-per-node=1" in worker_step
+    for step in (head_step, worker_step):  # the port is chosen by the node's shell, not written in the step
+        assert '--dashboard-agent-listen-port="$(free_port)"' in step
+    workers = [call for call in calls if call.startswith("python -m ray.scripts.scripts start --block")]
+    assert len(workers) == 2  # one task on each of the two other nodes
+    worker = workers[0]
+    assert re.search(r"--dashboard-agent-listen-port=\d+", worker) and "--temp-dir=/tmp/hpsearch-ray-42" in worker
+
+
+def test_the_heads_address_is_one_of_its_own_interfaces_and_one_node_uses_loopback(tmp_path):
+    import psutil
+
+    own = {a.address for addrs in psutil.net_if_addrs().values() for a in addrs if a.family == socket.AF_INET}
+    own -= {a for a in own if a.startswith("127.")}
+    if not own:
+        pytest.skip("this machine has no IPv4 address other than loopback")
+    (tmp_path / "several").mkdir()
+    (tmp_path / "one").mkdir()
+    _, calls = _run_batch_script(tmp_path / "several", ["n1", "n2"])
+    head_ip = re.search(r"--node-ip-address=([\d.]+)", _call(calls, "python -m ray.scripts.scripts start --head"))[1]
+    assert head_ip in own
+    _, calls = _run_batch_script(tmp_path / "one", ["n1"])
+    assert "--node-ip-address=127.0.0.1" in _call(calls, "python -m ray.scripts.scripts start --head")
+    assert not [call for call in calls if "--exclude=" in call]  # no worker step on one node
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
