@@ -128,35 +128,37 @@ def test_no_process_of_a_search_is_alive_15_s_after_its_driver_is_killed(workdir
     assert not left, f"still running 15 s after the driver was killed: {left}"
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP", "Ctrl-C"])
-def test_the_ui_stopped_by_a_signal_leaves_no_process_and_prints_at_most_one_line(workdir: Path, how: str):
+def test_the_ui_stopped_by_a_signal_leaves_no_process_and_prints_at_most_one_line(workdir: Path):
     """SIGTERM (a process manager), SIGHUP (a closed terminal) to the ``hpsearch ui`` process; Ctrl-C as a
-    terminal sends it: SIGINT to the whole foreground process group."""
+    terminal sends it: SIGINT to the whole foreground process group. Three UIs on one store, started together
+    (each start is seconds of imports on 2 cores), each stopped its own way."""
     from mlflow import MlflowClient
 
     from hpsearch.ui import wait_until_up
 
     (workdir / "mlruns").mkdir()
     MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}").create_experiment("e")
-    port = free_port()
-    ui, lines = _start(["ui", "--port", str(port)], workdir)
+    ports = {how: free_port() for how in ("SIGTERM", "SIGHUP", "Ctrl-C")}
+    uis = {how: _start(["ui", "--port", str(port)], workdir) for how, port in ports.items()}
+    servers: dict[str, set[int]] = {}
     try:
-        wait_until_up(f"http://127.0.0.1:{port}", timeout_s=120)
+        for how, port in ports.items():
+            wait_until_up(f"http://127.0.0.1:{port}", timeout_s=120)
+            servers[how] = _descendants(uis[how][0].pid)
+        time.sleep(1)  # the servers' start-up messages are printed
+        before = {how: len(lines) for how, (_, lines) in uis.items()}
+        for how, (ui, _) in uis.items():
+            if how == "Ctrl-C":
+                os.killpg(ui.pid, signal.SIGINT)
+            else:
+                ui.send_signal(getattr(signal, how))
+        codes = {how: ui.wait(timeout=60) for how, (ui, _) in uis.items()}
     finally:
-        server = _descendants(ui.pid)
-    time.sleep(1)  # the server's start-up messages are printed
-    before = len(lines)
-    if how == "Ctrl-C":
-        os.killpg(ui.pid, signal.SIGINT)
-    else:
-        ui.send_signal(getattr(signal, how))
-    try:
-        code = ui.wait(timeout=60)
-    finally:
-        left = _left_after(server, 5)
-        _kill_all(set(left) | {ui.pid})
-    time.sleep(0.5)  # the last lines reach the reader
-    after = lines[before:]
-    assert code == 0 and not left, (code, left)
-    assert len(server) >= 2, "the MLflow server and its worker were seen"
-    assert len(after) <= 1, "".join(after)[-3000:]
+        left = _left_after(set().union(*servers.values()), 5) if servers else []
+        _kill_all(set(left) | {ui.pid for ui, _ in uis.values()} | set().union(*servers.values()))
+    time.sleep(0.5)  # the last lines reach the readers
+    assert codes == {how: 0 for how in ports} and not left, (codes, left)
+    for how, (_, lines) in uis.items():
+        assert len(servers[how]) >= 2, f"{how}: the MLflow server and its worker were seen"
+        after = lines[before[how]:]
+        assert len(after) <= 1, f"{how}: " + "".join(after)[-3000:]
