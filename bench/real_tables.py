@@ -4,8 +4,8 @@
     PYTHONPATH=. python bench/real_tables.py --tables mpg,fair --trials 8 --epochs 20
 
 For each table of the test corpus (larger tables sampled to ``--rows`` rows, seeded) a search runs as a user
-runs it (``python -m hpsearch run``, in-process executor, default space, ``--trials`` x ``--epochs``), and its
-best trial's test metric (accuracy, or RMSE for regression) is put beside a HistGradientBoosting model fitted
+runs it (``python -m hpsearch run``, in-process executor, the README's example space, ``--trials`` x
+``--epochs``), and its best trial's test metric (accuracy, or RMSE for regression) is put beside a HistGradientBoosting model fitted
 on the same training split with the same preprocessing and scored on the same test split. ``--grace-one`` also
 runs each search with ASHA's former default grace period of one epoch (``asha(grace_period=1)``), beside the
 default chosen from the budget (a tenth of ``max_epochs``), to show what that default changes. Prints a Markdown
@@ -30,6 +30,11 @@ sys.path.insert(0, str(REPO))
 from hpsearch.data import load_dataset  # noqa: E402
 from hpsearch.space import load_space  # noqa: E402
 from tests.test_real_tables import TABLES  # noqa: E402
+
+# The README's example space: what a user writing a space file from it searches.
+SPACE = ('{"layers": layers(1, 3, units=(16, 256)), "lr": loguniform(1e-4, 1e-1), "dropout": uniform(0.0, 0.5), '
+         '"weight_decay": loguniform(1e-6, 1e-2), "batch_size": choice([32, 64, 128]), '
+         '"optimizer": choice(["adam", "adamw", "sgd", "rmsprop"])}')
 
 
 def main() -> None:
@@ -71,9 +76,9 @@ def _search(folder: Path, name: str, target: str, args: argparse.Namespace, metr
             scheduler: str) -> tuple[float, float]:
     """Run one search as a user would; its best trial's test metric and its wall time."""
     space = folder / "space.py"
-    space.write_text("from hpsearch import Search, asha\n"
+    space.write_text("from hpsearch import Search, asha, choice, layers, loguniform, uniform\n"
                      f"search = Search(data='csv:t.csv', target={target!r}, num_samples={args.trials}, "
-                     f"max_epochs={args.epochs}, experiment={name!r}"
+                     f"max_epochs={args.epochs}, experiment={name!r}, params={SPACE}"
                      + (f", scheduler={scheduler}" if scheduler else "") + ")\n")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     started = time.monotonic()

@@ -161,6 +161,9 @@ def run_search(
         search = search.replace(num_samples=search.grid_size())
     for note in data.notes:  # what was done to the data: rows without a target, the task, columns changed
         on_event(note)
+    if not search.searched_params() and search.num_samples > 1:
+        on_event(f"note: params has no distribution, so all {search.num_samples} trials train the same "
+                 "configuration (the defaults): add e.g. \"lr\": loguniform(1e-4, 1e-1) to search it")
     on_event(f"{data.task} task: {len(data.train)} train / {len(data.val)} validation / {len(data.test)} test rows, "
              f"{data.n_features} features; optimising {metric} ({mode})")
     if address is not None or storage is not None:
