@@ -5,11 +5,11 @@
 
 For each table of the test corpus (larger tables sampled to ``--rows`` rows, seeded) a search runs as a user
 runs it (``python -m hpsearch run``, in-process executor, the README's example space, ``--trials`` x
-``--epochs``), and its best trial's test metric (accuracy, or RMSE for regression) is put beside a HistGradientBoosting model fitted
-on the same training split with the same preprocessing and scored on the same test split. ``--grace-one`` also
-runs each search with ASHA's former default grace period of one epoch (``asha(grace_period=1)``), beside the
-default chosen from the budget (a tenth of ``max_epochs``), to show what that default changes. Prints a Markdown
-table.
+``--epochs``), and its best trial's test metric (accuracy, or RMSE for regression) is put beside a
+HistGradientBoosting model fitted on the same training split with the same preprocessing and scored on the same
+test split. ``--grace-one`` also runs each search with ASHA's former default grace period of one epoch
+(``asha(grace_period=1)``), beside the default chosen from the budget (a tenth of ``max_epochs``), to show what
+that default changes. Prints a Markdown table.
 """
 
 from __future__ import annotations
