@@ -1,12 +1,14 @@
-"""The optimizer step of a trial: torch's own update functions, called without torch.optim's wrapper.
+"""The optimizer step of a trial: torch's functional update API, called without torch.optim's wrapper.
 
-Why not ``torch.optim.Adam(fused=True)`` itself: at the batch sizes we search, the Python around its one kernel
-call (profiling hooks, ``zero_grad``, regrouping the tensors, a counter per parameter) costs more per step than
-the kernel, and constructing any ``torch.optim`` optimizer imports ``torch._dynamo`` (1.1-2.3 s on 2 cores, paid
-by every trial process that builds one). :class:`FusedOptimizer` keeps the same state, calls the same kernels with
-the same arguments as ``torch.optim`` does with ``fused=True``; :class:`RMSprop` (no fused kernel) calls the
-function ``torch.optim.RMSprop.step`` calls. Both take the gradients from ``torch.autograd.grad`` (no ``.grad`` to
-zero): the trained weights are bit-for-bit those of ``torch.optim`` (``tests/test_optim.py`` checks it).
+Why not ``torch.optim.Adam(fused=True)`` itself: constructing any ``torch.optim`` optimizer imports
+``torch._dynamo`` (1.1-2.3 s on 2 cores, paid by every trial process that builds one), and the Python around its
+kernel call (profiling hooks, ``zero_grad``) costs more per step than the kernel at the batch sizes we search.
+The functions those classes call in their ``step`` are public (``torch.optim.adam.adam``,
+``torch.optim.adamw.adamw``, ``torch.optim.sgd.sgd``, ``torch.optim.rmsprop.rmsprop``: each module's ``__all__``)
+and import nothing more when called outside ``torch.compile``. :class:`FusedOptimizer` keeps torch.optim's state
+and calls them with ``fused=True`` and torch.optim's arguments; :class:`RMSprop` (no fused kernel) calls the
+function ``torch.optim.RMSprop.step`` calls. Both take the gradients from ``torch.autograd.grad`` (no ``.grad``
+to zero): the trained weights are bit-for-bit those of ``torch.optim`` (``tests/test_optim.py`` checks it).
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
+from torch.optim.adam import adam
+from torch.optim.adamw import adamw
 from torch.optim.rmsprop import rmsprop
+from torch.optim.sgd import sgd
 
 __all__ = ["FusedOptimizer", "Optimizer", "RMSprop", "make_optimizer"]
 
@@ -43,7 +48,7 @@ def make_optimizer(name: str, model: nn.Module, *, lr: float, weight_decay: floa
 
 
 class FusedOptimizer:
-    """SGD (with momentum), Adam or AdamW as one fused kernel call per step (torch's defaults for the rest)."""
+    """SGD (with momentum), Adam or AdamW as torch's fused update (torch's defaults for the rest)."""
 
     def __init__(self, name: str, params: list[torch.Tensor], *, lr: float, weight_decay: float,
                  momentum: float = 0.0) -> None:
@@ -52,40 +57,42 @@ class FusedOptimizer:
         self.name, self.params = name, params
         self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
         device = params[0].device
-        # One step counter for all parameters (torch.optim keeps one per parameter, always equal).
-        self.steps = torch.zeros((), dtype=torch.float32, device=device)
+        # torch.optim's state: a step counter per parameter (the update increments each), the running averages.
+        self.steps = [torch.zeros((), dtype=torch.float32, device=device) for _ in params] if name != "sgd" else []
         self.exp_avg = [torch.zeros_like(p) for p in params] if name != "sgd" else []
         self.exp_avg_sq = [torch.zeros_like(p) for p in params] if name != "sgd" else []
-        self.momentum_buffer: list[torch.Tensor] = []  # SGD: the kernel fills it on the first step
+        # SGD with momentum: the update fills the buffers on the first step (while every one is None).
+        self.momentum_buffer: list[torch.Tensor | None] = [None] * len(params) if momentum != 0 else []
 
     def step(self, loss: torch.Tensor) -> None:
         grads = list(torch.autograd.grad(loss, self.params))
-        if self.name == "sgd":
-            self._sgd(grads)
-            return
-        self.steps += 1
-        kernel = torch._fused_adamw_ if self.name == "adamw" else torch._fused_adam_
-        kernel(self.params, grads, self.exp_avg, self.exp_avg_sq, [], [self.steps] * len(self.params),
-               amsgrad=False, lr=self.lr, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], weight_decay=self.weight_decay,
-               eps=ADAM_EPS, maximize=False, grad_scale=None, found_inf=None)
-
-    def _sgd(self, grads: list[torch.Tensor]) -> None:
-        first = self.momentum != 0 and not self.momentum_buffer
-        if first:
-            self.momentum_buffer = [torch.empty_like(g) for g in grads]
-        torch._fused_sgd_(self.params, grads, self.momentum_buffer, weight_decay=self.weight_decay,
-                          momentum=self.momentum, lr=self.lr, dampening=0.0, nesterov=False, maximize=False,
-                          is_first_step=first, grad_scale=None, found_inf=None)
+        with torch.no_grad():
+            if self.name == "sgd":
+                sgd(self.params, grads, self.momentum_buffer or [None] * len(grads), fused=True,
+                    weight_decay=self.weight_decay, momentum=self.momentum, lr=self.lr, dampening=0.0,
+                    nesterov=False, maximize=False)
+                return
+            update = adamw if self.name == "adamw" else adam
+            update(self.params, grads, self.exp_avg, self.exp_avg_sq, [], self.steps, fused=True, amsgrad=False,
+                   beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], lr=self.lr, weight_decay=self.weight_decay,
+                   eps=ADAM_EPS, maximize=False)
 
     def state_dict(self) -> dict[str, Any]:
         return {"name": self.name, "steps": self.steps, "exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq,
                 "momentum_buffer": self.momentum_buffer}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        device = self.steps.device
-        self.steps = state["steps"].to(device)
-        for key in ("exp_avg", "exp_avg_sq", "momentum_buffer"):
-            setattr(self, key, [t.to(device) for t in state[key]])
+        device = self.params[0].device
+        steps = state["steps"]
+        if isinstance(steps, torch.Tensor):  # a checkpoint of hpsearch 0.1.0: one counter for every parameter
+            steps = [steps.clone() for _ in self.params] if self.name != "sgd" else []
+        self.steps = [t.to(device) for t in steps]
+        self.exp_avg = [t.to(device) for t in state["exp_avg"]]
+        self.exp_avg_sq = [t.to(device) for t in state["exp_avg_sq"]]
+        buffers = state["momentum_buffer"]
+        if self.momentum != 0 and not buffers:  # a checkpoint of hpsearch 0.1.0 saved before the first step
+            buffers = [None] * len(self.params)
+        self.momentum_buffer = [None if t is None else t.to(device) for t in buffers]
 
 
 class RMSprop:
