@@ -1,4 +1,4 @@
-"""The optimizer step of a trial: torch's functional update API, called without torch.optim's wrapper.
+"""The optimizer step of a trial: torch's update functions, called without torch.optim's wrapper.
 
 Why not ``torch.optim.Adam(fused=True)`` itself: constructing any ``torch.optim`` optimizer imports
 ``torch._dynamo`` (1.1-2.3 s on 2 cores, paid by every trial process that builds one), and the Python around its
@@ -6,7 +6,8 @@ kernel call (profiling hooks, ``zero_grad``) costs more per step than the kernel
 The functions those classes call in their ``step`` are public (``torch.optim.adam.adam``,
 ``torch.optim.adamw.adamw``, ``torch.optim.sgd.sgd``, ``torch.optim.rmsprop.rmsprop``: each module's ``__all__``)
 and import nothing more when called outside ``torch.compile``. :class:`FusedOptimizer` keeps torch.optim's state
-and calls them with ``fused=True`` and torch.optim's arguments; :class:`RMSprop` (no fused kernel) calls the
+and calls them with ``fused=True`` and torch.optim's arguments, or, on the tested torch, the fused op they call
+(:mod:`hpsearch.upstream_internals`); :class:`RMSprop` (no fused kernel) calls the
 function ``torch.optim.RMSprop.step`` calls. Both take the gradients from ``torch.autograd.grad`` (no ``.grad``
 to zero): the trained weights are bit-for-bit those of ``torch.optim`` (``tests/test_optim.py`` checks it).
 """
@@ -21,6 +22,8 @@ from torch.optim.adam import adam
 from torch.optim.adamw import adamw
 from torch.optim.rmsprop import rmsprop
 from torch.optim.sgd import sgd
+
+from hpsearch.upstream_internals import torch_fused_op
 
 __all__ = ["FusedOptimizer", "Optimizer", "RMSprop", "make_optimizer"]
 
@@ -48,51 +51,69 @@ def make_optimizer(name: str, model: nn.Module, *, lr: float, weight_decay: floa
 
 
 class FusedOptimizer:
-    """SGD (with momentum), Adam or AdamW as torch's fused update (torch's defaults for the rest)."""
+    """SGD (with momentum), Adam or AdamW as torch's fused update (torch's defaults for the rest).
+
+    On the tested torch the fused op is called directly (:func:`hpsearch.upstream_internals.torch_fused_op`: the
+    public function's Python costs 20-60 us a step); elsewhere through the public functional API.
+    """
 
     def __init__(self, name: str, params: list[torch.Tensor], *, lr: float, weight_decay: float,
-                 momentum: float = 0.0) -> None:
+                 momentum: float = 0.0, private_op: bool = True) -> None:
         if name not in ("sgd", "adam", "adamw"):
             raise ValueError(f"no fused kernel for optimizer {name!r}")
         self.name, self.params = name, params
         self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
+        self.op = torch_fused_op(name) if private_op else None  # None: the public functional API
         device = params[0].device
-        # torch.optim's state: a step counter per parameter (the update increments each), the running averages.
-        self.steps = [torch.zeros((), dtype=torch.float32, device=device) for _ in params] if name != "sgd" else []
+        # One step counter for all parameters (torch.optim keeps one per parameter, always equal).
+        self.steps = torch.zeros((), dtype=torch.float32, device=device)
         self.exp_avg = [torch.zeros_like(p) for p in params] if name != "sgd" else []
         self.exp_avg_sq = [torch.zeros_like(p) for p in params] if name != "sgd" else []
-        # SGD with momentum: the update fills the buffers on the first step (while every one is None).
-        self.momentum_buffer: list[torch.Tensor | None] = [None] * len(params) if momentum != 0 else []
+        self.momentum_buffer: list[torch.Tensor] = []  # SGD: the update fills it on the first step
 
     def step(self, loss: torch.Tensor) -> None:
         grads = list(torch.autograd.grad(loss, self.params))
         with torch.no_grad():
             if self.name == "sgd":
-                sgd(self.params, grads, self.momentum_buffer or [None] * len(grads), fused=True,
-                    weight_decay=self.weight_decay, momentum=self.momentum, lr=self.lr, dampening=0.0,
-                    nesterov=False, maximize=False)
-                return
-            update = adamw if self.name == "adamw" else adam
-            update(self.params, grads, self.exp_avg, self.exp_avg_sq, [], self.steps, fused=True, amsgrad=False,
-                   beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], lr=self.lr, weight_decay=self.weight_decay,
-                   eps=ADAM_EPS, maximize=False)
+                self._sgd(grads)
+            elif self.op is not None:
+                self.steps += 1
+                self.op(self.params, grads, self.exp_avg, self.exp_avg_sq, [], [self.steps] * len(self.params),
+                        amsgrad=False, lr=self.lr, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1],
+                        weight_decay=self.weight_decay, eps=ADAM_EPS, maximize=False, grad_scale=None,
+                        found_inf=None)
+            else:
+                steps = [self.steps.clone() for _ in self.params]  # the function increments each
+                update = adamw if self.name == "adamw" else adam
+                update(self.params, grads, self.exp_avg, self.exp_avg_sq, [], steps, fused=True, amsgrad=False,
+                       beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], lr=self.lr, weight_decay=self.weight_decay,
+                       eps=ADAM_EPS, maximize=False)
+                self.steps = steps[0]
+
+    def _sgd(self, grads: list[torch.Tensor]) -> None:
+        first = self.momentum != 0 and not self.momentum_buffer
+        if self.op is not None:
+            if first:
+                self.momentum_buffer = [torch.empty_like(g) for g in grads]
+            self.op(self.params, grads, self.momentum_buffer, weight_decay=self.weight_decay, momentum=self.momentum,
+                    lr=self.lr, dampening=0.0, nesterov=False, maximize=False, is_first_step=first, grad_scale=None,
+                    found_inf=None)
+            return
+        buffers: list[torch.Tensor | None] = [None] * len(grads) if first or not self.momentum else self.momentum_buffer
+        sgd(self.params, grads, buffers, fused=True, weight_decay=self.weight_decay, momentum=self.momentum,
+            lr=self.lr, dampening=0.0, nesterov=False, maximize=False)
+        if self.momentum:
+            self.momentum_buffer = buffers  # filled in place on the first step
 
     def state_dict(self) -> dict[str, Any]:
         return {"name": self.name, "steps": self.steps, "exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq,
                 "momentum_buffer": self.momentum_buffer}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        device = self.params[0].device
-        steps = state["steps"]
-        if isinstance(steps, torch.Tensor):  # a checkpoint of hpsearch 0.1.0: one counter for every parameter
-            steps = [steps.clone() for _ in self.params] if self.name != "sgd" else []
-        self.steps = [t.to(device) for t in steps]
-        self.exp_avg = [t.to(device) for t in state["exp_avg"]]
-        self.exp_avg_sq = [t.to(device) for t in state["exp_avg_sq"]]
-        buffers = state["momentum_buffer"]
-        if self.momentum != 0 and not buffers:  # a checkpoint of hpsearch 0.1.0 saved before the first step
-            buffers = [None] * len(self.params)
-        self.momentum_buffer = [None if t is None else t.to(device) for t in buffers]
+        device = self.steps.device
+        self.steps = state["steps"].to(device)
+        for key in ("exp_avg", "exp_avg_sq", "momentum_buffer"):
+            setattr(self, key, [t.to(device) for t in state[key]])
 
 
 class RMSprop:

@@ -10,10 +10,18 @@ import inspect
 
 import ray
 import ray.cloudpickle as cloudpickle
+import torch
 from ray.tune.execution.tune_controller import TuneController
 from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 
-from hpsearch.upstream_internals import TESTED_RAY, ray_is_tested, skip_tune_callback_usage_tag
+from hpsearch.optim import FusedOptimizer
+from hpsearch.upstream_internals import (
+    TESTED_RAY,
+    TESTED_TORCH,
+    ray_is_tested,
+    skip_tune_callback_usage_tag,
+    torch_fused_op,
+)
 
 
 def test_the_installed_ray_is_the_release_whose_internals_were_checked():
@@ -62,3 +70,12 @@ def test_rays_saved_search_state_has_the_files_and_fields_that_hpsearch_mends_af
     assert isinstance(state["counter"], int)
     assert state["name:ConcurrencyLimiter"]["live_trials"] == {"t1"}
     assert state["name:ConcurrencyLimiter"]["num_unfinished_live_trials"] == 1
+
+
+def test_the_installed_torch_has_the_fused_ops_that_hpsearch_calls_directly():
+    """On the tested torch each trial's optimizer calls them (``tests/test_optim.py`` checks their weights against
+    torch.optim's); on another release, or without them, it takes the public functional API."""
+    assert torch.__version__.startswith(TESTED_TORCH + "."), f"torch {torch.__version__}, checked on {TESTED_TORCH}"
+    for name in ("sgd", "adam", "adamw"):
+        assert torch_fused_op(name) is getattr(torch, f"_fused_{name}_")
+        assert FusedOptimizer(name, [torch.zeros(2, requires_grad=True)], lr=0.1, weight_decay=0.0).op is not None
