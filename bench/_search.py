@@ -214,9 +214,9 @@ def _apply_lever(lever: str | None) -> None:
         real_init = ray.init
         ray.init = lambda *a, **k: real_init(*a, **{key: v for key, v in k.items() if key != "_system_config"})
     elif lever == "tune-usage-tag":  # Tune's callback usage tag, which imports MLflow into the driver
-        from hpsearch import runner
+        from hpsearch import upstream_internals
 
-        runner._skip_tune_callback_usage_tag = lambda: None
+        upstream_internals.skip_tune_callback_usage_tag = lambda: False
     elif lever == "rmsprop-torch-optim":  # RMSprop as torch.optim.RMSprop (which imports torch._dynamo)
         from hpsearch import runner
 

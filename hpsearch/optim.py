@@ -1,12 +1,15 @@
-"""The optimizer step of a trial: torch's own update functions, called without torch.optim's wrapper.
+"""The optimizer step of a trial: torch's update functions, called without torch.optim's wrapper.
 
-Why not ``torch.optim.Adam(fused=True)`` itself: at the batch sizes we search, the Python around its one kernel
-call (profiling hooks, ``zero_grad``, regrouping the tensors, a counter per parameter) costs more per step than
-the kernel, and constructing any ``torch.optim`` optimizer imports ``torch._dynamo`` (1.1-2.3 s on 2 cores, paid
-by every trial process that builds one). :class:`FusedOptimizer` keeps the same state, calls the same kernels with
-the same arguments as ``torch.optim`` does with ``fused=True``; :class:`RMSprop` (no fused kernel) calls the
-function ``torch.optim.RMSprop.step`` calls. Both take the gradients from ``torch.autograd.grad`` (no ``.grad`` to
-zero): the trained weights are bit-for-bit those of ``torch.optim`` (``tests/test_optim.py`` checks it).
+Why not ``torch.optim.Adam(fused=True)`` itself: constructing any ``torch.optim`` optimizer imports
+``torch._dynamo`` (1.1-2.3 s on 2 cores, paid by every trial process that builds one), and the Python around its
+kernel call (profiling hooks, ``zero_grad``) costs more per step than the kernel at the batch sizes we search.
+The functions those classes call in their ``step`` are public (``torch.optim.adam.adam``,
+``torch.optim.adamw.adamw``, ``torch.optim.sgd.sgd``, ``torch.optim.rmsprop.rmsprop``: each module's ``__all__``)
+and import nothing more when called outside ``torch.compile``. :class:`FusedOptimizer` keeps torch.optim's state
+and calls them with ``fused=True`` and torch.optim's arguments, or, on the tested torch, the fused op they call
+(:mod:`hpsearch.upstream_internals`); :class:`RMSprop` (no fused kernel) calls the
+function ``torch.optim.RMSprop.step`` calls. Both take the gradients from ``torch.autograd.grad`` (no ``.grad``
+to zero): the trained weights are bit-for-bit those of ``torch.optim`` (``tests/test_optim.py`` checks it).
 """
 
 from __future__ import annotations
@@ -15,7 +18,12 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
+from torch.optim.adam import adam
+from torch.optim.adamw import adamw
 from torch.optim.rmsprop import rmsprop
+from torch.optim.sgd import sgd
+
+from hpsearch.upstream_internals import torch_fused_op
 
 __all__ = ["FusedOptimizer", "Optimizer", "RMSprop", "make_optimizer"]
 
@@ -43,39 +51,59 @@ def make_optimizer(name: str, model: nn.Module, *, lr: float, weight_decay: floa
 
 
 class FusedOptimizer:
-    """SGD (with momentum), Adam or AdamW as one fused kernel call per step (torch's defaults for the rest)."""
+    """SGD (with momentum), Adam or AdamW as torch's fused update (torch's defaults for the rest).
+
+    On the tested torch the fused op is called directly (:func:`hpsearch.upstream_internals.torch_fused_op`: the
+    public function's Python costs 20-60 us a step); elsewhere through the public functional API.
+    """
 
     def __init__(self, name: str, params: list[torch.Tensor], *, lr: float, weight_decay: float,
-                 momentum: float = 0.0) -> None:
+                 momentum: float = 0.0, private_op: bool = True) -> None:
         if name not in ("sgd", "adam", "adamw"):
             raise ValueError(f"no fused kernel for optimizer {name!r}")
         self.name, self.params = name, params
         self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
+        self.op = torch_fused_op(name) if private_op else None  # None: the public functional API
         device = params[0].device
         # One step counter for all parameters (torch.optim keeps one per parameter, always equal).
         self.steps = torch.zeros((), dtype=torch.float32, device=device)
         self.exp_avg = [torch.zeros_like(p) for p in params] if name != "sgd" else []
         self.exp_avg_sq = [torch.zeros_like(p) for p in params] if name != "sgd" else []
-        self.momentum_buffer: list[torch.Tensor] = []  # SGD: the kernel fills it on the first step
+        self.momentum_buffer: list[torch.Tensor] = []  # SGD: the update fills it on the first step
 
     def step(self, loss: torch.Tensor) -> None:
         grads = list(torch.autograd.grad(loss, self.params))
-        if self.name == "sgd":
-            self._sgd(grads)
-            return
-        self.steps += 1
-        kernel = torch._fused_adamw_ if self.name == "adamw" else torch._fused_adam_
-        kernel(self.params, grads, self.exp_avg, self.exp_avg_sq, [], [self.steps] * len(self.params),
-               amsgrad=False, lr=self.lr, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], weight_decay=self.weight_decay,
-               eps=ADAM_EPS, maximize=False, grad_scale=None, found_inf=None)
+        with torch.no_grad():
+            if self.name == "sgd":
+                self._sgd(grads)
+            elif self.op is not None:
+                self.steps += 1
+                self.op(self.params, grads, self.exp_avg, self.exp_avg_sq, [], [self.steps] * len(self.params),
+                        amsgrad=False, lr=self.lr, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1],
+                        weight_decay=self.weight_decay, eps=ADAM_EPS, maximize=False, grad_scale=None,
+                        found_inf=None)
+            else:
+                steps = [self.steps.clone() for _ in self.params]  # the function increments each
+                update = adamw if self.name == "adamw" else adam
+                update(self.params, grads, self.exp_avg, self.exp_avg_sq, [], steps, fused=True, amsgrad=False,
+                       beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], lr=self.lr, weight_decay=self.weight_decay,
+                       eps=ADAM_EPS, maximize=False)
+                self.steps = steps[0]
 
     def _sgd(self, grads: list[torch.Tensor]) -> None:
         first = self.momentum != 0 and not self.momentum_buffer
-        if first:
-            self.momentum_buffer = [torch.empty_like(g) for g in grads]
-        torch._fused_sgd_(self.params, grads, self.momentum_buffer, weight_decay=self.weight_decay,
-                          momentum=self.momentum, lr=self.lr, dampening=0.0, nesterov=False, maximize=False,
-                          is_first_step=first, grad_scale=None, found_inf=None)
+        if self.op is not None:
+            if first:
+                self.momentum_buffer = [torch.empty_like(g) for g in grads]
+            self.op(self.params, grads, self.momentum_buffer, weight_decay=self.weight_decay, momentum=self.momentum,
+                    lr=self.lr, dampening=0.0, nesterov=False, maximize=False, is_first_step=first, grad_scale=None,
+                    found_inf=None)
+            return
+        buffers: list[torch.Tensor | None] = [None] * len(grads) if first or not self.momentum else self.momentum_buffer
+        sgd(self.params, grads, buffers, fused=True, weight_decay=self.weight_decay, momentum=self.momentum,
+            lr=self.lr, dampening=0.0, nesterov=False, maximize=False)
+        if self.momentum:
+            self.momentum_buffer = buffers  # filled in place on the first step
 
     def state_dict(self) -> dict[str, Any]:
         return {"name": self.name, "steps": self.steps, "exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq,

@@ -5,6 +5,12 @@ state (``search_gen_state-*.json``, ``searcher-state-*.pkl``) and each trial's c
 one after the other and copied to the experiment folder by a background thread, so a kill can leave them out
 of step, or leave one cut short. What such a kill leaves is mended here, before Ray's own restore reads it.
 Local and shared folders only: a search in an object store (``s3://...``) is restored as Ray saved it.
+
+These files are Ray Tune's private format (no public API mends them), so every edit here first checks that the
+installed Ray is the release hpsearch was tested on (:func:`hpsearch.upstream_internals.ray_is_tested`) and that
+a file holds what is expected; otherwise nothing is changed and Ray restores the search as it saved it (which
+may end it short of its trials, or fail on a file cut short). ``tests/test_upstream_internals.py`` checks the
+format of the installed Ray.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.train import is_complete_checkpoint
+from hpsearch.upstream_internals import ray_is_tested
 
 __all__ = ["bring_back_checkpoint", "mend", "reconcile_searcher", "restorable", "set_aside_cut_saves"]
 
@@ -44,7 +51,7 @@ def set_aside_cut_saves(ray_path: str) -> list[str]:
     save of the run before (or, if there is none, the search starts its trials afresh). Returns the renamed
     files' names.
     """
-    if "://" in ray_path:
+    if "://" in ray_path or not ray_is_tested():
         return []
     folder, renamed = Path(ray_path), []
     while saves := sorted(folder.glob("experiment_state-*.json")):
@@ -78,7 +85,7 @@ def _whole(path: Path) -> bool:
 
 def mend(ray_path: str, trials: list[Any]) -> None:
     """Make the saved state agree with ``trials``, the trials of the snapshot that Ray will restore."""
-    if "://" in ray_path:
+    if "://" in ray_path or not ray_is_tested():
         return
     for trial in trials:
         bring_back_checkpoint(trial.checkpoint)
@@ -122,10 +129,12 @@ def reconcile_searcher(experiment_dir: Path, trials: list[Any]) -> None:
         return
     path = saved[-1]  # the one Ray restores: the names carry the session's start time
     state = cloudpickle.loads(path.read_bytes())
+    if not isinstance(state, dict) or not isinstance(state.get("counter"), int):
+        return  # not the format this was written for: Ray restores the searcher as it saved it
     changed = state["counter"] != len(trials)
     state["counter"] = len(trials)
     limiter = state.get("name:ConcurrencyLimiter")  # the running trials count against max_concurrent_trials
-    if limiter is not None:
+    if isinstance(limiter, dict) and "live_trials" in limiter:
         live = set(limiter["live_trials"]) & {t.trial_id for t in trials if t.status in _UNFINISHED}
         changed = changed or live != set(limiter["live_trials"])
         limiter["live_trials"], limiter["num_unfinished_live_trials"] = live, len(live)

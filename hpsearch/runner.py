@@ -33,7 +33,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # and their runs would be closed as finished. Trials checkpoint every epoch, so nothing is lost.
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
-from hpsearch import cluster, drawing, publish, ray_state, tracking  # noqa: E402
+from hpsearch import cluster, drawing, publish, ray_state, tracking, upstream_internals  # noqa: E402
 from hpsearch.data import Dataset, load_dataset  # noqa: E402
 from hpsearch.dataset import preprocessing_state  # noqa: E402
 from hpsearch.errors import SpaceError, TrackingError  # noqa: E402
@@ -60,23 +60,7 @@ def _import_ray() -> None:
         from ray.tune.schedulers import ASHAScheduler
         from ray.tune.search.optuna import OptunaSearch
 
-        _skip_tune_callback_usage_tag()
-
-
-def _skip_tune_callback_usage_tag() -> None:
-    """Keep Ray Tune from importing MLflow into the driver when a search starts.
-
-    Tune's usage statistics name the kinds of callback a search passes, and to tell its built-in ones apart it
-    imports Ray's MLflow, W&B, Comet and Aim integrations: MLflow's import alone costs the driver 1.2 s of CPU
-    while the trial actors start, and memory it keeps. Our one callback is none of those, so the tag is skipped
-    (a private function of Ray's; if it moves, nothing breaks, the import simply comes back).
-    """
-    try:
-        from ray.air._internal import usage
-    except ImportError:
-        return
-    if hasattr(usage, "tag_callbacks"):
-        usage.tag_callbacks = lambda callbacks: False
+        upstream_internals.skip_tune_callback_usage_tag()
 
 
 DEFAULT_RESULTS_DIR = Path("ray_results")
@@ -413,6 +397,7 @@ def _end_ray_in_background() -> threading.Thread:
 
 def _fit(search: Search, data: Dataset, metric: str, mode: str, tracker: tracking.TrialTracker,
          ray_path: str, max_failures: int, progress: Progress) -> None:
+    global _todays_run_config
     settings = {
         "train": {"max_epochs": search.max_epochs, "seed": search.seed, "metric": metric, "mode": mode,
                   "early_stopping_patience": search.early_stopping_patience},
@@ -422,23 +407,23 @@ def _fit(search: Search, data: Dataset, metric: str, mode: str, tracker: trackin
     trainable = tune.with_resources(tune.with_parameters(ray_trial, data=data.for_trials(), settings=settings),
                                     {"cpu": search.resources["cpu"], "gpu": search.resources["gpu"]})
     callback = _ray_callback()(tracker, settings["train"], search.num_samples, metric, mode, progress)
-    failure_config = tune.FailureConfig(max_failures=max_failures)
+    _todays_run_config = _run_config(ray_path, callback, max_failures)
     if ray_state.restorable(ray_path):
-        tuner = _restore(ray_path, trainable, callback, failure_config)
+        tuner = _restore(ray_path, trainable)
     else:
         if "://" not in ray_path:
             shutil.rmtree(ray_path, ignore_errors=True)
-        tuner = _new_tuner(search, metric, mode, trainable, ray_path, callback, failure_config)
+        tuner = _new_tuner(search, metric, mode, trainable, _todays_run_config)
     # A failing trial is reported by our callback (one line, the traceback in MLflow), not by Tune's logger.
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     try:
         tuner.fit()
     finally:
         progress.close()
+        _todays_run_config = None
 
 
-def _new_tuner(search: Search, metric: str, mode: str, trainable: Any, ray_path: str, callback: tune.Callback,
-               failure_config: tune.FailureConfig) -> tune.Tuner:
+def _new_tuner(search: Search, metric: str, mode: str, trainable: Any, run_config: tune.RunConfig) -> tune.Tuner:
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -456,15 +441,52 @@ def _new_tuner(search: Search, metric: str, mode: str, trainable: Any, ray_path:
             max_concurrent_trials=_parallel_slots(search.resources),
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
-        run_config=tune.RunConfig(
-            name=ray_path.rsplit("/", 1)[1],
-            storage_path=ray_path.rsplit("/", 1)[0],
-            callbacks=[callback],
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            failure_config=failure_config,
-            verbose=0,
-        ),
+        run_config=run_config,
     )
+
+
+# The run configuration of the search this process runs: what a restored Tuner unpickles as its own.
+_todays_run_config: Any = None
+
+
+def _run_config(ray_path: str, callback: tune.Callback, max_failures: int) -> tune.RunConfig:
+    """Today's callback and failure settings, in a run configuration that a restored Tuner takes as its own.
+
+    Ray Tune pickles the run configuration (callbacks included) into the search's ``tuner.pkl``, and
+    ``Tuner.restore`` brings back that copy, with no public way to replace it: its callback would track the
+    search into the first run's tracker, and ``--max-failures`` would keep the first run's value. So the run
+    configuration pickles as a reference to :data:`_todays_run_config` (Python's pickle protocol, ``__reduce__``),
+    which :func:`_fit` sets before it creates or restores the Tuner.
+    """
+    return _todays_run_config_class()(
+        name=ray_path.rsplit("/", 1)[1],
+        storage_path=ray_path.rsplit("/", 1)[0],
+        callbacks=[callback],
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        failure_config=tune.FailureConfig(max_failures=max_failures),
+        verbose=0,
+    )
+
+
+def _todays() -> tune.RunConfig:
+    """What a pickled run configuration of ours unpickles as (see :func:`_run_config`)."""
+    if _todays_run_config is None:
+        raise RuntimeError("a search's tuner.pkl was loaded outside the search that restores it")
+    return _todays_run_config
+
+
+@functools.cache
+def _todays_run_config_class() -> type:
+    """``tune.RunConfig`` that pickles as a reference to today's (Ray Tune is imported here, once)."""
+    _import_ray()
+
+    def shallow_copy(self: Any) -> Any:  # Tuner copies its run configuration: a plain copy, not today's
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
+
+    return type("TodaysRunConfig", (tune.RunConfig,),
+                {"__reduce__": lambda self: (_todays, ()), "__copy__": shallow_copy, "__module__": __name__})
 
 
 def _parallel_slots(resources: dict[str, float]) -> int:
@@ -486,18 +508,14 @@ def _keep_trials_ray_knows(tracker: tracking.TrialTracker, ray_path: str) -> Non
     tracker.forget(set(tracker.records) - known)
 
 
-def _restore(ray_path: str, trainable: Any, callback: tune.Callback,
-             failure_config: tune.FailureConfig) -> tune.Tuner:
-    """Ray Tune's own restore (trials, checkpoints, searcher and scheduler state), tracked by today's callback.
+def _restore(ray_path: str, trainable: Any) -> tune.Tuner:
+    """Ray Tune's own restore (trials, checkpoints, searcher and scheduler state), with today's run configuration
+    (see :func:`_run_config`).
 
     What a kill left out of step in Ray's saved state is mended first (:mod:`hpsearch.ray_state`).
     """
     ray_state.mend(ray_path, ExperimentAnalysis(str(ray_path)).trials)
-    tuner = tune.Tuner.restore(str(ray_path), trainable, resume_unfinished=True, resume_errored=False)
-    run_config = tuner._local_tuner.get_run_config()  # no public setter: the pickled callback is stale
-    run_config.callbacks = [callback]
-    run_config.failure_config = failure_config
-    return tuner
+    return tune.Tuner.restore(str(ray_path), trainable, resume_unfinished=True, resume_errored=False)
 
 
 def _searcher(search: Search, metric: str, mode: str) -> OptunaSearch:

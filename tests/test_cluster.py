@@ -18,7 +18,7 @@ import yaml
 from mlflow import MlflowClient
 
 from hpsearch import cluster
-from hpsearch.cli import _parser, main
+from hpsearch.cli import main, parser
 from hpsearch.errors import ClusterError
 from hpsearch.store import LocalStore
 from hpsearch.tracking import TrialTracker
@@ -255,6 +255,6 @@ def test_the_kuberay_manifest_parses_and_its_entrypoint_is_a_valid_run_command()
     assert spec["rayClusterSpec"]["authOptions"] == {"mode": "token"}
     argv = shlex.split(spec["entrypoint"])
     assert argv[:4] == ["python", "-m", "hpsearch", "run"]
-    args = _parser().parse_args(argv[3:])
+    args = parser().parse_args(argv[3:])
     assert args.address == "auto" and args.storage.startswith("s3://")
     assert args.tracking_uri.startswith("http://")

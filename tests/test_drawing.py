@@ -6,55 +6,42 @@ the process, and the test process may hold the suite's Ray.
 
 from __future__ import annotations
 
-import json
+import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from mlflow import MlflowClient
 
-from tests.conftest import REPO, SPACES
-
-SCRIPT = """
-import json, os, signal, sys
-from hpsearch import drawing
-from hpsearch.cli import main
-
-started = []
-real_init = drawing.Drawer.__init__
-def init(self):
-    real_init(self)
-    started.append(self)
-drawing.Drawer.__init__ = init
-
-if os.environ.get("KILL_DRAWER"):  # the drawer dies once the trials have ended
-    real_start = drawing.start_search_plots
-    def start(client, parent, best, test, drawer=None):
-        for process in list(drawer._pool._processes.values()):
-            os.kill(process.pid, signal.SIGKILL)
-            process.join()
-        return real_start(client, parent, best, test, drawer)
-    drawing.start_search_plots = start
-
-code = main(sys.argv[1:])
-print(json.dumps({"code": code, "drawers": len(started), "drawn_as_trials_ended": len(started[0].drawn),
-                  "matplotlib": "matplotlib" in sys.modules,
-                  "plotly": "plotly" in sys.modules}))
-"""
+from tests.conftest import SPACES
+from tests.processes import env_logging_imports, imports
 
 
-def _search(workdir: Path, **env: str) -> dict:
+def _search(workdir: Path, kill_drawer: bool = False) -> dict[str, list[int]]:
+    """Run a search as a user does; returns the processes that imported matplotlib, plotly: the driver's pid or
+    another's. With ``kill_drawer``, the drawer (the driver's child that loads matplotlib) is killed as it starts."""
+    log = workdir / "imports.log"
     args = ["run", str(SPACES / "reference.py"), "--num-samples", "4", "--max-epochs", "2", "--executor", "local"]
-    result = subprocess.run([sys.executable, "-c", SCRIPT, *args], cwd=workdir, capture_output=True, text=True,
-                            env={**_env(), **env}, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return {**os.environ, "PYTHONPATH": str(REPO)}
+    driver = subprocess.Popen([sys.executable, "-m", "hpsearch", *args], cwd=workdir, text=True,
+                              env=env_logging_imports(log, "matplotlib", "plotly"),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = []
+    threading.Thread(target=lambda: output.extend(driver.stdout), daemon=True).start()
+    killed = None
+    while kill_drawer and killed is None and driver.poll() is None:
+        drawer = next((pid for pid, ppid, name in imports(log) if name == "matplotlib" and ppid == driver.pid), None)
+        if drawer is not None:
+            os.kill(drawer, signal.SIGKILL)
+            killed = drawer
+        time.sleep(0.05)
+    assert driver.wait(timeout=300) == 0, "".join(output)[-3000:]
+    assert not kill_drawer or killed is not None
+    loaded = imports(log)
+    return {"driver": [name for pid, _, name in loaded if pid == driver.pid],
+            "drawers": sorted({pid for pid, ppid, name in loaded if name == "matplotlib" and ppid == driver.pid})}
 
 
 def _artifacts(workdir: Path) -> tuple[list[str], dict[str, list[str]]]:
@@ -69,8 +56,8 @@ def _artifacts(workdir: Path) -> tuple[list[str], dict[str, list[str]]]:
 
 
 def test_a_search_draws_its_figures_in_a_drawer_and_the_driver_never_loads_matplotlib(workdir: Path):
-    figures = _search(workdir)
-    assert figures == {"code": 0, "drawers": 1, "drawn_as_trials_ended": 4, "matplotlib": False, "plotly": False}
+    loaded = _search(workdir)
+    assert loaded["driver"] == [] and len(loaded["drawers"]) == 1
     parent, children = _artifacts(workdir)
     for name in ("learning_curves.png", "best_so_far.png", "parallel_coordinates.png", "param_importances.png",
                  "best_trial_loss.png", "confusion_matrix.png", "interactive.html", "figures.json",
@@ -81,9 +68,10 @@ def test_a_search_draws_its_figures_in_a_drawer_and_the_driver_never_loads_matpl
 
 
 def test_when_the_drawer_dies_the_driver_draws_every_figure_itself(workdir: Path):
-    figures = _search(workdir, KILL_DRAWER="1")
-    assert figures["code"] == 0 and figures["drawers"] == 1
-    assert figures["matplotlib"]  # drawn here, after all
+    loaded = _search(workdir, kill_drawer=True)
+    assert len(loaded["drawers"]) == 1
+    assert "matplotlib" in loaded["driver"]  # drawn here, after all
     parent, children = _artifacts(workdir)
     assert {"plots/learning_curves.png", "plots/figures.json", "plots/interactive.html"} <= set(parent)
+    assert len(children) == 4
     assert all(plots == ["plots/loss_curve.png"] for plots in children.values())

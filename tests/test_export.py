@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from hpsearch.cli import main
-from hpsearch.data import _make_preprocessor
+from hpsearch.data import load_dataset
 from hpsearch.export import FORMAT, read_export, write_export
 from hpsearch.pyfunc import input_example, preprocessing_state, transform
+from hpsearch.space import load_space
 from tests.conftest import SPACES
 
 DOCUMENT = {
@@ -95,7 +96,7 @@ def test_train_rejects_unreadable_files_in_one_line(tmp_path, capsys, name, text
 
 def test_preprocessing_from_json_matches_the_fitted_column_transformer():
     frame = pd.read_csv(SPACES / "data" / "churn.csv").drop(columns=["churned"])
-    preprocessor = _make_preprocessor().fit(frame.iloc[:400])
+    preprocessor = load_dataset(load_space(SPACES / "churn.py"), SPACES / "churn.py").preprocessor.encoder
     rows = frame.iloc[400:].copy()
     rows.loc[rows.index[0], "plan"] = "enterprise"  # a category never seen in training: all zeros
     rows.loc[rows.index[1]] = [np.nan, np.nan, np.nan, None, None]

@@ -66,6 +66,25 @@ def test_our_optimizer_gives_the_same_weights_as_torch_optim(name):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("name", [name for name in SETTINGS if not name.startswith("rmsprop")])
+def test_on_another_torch_the_public_functional_api_gives_the_same_weights_and_state(name):
+    """Where torch's private fused ops are missing (another release), the public functions do the same update."""
+    ours, theirs, resumed = _net(), _net(), _net()
+    settings = SETTINGS[name]
+    optimizer = FusedOptimizer(name.split("-")[0], list(ours.parameters()), private_op=False, **settings)
+    assert optimizer.op is None
+    batches = _batches()
+    _train(ours, optimizer.step, batches)
+    _train(theirs, _torch_step(_torch_optim(name, theirs, **settings)), batches)
+    first = FusedOptimizer(name.split("-")[0], list(resumed.parameters()), **settings)  # the private op
+    _train(resumed, first.step, batches[:4])
+    second = FusedOptimizer(name.split("-")[0], list(resumed.parameters()), private_op=False, **settings)
+    second.load_state_dict(copy.deepcopy(first.state_dict()))
+    _train(resumed, second.step, batches[4:])
+    for a, b, c in zip(ours.parameters(), theirs.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b) and torch.equal(a, c)
+
+
 @pytest.mark.parametrize("name", SETTINGS)
 def test_our_optimizer_resumes_from_its_state_dict_exactly(name):
     straight, resumed = _net(), _net()

@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -135,27 +137,43 @@ def test_python_dash_m_runs_a_search_and_reports_the_ui_command(workdir):
     assert len(children) == 2
 
 
-@pytest.mark.parametrize(("resources", "slots"), [({"cpu": 1, "gpu": 0}, 2), ({"cpu": 0.5, "gpu": 0}, 4),
-                                                   ({"cpu": 2, "gpu": 0}, 1), ({"cpu": 1.5, "gpu": 0}, 1)])
-def test_a_cluster_has_as_many_slots_as_trials_of_that_size_fit_in_it(ray_session, resources, slots):
-    from hpsearch import runner
+@pytest.mark.parametrize(("cpus_per_trial", "slots"), [(1, 2), (2, 1)])
+def test_a_ray_search_trains_its_trials_in_as_many_actors_as_the_cluster_has_slots(
+        ray_session, workdir, cpus_per_trial, slots):
+    """Tune is told to run no more trials at once than the cluster (2 CPUs) has slots, and to reuse its actors:
+    each slot starts one trial actor, which trains trial after trial. Without the limit Tune starts an actor for
+    each new trial and throws it away (bench: levers). The actors are Ray worker processes (``ray::ImplicitFunc``),
+    watched through /proc while the search runs."""
+    space = write_space(workdir, "search = Search(data='sklearn:iris', num_samples=5, max_epochs=1, "
+                                 f"scheduler='fifo', executor='ray', resources={{'cpu': {cpus_per_trial}}})")
+    def trial_actors() -> set[int]:
+        return {pid for pid, command in _commands().items() if command.startswith("ray::ImplicitFunc")}
 
-    runner._import_ray()
-    assert runner._parallel_slots(resources) == slots  # the session's Ray has 2 CPUs
+    earlier, actors, done = trial_actors(), set(), threading.Event()  # earlier: a previous test's, ending
+
+    def watch() -> None:
+        while not done.is_set():
+            actors.update(trial_actors() - earlier)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert main(["run", str(space), "--no-plots"]) == 0
+    finally:
+        done.set()
+        watcher.join()
+    assert len(actors) == slots
+    _, children = _runs(_store(workdir), "space")
+    assert len(children) == 5
 
 
-def test_tune_is_told_to_run_no_more_trials_at_once_than_the_cluster_has_slots(ray_session, tmp_path, monkeypatch):
-    """Without the limit Tune starts an actor per new trial and throws it away (bench: levers)."""
-    from ray import tune
-
-    from hpsearch import runner
-    from hpsearch.space import load_space
-
-    runner._import_ray()
-    configs = []
-    real = tune.TuneConfig
-    monkeypatch.setattr(tune, "TuneConfig", lambda **kwargs: configs.append(kwargs) or real(**kwargs))
-    search = load_space(SPACES / "digits.py")
-    runner._new_tuner(search, "val_loss", "min", lambda config: None, str(tmp_path / "exp"), tune.Callback(),
-                      tune.FailureConfig())
-    assert configs[0]["max_concurrent_trials"] == 2 and configs[0]["reuse_actors"] is True
+def _commands() -> dict[int, str]:
+    """Every process's command line, as ``ps`` shows it."""
+    commands = {}
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            commands[int(name)] = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+    return commands

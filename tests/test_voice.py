@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import subprocess
@@ -20,17 +19,40 @@ search = Search(data="sklearn:iris", params={"layers": layers(1, 2, units=(4, 16
 """
 
 
-def _commands() -> dict[str, argparse.ArgumentParser]:
-    subparsers = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(subparsers.choices)
+def _help(argv: list[str], capsys) -> list[str]:
+    """What ``hpsearch ARGV --help`` prints, line by line."""
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    return capsys.readouterr().out.splitlines()
 
 
-def test_every_option_of_every_command_has_a_help_sentence():
-    missing = [f"{name} {action.option_strings[0] if action.option_strings else action.dest}"
-               for name, command in _commands().items() for action in command._actions
-               if not isinstance(action, argparse._HelpAction)
-               and action.help != argparse.SUPPRESS and not (action.help or "").strip()]
-    assert not missing, missing
+def _commands(capsys) -> list[str]:
+    """The commands ``hpsearch --help`` lists (each on a line of its own under COMMAND, indented by 4)."""
+    return [line.split()[0] for line in _help([], capsys) if re.match(r"^ {4}[a-z]", line)]
+
+
+def _arguments_without_help(lines: list[str]) -> list[str]:
+    """The arguments of a ``--help`` page that have no sentence: an entry (indented by 2) with nothing after it,
+    neither on its line nor on a continuation line below (indented further)."""
+    missing, listing = [], False
+    for number, line in enumerate(lines):
+        if line.endswith(":") and not line.startswith(" "):  # "positional arguments:", "options:"
+            listing = True
+            continue
+        if not listing or not re.match(r"^  \S", line):
+            continue
+        said_here = re.match(r"^  \S.*?\s{2,}\S", line)
+        said_below = number + 1 < len(lines) and re.match(r"^ {3,}\S", lines[number + 1])
+        if not (said_here or said_below):
+            missing.append(line.strip())
+    return missing
+
+
+def test_every_option_of_every_command_has_a_help_sentence(capsys):
+    commands = _commands(capsys)
+    assert {"run", "resume", "best", "export", "report"} <= set(commands), commands
+    missing = {name: _arguments_without_help(_help([name], capsys)) for name in commands}
+    assert not any(missing.values()), missing
 
 
 def test_best_export_and_report_say_the_same_when_no_store_is_here(workdir: Path, capsys):
@@ -43,15 +65,14 @@ def test_best_export_and_report_say_the_same_when_no_store_is_here(workdir: Path
 
 
 def test_the_same_top_and_search_options_in_best_export_and_report():
-    commands = _commands()
-    tops = {name: commands[name].parse_args([]).top for name in ("best", "report")}
-    tops["run"] = commands["run"].parse_args(["space.py"]).top
-    tops["resume"] = commands["resume"].parse_args(["x"]).top
+    tops = {name: parser().parse_args([name]).top for name in ("best", "report")}
+    tops["run"] = parser().parse_args(["run", "space.py"]).top
+    tops["resume"] = parser().parse_args(["resume", "x"]).top
     assert len(set(tops.values())) == 1, tops
     for name in ("best", "report"):
-        assert commands[name].parse_args(["--search", "abc"]).search == "abc"
-    assert commands["export"].parse_args(["--search", "abc", "-o", "x.yaml"]).search == "abc"
-    assert commands["report"].parse_args(["--run", "abc"]).search == "abc"  # the old name still works
+        assert parser().parse_args([name, "--search", "abc"]).search == "abc"
+    assert parser().parse_args(["export", "--search", "abc", "-o", "x.yaml"]).search == "abc"
+    assert parser().parse_args(["report", "--run", "abc"]).search == "abc"  # the old name still works
 
 
 def _table(lines: list[str], first: int) -> list[list[str]]:

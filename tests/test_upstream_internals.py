@@ -1,0 +1,81 @@
+"""The private internals of Ray that hpsearch relies on are still where, and what, it expects.
+
+Each test fails when an upgrade moves one (``hpsearch/upstream_internals.py``, ``hpsearch/ray_state.py``): the
+product then falls back to Ray's public behaviour (slower, or a resume that can end short), and these tests say
+which internal moved. After an upgrade, check the internal again, re-measure it (``docs/benchmarks.md``), and
+update ``TESTED_RAY`` and the ranges in ``pyproject.toml``.
+"""
+
+import inspect
+
+import ray
+import ray.cloudpickle as cloudpickle
+import torch
+from ray.tune.execution.tune_controller import TuneController
+from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
+
+from hpsearch.optim import FusedOptimizer
+from hpsearch.upstream_internals import (
+    TESTED_RAY,
+    TESTED_TORCH,
+    ray_is_tested,
+    skip_tune_callback_usage_tag,
+    torch_fused_op,
+)
+
+
+def test_the_installed_ray_is_the_release_whose_internals_were_checked():
+    assert ray_is_tested(), f"Ray {ray.__version__} is installed; hpsearch's use of its internals was checked " \
+                            f"on {TESTED_RAY}"
+
+
+def test_tune_still_tags_its_callbacks_through_the_function_hpsearch_skips():
+    """Tune calls ``ray.air._internal.usage.tag_callbacks(callbacks)`` when a search starts; replaced, Tune no
+    longer imports MLflow into the driver (``tests/test_store.py`` checks the driver of a Ray search)."""
+    import ray.tune.tune
+    from ray.air._internal import usage
+
+    assert "air_usage.tag_callbacks(callbacks)" in inspect.getsource(ray.tune.tune.run)
+    assert skip_tune_callback_usage_tag()
+    assert usage.tag_callbacks(["any callback"]) is False
+    assert skip_tune_callback_usage_tag()  # a second search in the same process
+
+
+class _Proposer(Searcher):
+    def suggest(self, trial_id):
+        return {"x": 1}
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        pass
+
+    def save(self, checkpoint_path):
+        with open(checkpoint_path, "wb") as file:
+            file.write(b"searcher")
+
+
+def test_rays_saved_search_state_has_the_files_and_fields_that_hpsearch_mends_after_a_kill(tmp_path):
+    """``hpsearch.ray_state`` reads and rewrites the searcher's count of trials and the concurrency limiter's
+    running trials, in the files Ray names after the session that saved them."""
+    limiter = ConcurrencyLimiter(_Proposer(metric="loss", mode="min"), max_concurrent=2)
+    generator = SearchGenerator(limiter)
+    generator.set_search_properties("loss", "min", {})
+    limiter.suggest("t1")
+
+    generator.save_to_dir(str(tmp_path), "2026-01-01_00-00-00")
+
+    assert TuneController.CKPT_FILE_TMPL == "experiment_state-{}.json"
+    assert {p.name for p in tmp_path.iterdir()} == {"search_gen_state-2026-01-01_00-00-00.json",
+                                                    "searcher-state-2026-01-01_00-00-00.pkl"}
+    state = cloudpickle.loads((tmp_path / "search_gen_state-2026-01-01_00-00-00.json").read_bytes())
+    assert isinstance(state["counter"], int)
+    assert state["name:ConcurrencyLimiter"]["live_trials"] == {"t1"}
+    assert state["name:ConcurrencyLimiter"]["num_unfinished_live_trials"] == 1
+
+
+def test_the_installed_torch_has_the_fused_ops_that_hpsearch_calls_directly():
+    """On the tested torch each trial's optimizer calls them (``tests/test_optim.py`` checks their weights against
+    torch.optim's); on another release, or without them, it takes the public functional API."""
+    assert torch.__version__.startswith(TESTED_TORCH + "."), f"torch {torch.__version__}, checked on {TESTED_TORCH}"
+    for name in ("sgd", "adam", "adamw"):
+        assert torch_fused_op(name) is getattr(torch, f"_fused_{name}_")
+        assert FusedOptimizer(name, [torch.zeros(2, requires_grad=True)], lr=0.1, weight_decay=0.0).op is not None
