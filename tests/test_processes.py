@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, write_space
+from tests.processes import alive, stat
 from tests.serving import free_port
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="watches processes through /proc")
@@ -35,32 +36,18 @@ search = Search(data=make_data, params={"layers": layers(1, 1, units=(16, 32)), 
 RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
 
 
-def _stat(pid: int) -> list[str] | None:
-    """``/proc/PID/stat`` after the command name: state, ppid, process group, session, ...; None once gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process runs (a zombie, ended but not yet reaped, does not)."""
-    stat = _stat(pid)
-    return stat is not None and stat[0] != "Z"
-
-
 def _all_pids() -> list[int]:
     return [int(name) for name in os.listdir("/proc") if name.isdigit()]
 
 
 def _descendants(root: int) -> set[int]:
     """Every living process below ``root``, and every process of its session (a child that left the tree)."""
-    parents = {pid: stat for pid in _all_pids() if (stat := _stat(pid)) is not None and stat[0] != "Z"}
+    parents = {pid: fields for pid in _all_pids() if (fields := stat(pid)) is not None and fields[0] != "Z"}
     found, frontier = set(), {root}
     while frontier:
-        frontier = {pid for pid, stat in parents.items() if int(stat[1]) in frontier} - found
+        frontier = {pid for pid, fields in parents.items() if int(fields[1]) in frontier} - found
         found |= frontier
-    return found | {pid for pid, stat in parents.items() if int(stat[3]) == root and pid != root}
+    return found | {pid for pid, fields in parents.items() if int(fields[3]) == root and pid != root}
 
 
 def _command(pid: int) -> str:
@@ -73,9 +60,9 @@ def _command(pid: int) -> str:
 def _left_after(pids: set[int], seconds: float) -> dict[int, str]:
     """The processes among ``pids`` still alive ``seconds`` from now (returns as soon as none is)."""
     deadline = time.monotonic() + seconds
-    while (alive := {pid for pid in pids if _alive(pid)}) and time.monotonic() < deadline:
+    while (living := {pid for pid in pids if alive(pid)}) and time.monotonic() < deadline:
         time.sleep(0.2)
-    return {pid: _command(pid) for pid in alive}
+    return {pid: _command(pid) for pid in living}
 
 
 def _start(args: list[str], cwd: Path) -> tuple[subprocess.Popen, list[str]]:
@@ -99,7 +86,7 @@ def _wait_for(process: subprocess.Popen, lines: list[str], seen: Callable[[str],
 
 def _kill_all(pids: set[int]) -> None:
     for pid in pids:
-        if _alive(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 
