@@ -10,13 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from hpsearch.errors import TrackingError
-
 if TYPE_CHECKING:  # the history's classes load without MLflow: the driver and the drawer never load it
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
-__all__ = ["SearchHistory", "TrialHistory", "find_search", "load_search"]
+__all__ = ["SearchHistory", "TrialHistory", "load_search"]
 
 CURVE_METRICS = ("train_loss", "val_loss", "val_accuracy", "val_rmse", "val_mae")
 
@@ -98,25 +96,6 @@ def load_search(client: MlflowClient, parent_run_id: str) -> SearchHistory:
         trials=trials,
         start_ms=parent.info.start_time or 0,
     )
-
-
-def find_search(client: MlflowClient, experiment: str | None = None) -> str:
-    """The id of the latest search (parent run) in ``experiment``, or in any experiment when it is None."""
-    if experiment is None:
-        ids = [e.experiment_id for e in client.search_experiments()]
-    else:
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            names = sorted(e.name for e in client.search_experiments())
-            raise TrackingError(f"no experiment named {experiment!r} in the tracking store; "
-                                f"it has: {', '.join(names) or 'none'}")
-        ids = [found.experiment_id]
-    runs = client.search_runs(ids, "tags.`hpsearch.kind` = 'search'", order_by=["attributes.start_time DESC"],
-                              max_results=1) if ids else []
-    if not runs:
-        where = f"experiment {experiment!r}" if experiment else "the tracking store"
-        raise TrackingError(f"{where} holds no hpsearch search; run one with: python -m hpsearch run SPACE_FILE")
-    return runs[0].info.run_id
 
 
 def _trial(client: MlflowClient, run: Run) -> TrialHistory:
