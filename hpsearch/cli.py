@@ -336,9 +336,9 @@ def _with_overrides(search, args: argparse.Namespace):  # noqa: ANN001, ANN202 -
 
 
 def _print_best(outcome, top: int) -> None:  # noqa: ANN001 - SearchOutcome, imported lazily
-    from hpsearch.show import TableTrial, number, text_table, trials_table
+    from hpsearch.show import number, text_table, trials_table
 
-    ranked = [TableTrial(t.name, t.status, t.metrics[outcome.metric], t.epochs, t.params) for t in outcome.ranked()]
+    ranked = outcome.ranked()
     if not ranked:
         return
     header, rows = trials_table(ranked, outcome.metric, top)

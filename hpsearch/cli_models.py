@@ -67,7 +67,7 @@ def _positive_int(text: str) -> int:
 
 # ------------------------------------------------------------------------------------------------ commands
 def _best(args: argparse.Namespace) -> int:
-    from hpsearch.export import best_trial, rank_trials
+    from hpsearch.export import best_trial, hyperparameters, rank_trials
 
     client, _, search = open_search(args)
     best_trial(client, search)  # no completed trial: an error, not an empty table
@@ -75,15 +75,14 @@ def _best(args: argparse.Namespace) -> int:
     ranked = everyone[: max(args.top, 1)]
     metric, mode = search.data.params["metric"], search.data.params["mode"]
     if args.json:
-        rows = [{"rank": t.rank, "trial": t.name, "run_id": t.run_id, "status": t.status, metric: t.value,
-                 "epochs": t.epochs, "hyperparameters": t.hyperparameters} for t in ranked]
+        rows = [{"rank": i + 1, "trial": t.name, "run_id": t.run_id, "status": t.status, metric: t.metrics[metric],
+                 "epochs": t.epochs, "hyperparameters": hyperparameters(t.params)} for i, t in enumerate(ranked)]
         print(json.dumps({"search_run_id": search.info.run_id, "metric": metric, "mode": mode, "trials": rows},
                          indent=2))
         return 0
-    from hpsearch.show import TableTrial, text_table, trials_table
+    from hpsearch.show import text_table, trials_table
 
-    header, rows = trials_table([TableTrial(t.name, t.status, t.value, t.epochs, _flat(t.hyperparameters))
-                                 for t in everyone], metric, args.top)
+    header, rows = trials_table(everyone, metric, args.top)
     print(f"search {search.info.run_id} ({search.info.run_name}): best {len(rows)} trials by {metric} ({mode})")
     for line in text_table(header, rows):
         print(line)
@@ -134,7 +133,7 @@ def open_search(args: argparse.Namespace) -> tuple[Any, str, Any]:
     """The store and the search that ``best``, ``export`` and ``report`` look at: ``--search RUN_ID``, else the
     latest search of ``EXPERIMENT`` (of any experiment when not given). One function, so that "no store here"
     and "no such search" read the same in every command."""
-    from hpsearch.export import find_search
+    from hpsearch.history import find_search
     from hpsearch.tracking import DEFAULT_STORE, connect
 
     if args.tracking_uri is None and not (DEFAULT_STORE / "mlflow.db").is_file():
@@ -143,9 +142,3 @@ def open_search(args: argparse.Namespace) -> tuple[Any, str, Any]:
     client, uri = connect(args.tracking_uri)
     return client, uri, find_search(client, args.experiment, args.search)
 
-
-def _flat(hyperparameters: dict[str, Any]) -> dict[str, Any]:
-    """Typed hyperparameters (``layers`` as a list) back as flat params (``n_layers``, ``units_i``)."""
-    layers = hyperparameters.get("layers", [])
-    flat = {k: v for k, v in hyperparameters.items() if k != "layers"}
-    return {"n_layers": len(layers), **{f"units_{i}": u for i, u in enumerate(layers)}, **flat}

@@ -35,8 +35,9 @@ import torch
 
 from hpsearch import architecture, lifeline, tracking
 from hpsearch.dataset import Split
-from hpsearch.history import TrialHistory, load_search
+from hpsearch.history import load_search
 from hpsearch.model import ModelSpec, load_model
+from hpsearch.schema import TrialRecord
 
 if TYPE_CHECKING:
     from hpsearch.store import Store
@@ -121,7 +122,8 @@ class Drawer:
         """Draw an ended trial's loss-curve PNG now, from its :class:`~hpsearch.tracking.TrialRecord` (it is
         logged with the search's figures). Only for trials whose every epoch this process saw: not resumed ones."""
         if record.curves:
-            trial = TrialHistory(record.name, record.run_id, record.status, {}, dict(record.curves))
+            trial = TrialRecord(record.trial_id, record.run_id, record.name, {}, record.status,
+                                curves=dict(record.curves))
             path = self.folder / TRIALS_DIR / record.run_id / TRIAL_PNG
             with contextlib.suppress(BrokenProcessPool):  # a dead drawer: the end of the search draws it here
                 self.drawn[record.run_id] = self._pool.submit(_draw_trial, trial, path)
@@ -144,7 +146,7 @@ def _start_worker(driver: int) -> None:
     visualize.warm_up()
 
 
-def _draw_trial(trial: TrialHistory, path: Path) -> float:
+def _draw_trial(trial: TrialRecord, path: Path) -> float:
     from hpsearch import plots
 
     started = time.monotonic()

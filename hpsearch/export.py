@@ -15,21 +15,22 @@ from __future__ import annotations
 
 import datetime
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from hpsearch.errors import ConfigError, NotFoundError, SpaceError
+from hpsearch.history import read_trials
+from hpsearch.schema import TAG_DATA_PATH, TAG_SPACE_FILE, TAG_SPACE_SHA256, TAG_VERSION_PREFIX, TrialRecord, rank
 from hpsearch.space import DEFAULT_PARAMS, Search
 
 if TYPE_CHECKING:  # a search's driver shows its table with hyperparameters() and never loads MLflow
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
-__all__ = ["FORMAT", "HYPERPARAMETERS", "RankedTrial", "best_trial", "build_export", "find_search", "hyperparameters",
-           "rank_trials", "read_export", "search_of", "write_export"]
+__all__ = ["FORMAT", "HYPERPARAMETERS", "best_trial", "build_export", "hyperparameters", "rank_trials", "read_export",
+           "search_of", "write_export"]
 
 FORMAT = "hpsearch-best/1"
 HYPERPARAMETERS = tuple(DEFAULT_PARAMS)  # layers, lr, dropout, weight_decay, batch_size, optimizer, ...
@@ -37,70 +38,18 @@ SETTINGS_REQUIRED = ("data", "target", "task", "split", "seed", "epochs", "metri
 SETTINGS_OPTIONAL = ("data_path", "max_epochs", "cpus_per_trial", "drop")
 SECTIONS = {"format": str, "experiment": str, "trial": str, "hyperparameters": dict, "settings": dict,
             "metrics": dict, "provenance": dict}
-FINISHED = ("completed", "stopped")
 _INT_PARAMS = ("batch_size", "n_layers")
 _STR_PARAMS = ("optimizer", "activation")
 
 
-@dataclass(frozen=True)
-class RankedTrial:
-    """One trial of a search as MLflow recorded it, in rank order."""
-
-    rank: int
-    name: str
-    run_id: str
-    status: str
-    value: float
-    epochs: int
-    hyperparameters: dict[str, Any]
-    metrics: dict[str, float]
-
-
 # ------------------------------------------------------------------------------------------------ queries
-def find_search(client: MlflowClient, experiment: str | None = None, search_run_id: str | None = None) -> Run:
-    """The parent run of ``--search RUN_ID``, or the latest search of ``experiment`` (of any, when None)."""
-    if search_run_id is not None:
-        try:
-            run = client.get_run(search_run_id)
-        except Exception:  # noqa: BLE001 - MLflow raises different errors per store for an unknown id
-            raise NotFoundError(f"no run {search_run_id!r} in the tracking store") from None
-        if run.data.tags.get("hpsearch.kind") != "search":
-            raise NotFoundError(f"run {search_run_id!r} is not an hpsearch search (a parent run)")
-        return run
-    if experiment is not None:
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            names = [e.name for e in client.search_experiments() if e.name != "Default"]
-            raise NotFoundError(f"no experiment {experiment!r} in the tracking store; it has: "
-                                f"{', '.join(map(repr, names)) or 'none'}")
-        ids = [found.experiment_id]
-    else:
-        ids = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(ids, "tags.`hpsearch.kind` = 'search'", order_by=["attributes.start_time DESC"],
-                              max_results=1) if ids else []
-    if not runs:
-        where = f"experiment {experiment!r}" if experiment else "the tracking store"
-        raise NotFoundError(f"{where} has no hpsearch search; run `python -m hpsearch run SPACE_FILE` first")
-    return runs[0]
-
-
-def rank_trials(client: MlflowClient, search: Run) -> list[RankedTrial]:
+def rank_trials(client: MlflowClient, search: Run) -> list[TrialRecord]:
     """The search's completed and stopped trials that reported its metric, best first (as the runner ranks)."""
-    metric, mode = search.data.params["metric"], search.data.params["mode"]
-    children = client.search_runs([search.info.experiment_id],
-                                  f"tags.`mlflow.parentRunId` = '{search.info.run_id}'", max_results=10000)
-    scored = [r for r in children
-              if r.data.tags.get("hpsearch.status") in FINISHED and metric in r.data.metrics]
-    scored.sort(key=lambda r: r.data.metrics[metric], reverse=mode == "max")
-    return [
-        RankedTrial(rank=i + 1, name=r.info.run_name, run_id=r.info.run_id, status=r.data.tags["hpsearch.status"],
-                    value=r.data.metrics[metric], epochs=int(r.data.metrics.get("epochs_trained", 0)),
-                    hyperparameters=hyperparameters(r.data.params), metrics=dict(r.data.metrics))
-        for i, r in enumerate(scored)
-    ]
+    trials = read_trials(client, search.info.experiment_id, search.info.run_id)
+    return rank(trials, search.data.params["metric"], search.data.params["mode"])
 
 
-def best_trial(client: MlflowClient, search: Run) -> RankedTrial:
+def best_trial(client: MlflowClient, search: Run) -> TrialRecord:
     ranked = rank_trials(client, search)
     if not ranked:
         raise NotFoundError(f"search {search.info.run_id} ({search.info.run_name}) has no completed trial "
@@ -120,12 +69,12 @@ def hyperparameters(params: dict[str, str]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------- export
-def build_export(client: MlflowClient, tracking_uri: str, search: Run, trial: RankedTrial) -> dict[str, Any]:
+def build_export(client: MlflowClient, tracking_uri: str, search: Run, trial: TrialRecord) -> dict[str, Any]:
     """The export document of a search's best trial."""
     params, tags = search.data.params, search.data.tags
     settings: dict[str, Any] = {
         "data": params["data"] if ":" in params["data"] else f"callable:{params['data']}",
-        **({"data_path": tags["hpsearch.data_path"]} if "hpsearch.data_path" in tags else {}),
+        **({"data_path": tags[TAG_DATA_PATH]} if TAG_DATA_PATH in tags else {}),
         "target": None if params.get("target") in (None, "None") else params["target"],
         "task": params["task"],
         "split": [float(f) for f in params["split"].split("/")],
@@ -139,14 +88,14 @@ def build_export(client: MlflowClient, tracking_uri: str, search: Run, trial: Ra
     }
     val = {k: v for k, v in trial.metrics.items() if k.startswith(("val_", "train_"))}
     test = {k: v for k, v in trial.metrics.items() if k.startswith("test_")}
-    versions = {k.removeprefix("hpsearch.version."): v for k, v in tags.items() if k.startswith("hpsearch.version.")}
+    versions = {k.removeprefix(TAG_VERSION_PREFIX): v for k, v in tags.items() if k.startswith(TAG_VERSION_PREFIX)}
     provenance = {
         "tracking_uri": tracking_uri,
         "experiment_id": search.info.experiment_id,
         "search_run_id": search.info.run_id,
         "trial_run_id": trial.run_id,
-        "space_file": tags.get("hpsearch.space_file"),
-        "space_sha256": tags.get("hpsearch.space_sha256"),
+        "space_file": tags.get(TAG_SPACE_FILE),
+        "space_sha256": tags.get(TAG_SPACE_SHA256),
         "versions": versions,
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -154,7 +103,7 @@ def build_export(client: MlflowClient, tracking_uri: str, search: Run, trial: Ra
         provenance["model_uri"] = f"runs:/{trial.run_id}/pyfunc_model"
     experiment = client.get_experiment(search.info.experiment_id).name
     return {"format": FORMAT, "experiment": experiment, "trial": trial.name,
-            "hyperparameters": trial.hyperparameters, "settings": settings,
+            "hyperparameters": hyperparameters(trial.params), "settings": settings,
             "metrics": {"validation": val, "test": test}, "provenance": provenance}
 
 

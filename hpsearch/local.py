@@ -25,6 +25,7 @@ from hpsearch import tracking
 from hpsearch.data import Dataset
 from hpsearch.errors import MachineError
 from hpsearch.progress import Progress
+from hpsearch.schema import Status, TrialRecord
 from hpsearch.space import Search, suggest_params
 from hpsearch.train import TrialConfig, fit
 
@@ -88,7 +89,7 @@ def _fit_trials(search: Search, data: Dataset, metric: str, mode: str, tracker: 
         record, pruned = _run_trial(trial, config, data, metric, tracker, model_root / f"trial_{trial.number:05d}",
                                     progress)
         value = record.metrics.get(metric)
-        if record.status == "failed":
+        if record.status == Status.FAILED:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         elif pruned:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -107,7 +108,7 @@ def _pruner(search: Search) -> optuna.pruners.BasePruner:
 
 def _run_trial(trial: optuna.Trial, config: TrialConfig, data: Dataset, metric: str,
                tracker: tracking.TrialTracker, model_dir: Path,
-               progress: Progress) -> tuple[tracking.TrialRecord, bool]:
+               progress: Progress) -> tuple[TrialRecord, bool]:
     """Train one trial; returns its record and whether the pruner stopped it."""
     trial_id = f"local_{trial.number:05d}"
     name = tracker.trial_started(trial_id, config.to_params()).name

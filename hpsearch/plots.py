@@ -30,14 +30,15 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from optuna.importance import BaseImportanceEvaluator, FanovaImportanceEvaluator  # noqa: E402
 from plotly.subplots import make_subplots  # noqa: E402
 
-from hpsearch.history import SearchHistory, TrialHistory  # noqa: E402
+from hpsearch.history import SearchHistory  # noqa: E402
+from hpsearch.schema import Status, TrialRecord  # noqa: E402
 
 __all__ = [
     "Plot", "best_so_far", "best_trial_losses", "close", "confusion_matrix", "learning_curve_series",
     "learning_curves", "parallel_coordinates", "param_importances", "predicted_vs_true", "trial_loss_png",
 ]
 
-_STATUS_STYLE = {"completed": "-", "stopped": "--"}
+_STATUS_STYLE = {Status.COMPLETED: "-", Status.STOPPED: "--"}
 
 
 @dataclass
@@ -76,7 +77,7 @@ def learning_curves(history: SearchHistory) -> Plot:
     interactive = go.Figure()
     for name, points in series.items():
         epochs, values = zip(*points, strict=True)
-        stopped = status[name] == "stopped"
+        stopped = status[name] == Status.STOPPED
         width = 2.5 if name == best else 1
         ax.plot(epochs, values, _STATUS_STYLE.get(status[name], ":"), lw=width, alpha=0.9 if name == best else 0.6,
                 label=f"{name} (best)" if name == best else None)
@@ -168,7 +169,7 @@ class _Computed(BaseImportanceEvaluator):
 
 
 # ------------------------------------------------------------------------------------------- best trial
-def best_trial_losses(trial: TrialHistory) -> Plot:
+def best_trial_losses(trial: TrialRecord) -> Plot:
     """Training against validation loss per epoch: the gap between them is where overfitting shows."""
     fig, ax = plt.subplots(figsize=(6, 3.5), gridspec_kw=_margins(left=0.12, bottom=0.14, top=0.9))
     interactive = go.Figure()
@@ -221,7 +222,7 @@ def predicted_vs_true(y_true: np.ndarray, y_pred: np.ndarray, target: str = "tar
 
 
 # -------------------------------------------------------------------------------------------- per trial
-def trial_loss_png(trial: TrialHistory, path: str) -> None:
+def trial_loss_png(trial: TrialRecord, path: str) -> None:
     """A small training vs validation loss PNG for one child run: cheap, since every trial gets one."""
     keys = tuple(key for key in ("train_loss", "val_loss") if key in trial.curves)
     canvas = _trial_canvas(keys)

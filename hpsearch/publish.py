@@ -26,6 +26,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.model import SPEC_FILE, WEIGHTS_FILE, ModelSpec
+from hpsearch.schema import (
+    TAG_DATA_PATH,
+    TAG_MODEL_VERSION,
+    TAG_SPACE_SHA256,
+    TAG_VERSION_BEST,
+    TAG_VERSION_METRIC,
+    TAG_VERSION_MODE,
+    TAG_VERSION_PREFIX,
+    TAG_VERSION_VALUE,
+)
 
 if TYPE_CHECKING:  # MLflow loads where the client is (hpsearch.store), never in a driver that only names these
     from mlflow import MlflowClient
@@ -137,12 +147,12 @@ def register(client: MlflowClient, name: str, source: str, run_id: str, *, metri
     except MlflowException:
         client.create_registered_model(name, description="Best models of the hpsearch experiment of that name.")
     version = client.create_model_version(name, source, run_id=run_id,
-                                          tags={"hpsearch.metric": metric, "hpsearch.mode": mode,
-                                                "hpsearch.value": repr(float(value))}).version
+                                          tags={TAG_VERSION_METRIC: metric, TAG_VERSION_MODE: mode,
+                                                TAG_VERSION_VALUE: repr(float(value))}).version
     is_best = _beats_current(client, name, metric, mode, value)
     if is_best:
         client.set_registered_model_alias(name, BEST_ALIAS, version)
-    client.set_model_version_tag(name, version, "hpsearch.best", str(is_best).lower())
+    client.set_model_version_tag(name, version, TAG_VERSION_BEST, str(is_best).lower())
     return str(version), is_best
 
 
@@ -161,7 +171,7 @@ def publish_best(client: MlflowClient, best: Any, *, experiment: str, parent_run
                                 value=best.metrics[metric])
     seconds = time.monotonic() - started
     client.log_metric(best.run_id, "model_log_seconds", seconds)
-    client.set_tag(parent_run_id, "hpsearch.model_version", version)
+    client.set_tag(parent_run_id, TAG_MODEL_VERSION, version)
     return Registered(experiment, version, is_best, seconds)
 
 
@@ -191,11 +201,11 @@ def on_search_end(client: MlflowClient, best: Any, *, experiment: str, parent_ru
 def provenance_tags(space_file: Path, data: Any) -> dict[str, str]:
     """Tags for a search's parent run: the space file's hash, where the data is, and the versions used."""
     space_file = Path(space_file).resolve()  # its path is tagged when the search starts (tracking)
-    tags = {"hpsearch.space_sha256": file_sha256(space_file)}
+    tags = {TAG_SPACE_SHA256: file_sha256(space_file)}
     if isinstance(data, str) and data.split(":", 1)[0] in ("csv", "parquet"):
-        tags["hpsearch.data_path"] = str((space_file.parent / data.split(":", 1)[1]).resolve())
+        tags[TAG_DATA_PATH] = str((space_file.parent / data.split(":", 1)[1]).resolve())
     for package in ("hpsearch", "torch", "ray", "mlflow"):
-        tags[f"hpsearch.version.{package}"] = _version(package)
+        tags[f"{TAG_VERSION_PREFIX}{package}"] = _version(package)
     return tags
 
 
@@ -218,9 +228,9 @@ def _beats_current(client: MlflowClient, name: str, metric: str, mode: str, valu
         current = client.get_model_version_by_alias(name, BEST_ALIAS)
     except MlflowException:
         return True  # no alias yet
-    if current.tags.get("hpsearch.metric") != metric or "hpsearch.value" not in current.tags:
+    if current.tags.get(TAG_VERSION_METRIC) != metric or TAG_VERSION_VALUE not in current.tags:
         return True  # a search that optimised another metric: the newest search decides
-    old = float(current.tags["hpsearch.value"])
+    old = float(current.tags[TAG_VERSION_VALUE])
     return value < old if mode == "min" else value > old
 
 

@@ -21,7 +21,9 @@ import plotly.io as pio
 from mlflow import MlflowClient
 
 from hpsearch.history import SearchHistory, load_search
-from hpsearch.show import DEFAULT_TOP, TableTrial, number, trials_table
+from hpsearch.schema import TAG_BEST_RUN_ID, TAG_BEST_TRIAL
+from hpsearch.show import DEFAULT_TOP, number, trials_table
+from hpsearch.study import describe_space
 from hpsearch.visualize import FIGURES_FILE, PLOTS_DIR
 
 __all__ = ["build_report", "write_report"]
@@ -83,7 +85,7 @@ def _page(client: MlflowClient, parent_run_id: str, top: int) -> tuple[str, list
 # ----------------------------------------------------------------------------------------------- sections
 def _outcome(history: SearchHistory) -> str:
     counts = {k.removeprefix("trials_"): int(v) for k, v in history.metrics.items() if k.startswith("trials_")}
-    best = history.tags.get("hpsearch.best_trial")
+    best = history.tags.get(TAG_BEST_TRIAL)
     tests = {k.removeprefix("best_"): v for k, v in history.metrics.items() if k.startswith("best_test_")}
     parts = [", ".join(f"{n} {s}" for s, n in counts.items() if n) or f"{len(history.trials)} trials"]
     if best:
@@ -98,16 +100,15 @@ def _best_table(history: SearchHistory, top: int) -> str:
     ranked = history.ranked()
     if not ranked:
         return "<p>No trial reported the search's metric.</p>"
-    header, rows = trials_table([TableTrial(t.name, t.status, t.last(history.metric), t.epochs, t.params)
-                                 for t in ranked], history.metric, top)
-    best_id = history.tags.get("hpsearch.best_run_id")
+    header, rows = trials_table(ranked, history.metric, top)
+    best_id = history.tags.get(TAG_BEST_RUN_ID)
     return _table(header, [_row(row, best=t.run_id == best_id) for row, t in zip(rows, ranked, strict=False)])
 
 
 def _settings(history: SearchHistory) -> str:
     general = [_row([k, v]) for k, v in sorted(history.params.items()) if not k.startswith("space.")]
-    space = [_row([k, v]) for k, v in history.space().items()]
-    return "<h3>Space</h3>" + _table(["param", "as the space file wrote it"], space) + \
+    space = [_row([k, v]) for k, v in describe_space(history.space()).items()]
+    return "<h3>Space</h3>" + _table(["param", "searched from"], space) + \
         "<h3>Search</h3>" + _table(["setting", "value"], general)
 
 

@@ -29,6 +29,14 @@ from hpsearch.errors import ConfigError
 from hpsearch.export import search_of
 from hpsearch.model import save_model
 from hpsearch.pyfunc import preprocessing_state
+from hpsearch.schema import (
+    KIND_RETRAIN,
+    MLFLOW_RUN_NAME,
+    TAG_CONFIG_FILE,
+    TAG_FULL_DATA,
+    TAG_KIND,
+    TAG_SOURCE_TRIAL,
+)
 from hpsearch.space import load_space
 from hpsearch.train import TrialConfig, evaluate, fit, model_spec
 
@@ -91,8 +99,8 @@ def _start_run(client: Any, exp_id: str, document: dict[str, Any], config: Trial
                full_data: bool) -> str:
     provenance = document["provenance"]
     name = f"retrain-{document['trial']}"
-    tags = {"hpsearch.kind": "retrain", "mlflow.runName": name, "hpsearch.full_data": str(full_data).lower(),
-            "hpsearch.config_file": str(Path(source).resolve()), "hpsearch.source_trial": document["trial"]}
+    tags = {TAG_KIND: KIND_RETRAIN, MLFLOW_RUN_NAME: name, TAG_FULL_DATA: str(full_data).lower(),
+            TAG_CONFIG_FILE: str(Path(source).resolve()), TAG_SOURCE_TRIAL: document["trial"]}
     for key in ("search_run_id", "trial_run_id", "space_file", "space_sha256"):
         if provenance.get(key):
             tags[f"hpsearch.{key}"] = str(provenance[key])

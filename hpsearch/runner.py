@@ -40,6 +40,7 @@ from hpsearch.errors import SpaceError, TrackingError  # noqa: E402
 from hpsearch.local import choose_executor, fit_local, make_sampler  # noqa: E402
 from hpsearch.model import load_model  # noqa: E402
 from hpsearch.progress import Progress  # noqa: E402
+from hpsearch.schema import Status, TrialRecord, rank  # noqa: E402
 from hpsearch.space import Search, suggest_params  # noqa: E402
 from hpsearch.store import LocalStore, Store  # noqa: E402
 from hpsearch.train import TrialConfig, evaluate, metric_names  # noqa: E402
@@ -75,8 +76,8 @@ class SearchOutcome:
     tracking_uri: str
     metric: str
     mode: str
-    trials: list[tracking.TrialRecord]
-    best: tracking.TrialRecord | None
+    trials: list[TrialRecord]
+    best: TrialRecord | None
     test_metrics: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
     warnings: dict[str, str] = field(default_factory=dict)  # a step after the trials that failed -> its error
@@ -84,12 +85,11 @@ class SearchOutcome:
 
     def counts(self) -> dict[str, int]:
         statuses = [t.status for t in self.trials]
-        return {s: statuses.count(s) for s in ("completed", "stopped", "failed", "killed")}
+        return {s.value: statuses.count(s) for s in Status if s != Status.RUNNING}
 
-    def ranked(self) -> list[tracking.TrialRecord]:
+    def ranked(self) -> list[TrialRecord]:
         """Trials that ended with a model and a value for the metric, best first (a failed trial is never best)."""
-        scored = [t for t in self.trials if self.metric in t.metrics and t.status in ("completed", "stopped")]
-        return sorted(scored, key=lambda t: t.metrics[self.metric], reverse=self.mode == "max")
+        return rank(self.trials, self.metric, self.mode)
 
 
 def resolve_objective(search: Search, task: str) -> tuple[str, str]:
@@ -283,7 +283,7 @@ _STEP_NAMES = {"test": "the best model's test evaluation", "plots": "the figures
                "publish": "the best model's publishing"}
 
 
-def _test_report_of(store: Store, best: tracking.TrialRecord, data: Dataset) -> dict[str, float]:
+def _test_report_of(store: Store, best: TrialRecord, data: Dataset) -> dict[str, float]:
     """The best trial's test metrics, logged to its run (its model downloaded if it ended before a resume)."""
     if best.model_dir is None:  # it ended before a resume: its model is in MLflow
         best.model_dir = store.call(tracking.download_model, best.run_id, Path(tempfile.mkdtemp(prefix="hpsearch-")))
@@ -564,7 +564,7 @@ class _TrackingCallback:
         params = TrialConfig.from_params(trial.config, **self.train_settings).to_params()
         record = self.tracker.trial_started(trial.trial_id, params)
         last = trial.last_result or {}
-        if record.status == "running" and "epoch" in last:
+        if record.status == Status.RUNNING and "epoch" in last:
             # A resumed trial continues from its last checkpoint; the result that came with it may never have
             # reached MLflow (a Ctrl-C while Ray Tune handled it): written now, or its epoch would be missing.
             self.tracker.epoch_reported(trial.trial_id, last)
@@ -606,14 +606,14 @@ class _TrackingCallback:
         """Close the runs of trials that Ray restored as already ended but whose end the tracker missed."""
         for trial in trials:
             record = self.tracker.records.get(trial.trial_id)
-            if record is not None and record.status == "running":
+            if record is not None and record.status == Status.RUNNING:
                 if trial.status == "TERMINATED":
                     self.on_trial_complete(0, trials, trial)
                 elif trial.status == "ERROR":
                     self.on_trial_error(0, trials, trial)
         self.tracker.flush()
 
-    def _ended(self, record: tracking.TrialRecord) -> None:
+    def _ended(self, record: TrialRecord) -> None:
         self.progress.trial_ended(record.name, record.status, record.epochs, record.metrics.get(self.metric),
                                   record.error)
 
@@ -634,7 +634,7 @@ def _error_text(trial: Any) -> str:
 
 
 # ------------------------------------------------------------------------------------------ search outcome
-def _test_report(best: tracking.TrialRecord, data: Dataset) -> dict[str, float]:
+def _test_report(best: TrialRecord, data: Dataset) -> dict[str, float]:
     """The best trial's model on the held-out test split: the one figure no trial has seen."""
     model, spec = load_model(best.model_dir)
     return evaluate(model, data.test, spec, prefix="test_")

@@ -8,11 +8,13 @@ trials), whether the trials come from the running search (typed values) or from 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["DEFAULT_TOP", "TableTrial", "cell", "number", "text_table", "trials_table"]
+if TYPE_CHECKING:
+    from hpsearch.schema import TrialRecord
+
+__all__ = ["DEFAULT_TOP", "cell", "number", "text_table", "trials_table"]
 
 #: How many trials ``run``, ``resume``, ``best`` and ``report`` show by default (``--top``).
 DEFAULT_TOP = 5
@@ -44,19 +46,8 @@ def cell(value: Any) -> str:
     return text if parsed.is_integer() and "." not in text and "e" not in text.lower() else number(parsed)
 
 
-@dataclass(frozen=True)
-class TableTrial:
-    """One row of the best-trials table: what every source (the search, MLflow) can give."""
-
-    name: str
-    status: str
-    value: float
-    epochs: int
-    params: Mapping[str, Any]  # flat params (``n_layers``, ``units_0``, ... as typed values or MLflow strings)
-
-
-def trials_table(ranked: Sequence[TableTrial], metric: str, top: int) -> tuple[list[str], list[list[str]]]:
-    """The header and rows of the best ``top`` trials, best first.
+def trials_table(ranked: Sequence[TrialRecord], metric: str, top: int) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of the best ``top`` trials, best first (their params typed, or MLflow's strings).
 
     The hyperparameter columns are those whose value differs between the scored trials (all of them when every
     trial has the same), so that ``run``, ``best`` and ``report`` of one search show the same columns.
@@ -67,7 +58,7 @@ def trials_table(ranked: Sequence[TableTrial], metric: str, top: int) -> tuple[l
     keys = list(dict.fromkeys(k for h in typed for k in h))
     varying = [k for k in keys if len({cell(h.get(k)) for h in typed}) > 1] or keys
     header = ["rank", "trial", "status", metric, "epochs", *varying]
-    rows = [[str(i + 1), t.name, t.status, number(t.value), str(t.epochs), *(cell(h.get(k)) for k in varying)]
+    rows = [[str(i + 1), t.name, t.status, number(t.metrics[metric]), str(t.epochs), *(cell(h.get(k)) for k in varying)]
             for i, (t, h) in enumerate(zip(ranked[:max(top, 1)], typed, strict=False))]
     return header, rows
 

@@ -388,8 +388,39 @@ class Search:
         return math.prod(len(v) for v in self.grid().values())
 
     def describe_params(self) -> dict[str, str]:
-        """Each param as the space file wrote it, for the parent run's params."""
-        return {f"space.{k}": _describe(v) for k, v in self.params.items()}
+        """The space for the parent run's params: each searched one as Optuna's distribution JSON (the layers as
+        ``n_layers`` and ``units_i``, as the searcher names them), each fixed one as the space file wrote it."""
+        from optuna.distributions import distribution_to_json
+
+        described = {f"space.{k}": _describe(v) for k, v in self.params.items() if not isinstance(v, Distribution)}
+        for name, value in self.searched_params().items():
+            if isinstance(value, Layers) and value.sizes is not None:
+                described[f"space.{name}"] = _describe(value)
+                continue
+            for key, dist in optuna_distributions(name, value).items():
+                described[f"space.{key}"] = distribution_to_json(dist)
+        return described
+
+
+def optuna_distributions(name: str, value: Distribution) -> dict[str, Any]:
+    """The Optuna distributions a searched param asks its trial for (see ``suggest``), by the names it uses."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if isinstance(value, (Uniform, LogUniform)):
+        return {name: FloatDistribution(value.low, value.high, log=isinstance(value, LogUniform))}
+    if isinstance(value, RandInt):
+        return {name: IntDistribution(value.low, value.high)}
+    if isinstance(value, Choice):
+        # Optuna's choices are scalars: a list of layer sizes is recorded as its text
+        return {name: CategoricalDistribution([o if o is None or isinstance(o, (bool, int, float, str)) else str(o)
+                                               for o in value.options])}
+    if value.choices is not None:
+        return {name: CategoricalDistribution(value.grid_options())}
+    if value.sizes is not None:
+        return {}
+    units = IntDistribution(value.units[0], value.units[1], log=True)
+    return {"n_layers": IntDistribution(value.min_layers, value.max_layers),
+            **{f"units_{i}": units for i in range(value.max_layers)}}
 
 
 def suggest_params(params: Mapping[str, Any], trial: Any) -> dict[str, Any]:

@@ -1,26 +1,34 @@
 """An in-memory Optuna study rebuilt from a finished search, for Optuna's plots and importance evaluators.
 
 The search's own study lives inside Ray's ``OptunaSearch`` and is gone when the search ends; MLflow holds what
-it needs: the space as the space file wrote it (the parent run's ``space.*`` params) and every trial's params
+it needs: the space as Optuna's distribution JSON (the parent run's ``space.*`` params) and every trial's params
 and last metric value. Like Ray's ``OptunaSearch``, a trial that ASHA stopped counts as complete with its last
 value, a failed trial not at all.
 
 Conditional layer widths: ``layers(1, 3, units=(16, 256))`` gives ``units_1`` only to trials with two layers or
-more. Optuna's importance evaluators use the params every trial has, so a layer a trial does not have counts as
-0 units; every searched hyperparameter then gets an importance.
+more (the space records ``n_layers`` and ``units_0`` to ``units_2``). Optuna's importance evaluators use the
+params every trial has, so a layer a trial does not have counts as 0 units; every searched hyperparameter then
+gets an importance.
 """
 
 from __future__ import annotations
 
-import ast
+import contextlib
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    json_to_distribution,
+)
 
-from hpsearch.history import SearchHistory, TrialHistory
+from hpsearch.history import SearchHistory
+from hpsearch.schema import TrialRecord
 
-__all__ = ["rebuild_study", "searched_distributions"]
+__all__ = ["describe_space", "rebuild_study", "searched_distributions"]
 
 
 def rebuild_study(history: SearchHistory) -> optuna.Study:
@@ -43,40 +51,36 @@ def rebuild_study(history: SearchHistory) -> optuna.Study:
 
 
 def searched_distributions(space: dict[str, str]) -> dict[str, BaseDistribution]:
-    """Optuna distributions of the searched params, from their descriptions (``"loguniform(0.0001, 0.1)"``)."""
+    """The searched params' Optuna distributions, from the parent run's ``space.*`` params (Optuna's JSON).
+
+    Widths of layers not every trial has (``units_i`` for ``i >= n_layers.low``) may be 0: absent.
+    """
     distributions: dict[str, BaseDistribution] = {}
     for name, text in space.items():
-        call = _parse_call(text)
-        if call is None:
-            continue  # a fixed value: not searched
-        kind, args, kwargs = call
-        if kind == "uniform":
-            distributions[name] = FloatDistribution(*args)
-        elif kind == "loguniform":
-            distributions[name] = FloatDistribution(*args, log=True)
-        elif kind == "randint":
-            distributions[name] = IntDistribution(*args)
-        elif kind == "choice":
-            distributions[name] = CategoricalDistribution([_scalar(o) for o in args[0]])
-        elif kind == "layers":
-            distributions.update(_layer_distributions(args, kwargs))
+        with contextlib.suppress(ValueError, KeyError, TypeError):  # a fixed value: not searched
+            distributions[name] = json_to_distribution(text)
+    depth = distributions.get("n_layers")
+    for name, dist in distributions.items():
+        if depth is not None and name.startswith("units_") and int(name.removeprefix("units_")) >= depth.low:
+            distributions[name] = IntDistribution(0, dist.high)
     return distributions
 
 
-def _layer_distributions(args: list[Any], kwargs: dict[str, Any]) -> dict[str, BaseDistribution]:
-    if "choices" in kwargs:
-        return {"layers": CategoricalDistribution(["-".join(map(str, c)) or "none" for c in kwargs["choices"]])}
-    if "sizes" in kwargs:
-        return {}
-    low_n, high_n = args[0], args[1]
-    low_u, high_u = kwargs["units"]
-    result: dict[str, BaseDistribution] = {"n_layers": IntDistribution(low_n, high_n)}
-    for i in range(high_n):  # layers every trial has keep their log scale; the others may be 0 (absent)
-        result[f"units_{i}"] = IntDistribution(low_u, high_u, log=True) if i < low_n else IntDistribution(0, high_u)
-    return result
+def describe_space(space: dict[str, str]) -> dict[str, str]:
+    """The space as a reader writes it: ``loguniform(0.0001, 0.1)``, ``choice(['adam', 'sgd'])``, fixed values."""
+    searched = searched_distributions(space)
+    return {name: _describe(searched[name]) if name in searched else text for name, text in space.items()}
 
 
-def _value(trial: TrialHistory, name: str, dist: BaseDistribution) -> Any:
+def _describe(dist: BaseDistribution) -> str:
+    if isinstance(dist, CategoricalDistribution):
+        return f"choice({list(dist.choices)!r})"
+    kind = "randint" if isinstance(dist, IntDistribution) else "loguniform" if dist.log else "uniform"
+    log = ", log" if isinstance(dist, IntDistribution) and dist.log else ""
+    return f"{kind}({dist.low}, {dist.high}{log})"
+
+
+def _value(trial: TrialRecord, name: str, dist: BaseDistribution) -> Any:
     params = trial.params
     if name == "layers":
         n_layers = int(params.get("n_layers", 0))
@@ -97,23 +101,3 @@ def _widened(dist: BaseDistribution, value: Any) -> BaseDistribution:
         kind = type(dist)
         return kind(min(dist.low, value), max(dist.high, value), log=dist.log and value > 0)
     return dist
-
-
-def _parse_call(text: str) -> tuple[str, list[Any], dict[str, Any]] | None:
-    """``"choice([32, 64])"`` -> ``("choice", [[32, 64]], {})``; None for a plain value."""
-    try:
-        node = ast.parse(text, mode="eval").body
-    except SyntaxError:
-        return None
-    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
-        return None
-    if node.func.id not in ("uniform", "loguniform", "randint", "choice", "layers"):
-        return None
-    args = [ast.literal_eval(a) for a in node.args]
-    kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg}
-    return node.func.id, args, kwargs
-
-
-def _scalar(option: Any) -> Any:
-    """Optuna's categorical choices hold scalars only (None, bool, int, float, str)."""
-    return option if option is None or isinstance(option, (bool, int, float, str)) else str(option)

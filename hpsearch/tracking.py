@@ -21,11 +21,37 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import MachineError, TrackingError, machine_failure
+from hpsearch.history import child_runs, latest_searches, read_trials
+from hpsearch.schema import (
+    ENDED,
+    EPOCHS_TRAINED,
+    KIND_SEARCH,
+    KIND_TRIAL,
+    LOSS_KEYS,
+    METRIC_KEYS,
+    MLFLOW_PARENT_RUN_ID,
+    MLFLOW_RUN_NAME,
+    TAG_BEST_RUN_ID,
+    TAG_BEST_TRIAL,
+    TAG_ERROR,
+    TAG_KIND,
+    TAG_NODE,
+    TAG_NODE_ID,
+    TAG_NODE_IP,
+    TAG_RAY_EXPERIMENT,
+    TAG_SPACE_FILE,
+    TAG_STATUS,
+    TAG_STOP_REASON,
+    TAG_TRIAL_ID,
+    TAG_WARNING_PREFIX,
+    Status,
+    TrialRecord,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -40,17 +66,6 @@ SQLITE_BUSY_TIMEOUT_S = 60
 _QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 FLUSH_INTERVAL_S = 1.0
 MODEL_FILES = ("model.pt", "model.json")
-TAG_STATUS = "hpsearch.status"
-TAG_TRIAL_ID = "hpsearch.trial_id"
-TAG_KIND = "hpsearch.kind"
-TAG_RAY_EXPERIMENT = "hpsearch.ray_experiment"
-TAG_SPACE_FILE = "hpsearch.space_file"
-ENDED = ("completed", "stopped", "failed")
-TAG_NODE = "hpsearch.node"
-TAG_WARNING_PREFIX = "hpsearch.warning."  # + a step after the trials that failed: test, plots, publish
-# MLflow's own tag names (mlflow.utils.mlflow_tags), spelled out so that this module loads without MLflow
-MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
-MLFLOW_RUN_NAME = "mlflow.runName"
 
 for _noisy in ("alembic", "mlflow.store.db.utils"):  # schema creation on a new store is not news
     logging.getLogger(_noisy).setLevel(logging.WARNING)
@@ -180,23 +195,6 @@ def experiment_id(client: MlflowClient, name: str, tracking_uri: str, *, create:
     return client.create_experiment(name, artifact_location=artifact_location)
 
 
-@dataclass
-class TrialRecord:
-    """What the search knows about one trial when it ends: enough for the summary and the best-trial report."""
-
-    trial_id: str
-    run_id: str
-    name: str
-    params: dict[str, Any]
-    status: str = "running"
-    epochs: int = 0
-    metrics: dict[str, float] = field(default_factory=dict)
-    model_dir: str | None = None
-    error: str | None = None
-    node: str | None = None
-    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # losses per epoch, as reported here
-
-
 class TrialTracker:
     """One MLflow child run per trial under the search's parent run.
 
@@ -258,7 +256,7 @@ class TrialTracker:
         """
         if trial_id in self.records:  # a trial that resumes keeps its run
             record = self.record(trial_id)
-            if record.status == "running":
+            if record.status == Status.RUNNING:
                 # A kill between the run's creation and its params left it without them: logged now.
                 missing = {} if record.params else {k: str(v) for k, v in params.items()}
                 record.params = record.params or params
@@ -278,12 +276,12 @@ class TrialTracker:
         """Buffer one epoch's metrics (``step=epoch``); written at most once a second."""
         record = self.records[trial_id]
         epoch = int(metrics["epoch"])
-        if epoch <= record.epochs or record.status != "running":  # a repeated or already recorded epoch
+        if epoch <= record.epochs or record.status != Status.RUNNING:  # a repeated or already recorded epoch
             return
         record.epochs = epoch
         values = {k: float(v) for k, v in metrics.items() if _is_metric(k, v)}
         record.metrics = values
-        for key in CURVE_KEYS:
+        for key in LOSS_KEYS:
             if key in values:
                 record.curves.setdefault(key, []).append((epoch, values[key]))
         now = int(time.time() * 1000)
@@ -300,7 +298,7 @@ class TrialTracker:
         if record.node is not None or not node_id:
             return
         record.node = f"{hostname}/{node_id[:8]}"
-        tags = {TAG_NODE: record.node, "hpsearch.node_id": node_id, "hpsearch.node_ip": node_ip}
+        tags = {TAG_NODE: record.node, TAG_NODE_ID: node_id, TAG_NODE_IP: node_ip}
         # Written with the trial's next metrics (one log_batch, not two): a call less per trial.
         self._pending_tags.setdefault(trial_id, {}).update(tags)
 
@@ -317,19 +315,19 @@ class TrialTracker:
             return record
         tags: dict[str, str] = {}
         if error is not None:
-            record.status, record.error = "failed", error
-            tags["hpsearch.error"] = _first_line(error)[:4000]
+            record.status, record.error = Status.FAILED, error
+            tags[TAG_ERROR] = _first_line(error)[:4000]
         elif record.epochs >= self.max_epochs:
-            record.status = "completed"
+            record.status = Status.COMPLETED
         else:
-            record.status = "stopped"
-            tags["hpsearch.stop_reason"] = "early_stopping" if early_stopped else "scheduler"
+            record.status = Status.STOPPED
+            tags[TAG_STOP_REASON] = "early_stopping" if early_stopped else "scheduler"
         model_files = []
         if model_dir is not None and error is None:
             record.model_dir = model_dir
             model_files = [str(Path(model_dir) / name) for name in MODEL_FILES]
         tags[TAG_STATUS] = record.status
-        metrics = [*self._pending.pop(trial_id, []), ("epochs_trained", record.epochs, int(time.time() * 1000), 0)]
+        metrics = [*self._pending.pop(trial_id, []), (EPOCHS_TRAINED, record.epochs, int(time.time() * 1000), 0)]
         tags = {**self._pending_tags.pop(trial_id, {}), **tags}
         self.store.send(_close_trial_run, record.run_id, error=error, model_files=model_files, metrics=metrics,
                         tags=tags)
@@ -350,8 +348,8 @@ class TrialTracker:
         self.flush()
         epochs = {}
         for record in map(self.record, list(self.records)):
-            if record.status == "running":
-                record.status = "killed"
+            if record.status == Status.RUNNING:
+                record.status = Status.KILLED
                 epochs[record.run_id] = record.epochs
         self.store.call(_kill_open_runs, self.experiment_id, self.parent_run_id, epochs, status)
 
@@ -364,7 +362,7 @@ def _open_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str
 
     run = client.create_run(experiment_id, run_name=name,
                             tags={MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: name, TAG_TRIAL_ID: trial_id,
-                                  TAG_STATUS: "running", TAG_KIND: "trial"})
+                                  TAG_STATUS: Status.RUNNING, TAG_KIND: KIND_TRIAL})
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
     return run.info.run_id
 
@@ -374,7 +372,7 @@ def _reopen_run(client: MlflowClient, run_id: str, params: dict[str, str]) -> No
 
     client.update_run(run_id, status="RUNNING")
     client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()],
-                     tags=[RunTag(TAG_STATUS, "running")])
+                     tags=[RunTag(TAG_STATUS, Status.RUNNING)])
 
 
 def _log_batch(client: MlflowClient, run_id: str, metrics: list[tuple[str, float, int, int]],
@@ -408,11 +406,11 @@ def _kill_open_runs(client: MlflowClient, experiment_id: str, parent_run_id: str
                     status: str) -> None:
     """Close the search's child runs still RUNNING, with the epochs they trained (when the tracker knew them)."""
     for run_id, trained in epochs.items():
-        client.log_metric(run_id, "epochs_trained", trained)
+        client.log_metric(run_id, EPOCHS_TRAINED, trained)
     # Also runs that an interruption caught between their creation and their record.
     for run in child_runs(client, experiment_id, parent_run_id):
         if run.info.status == "RUNNING":
-            client.set_tag(run.info.run_id, TAG_STATUS, "killed")
+            client.set_tag(run.info.run_id, TAG_STATUS, Status.KILLED)
             client.set_terminated(run.info.run_id, status)
 
 
@@ -423,24 +421,14 @@ def trial_records(client: MlflowClient, experiment_id: str, parent_run_id: str) 
     the run RUNNING with everything else written: the run is ended here, as the close would have ended it.
     """
     records = []
-    for run in child_runs(client, experiment_id, parent_run_id):
-        tags, metrics = run.data.tags, run.data.metrics
-        if run.info.status == "RUNNING" and tags.get(TAG_STATUS) in ENDED:
-            client.set_terminated(run.info.run_id, "FAILED" if tags[TAG_STATUS] == "failed" else "FINISHED")
-        record = TrialRecord(tags[TAG_TRIAL_ID], run.info.run_id, run.info.run_name, dict(run.data.params),
-                             status=tags.get(TAG_STATUS, "running"), error=tags.get("hpsearch.error"))
-        record.metrics = {k: v for k, v in metrics.items() if k in METRIC_KEYS}
-        record.epochs = int(metrics.get("epochs_trained", _last_step(client, run.info.run_id)))
+    for record in read_trials(client, experiment_id, parent_run_id):
+        if record.end_ms is None and record.status in ENDED:  # its run still RUNNING
+            client.set_terminated(record.run_id, "FAILED" if record.status == Status.FAILED else "FINISHED")
+        record.metrics = {k: v for k, v in record.metrics.items() if k in METRIC_KEYS}
         if record.status not in ENDED:
-            record.status = "running"  # killed or left RUNNING: Ray Tune resumes it from its checkpoint
+            record.status = Status.RUNNING  # killed or left RUNNING: Ray Tune resumes it from its checkpoint
         records.append(record)
     return records
-
-
-def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Any]:
-    """The trials' runs of one search, oldest first."""
-    return client.search_runs([experiment_id], filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'",
-                              max_results=10_000, order_by=["attributes.start_time ASC"])
 
 
 @dataclass(frozen=True)
@@ -454,8 +442,7 @@ class ResumableSearch:
 
 def find_resumable_search(client: MlflowClient, experiment_id: str, experiment: str) -> ResumableSearch:
     """The latest search of the experiment, if it did not finish; reopened (RUNNING) to be continued."""
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'search'",
-                              max_results=1, order_by=["attributes.start_time DESC"])
+    runs = latest_searches(client, [experiment_id], 1)
     if not runs:
         raise TrackingError(f"experiment {experiment!r} has no search to resume; run it without --resume")
     run = runs[0]
@@ -475,8 +462,7 @@ def latest_space_file(tracking_uri: str | None, experiment: str) -> Path:
     shown = check_store_exists(tracking_uri)
     client, _ = connect(tracking_uri)
     found = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([found.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'search'", max_results=1,
-                              order_by=["attributes.start_time DESC"]) if found else []
+    runs = latest_searches(client, [found.experiment_id], 1) if found else []
     if not runs:
         raise TrackingError(f"experiment {experiment!r} has no search to resume in {shown}")
     run = runs[0]
@@ -520,7 +506,7 @@ def start_search_run(client: MlflowClient, experiment_id: str, name: str, params
     for start in range(0, len(items), 100):  # MLflow's limit per log_batch
         # The kind tag comes with the first params (the settings a resume reads): a search killed in between
         # is never taken for a resumable one without them.
-        kind = [RunTag(TAG_KIND, "search")] if start == 0 else []
+        kind = [RunTag(TAG_KIND, KIND_SEARCH)] if start == 0 else []
         client.log_batch(run_id, params=items[start : start + 100], tags=kind)
     client.log_artifact(run_id, str(space_file), "space")
     if columns is not None:
@@ -537,8 +523,8 @@ def finish_search_run(client: MlflowClient, run_id: str, summary: dict[str, Any]
     if best is not None:
         metrics[f"best_{metric}"] = best.metrics[metric]
         metrics.update({f"best_{k}": v for k, v in test_metrics.items()})
-        client.set_tag(run_id, "hpsearch.best_trial", best.name)
-        client.set_tag(run_id, "hpsearch.best_run_id", best.run_id)
+        client.set_tag(run_id, TAG_BEST_TRIAL, best.name)
+        client.set_tag(run_id, TAG_BEST_RUN_ID, best.run_id)
         client.log_text(run_id, json.dumps({"trial": best.name, "run_id": best.run_id, "params": best.params,
                                             "metrics": {**best.metrics, **test_metrics}}, indent=2, default=str),
                         "best_config.json")
@@ -582,11 +568,6 @@ def _is_metric(key: str, value: Any) -> bool:
     return key in METRIC_KEYS and number and math.isfinite(value)
 
 
-def _last_step(client: MlflowClient, run_id: str) -> int:
-    history = client.get_metric_history(run_id, "val_loss")
-    return max((m.step for m in history), default=0)
-
-
 def download_model(client: MlflowClient, run_id: str, directory: Path) -> str:
     """The trial's model files from MLflow (when Ray's checkpoint is not at hand, as after a resume)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -597,6 +578,3 @@ def _first_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else text
 
-
-METRIC_KEYS = frozenset({"train_loss", "val_loss", "val_accuracy", "val_rmse", "val_mae"})
-CURVE_KEYS = ("train_loss", "val_loss")  # kept per epoch in a TrialRecord, for its loss-curve PNG

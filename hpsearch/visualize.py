@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import plotly.io as pio
+from optuna.distributions import FloatDistribution, IntDistribution, distribution_to_json
 
 from hpsearch import architecture, plots
 from hpsearch.drawing import FIGURES_FILE, PLOTS_DIR, TRIAL_PNG, TRIALS_DIR, BestModelFacts, PlotsLogged
-from hpsearch.history import SearchHistory, TrialHistory
+from hpsearch.history import SearchHistory
+from hpsearch.schema import TAG_BEST_RUN_ID, Status, TrialRecord
 from hpsearch.study import rebuild_study
 
 __all__ = ["draw_search_plots", "interactive_page", "search_plots", "warm_up"]
@@ -53,12 +55,15 @@ def warm_up() -> None:
     The first figures a process draws pay for loading fonts, plotly's validators and Optuna's plotting code
     (about 0.4 s): the drawer pays it while the search runs, not at its end.
     """
-    trials = [TrialHistory(f"trial_{i}", f"run{i}", "completed",
-                           {"n_layers": "1", "units_0": str(8 * (i + 1)), "lr": str(10.0 ** -(i + 1))},
-                           {key: [(1, 1.0 + i + offset), (2, 0.5 + i + offset)] for key, offset in
-                            (("train_loss", 0.0), ("val_loss", 0.1))}, 1000 * i, 1000 * i + 500)
+    trials = [TrialRecord(f"t{i}", f"run{i}", f"trial_{i}",
+                          {"n_layers": "1", "units_0": str(8 * (i + 1)), "lr": str(10.0 ** -(i + 1))},
+                          Status.COMPLETED, epochs=2, metrics={"train_loss": 0.5 + i, "val_loss": 0.6 + i},
+                          curves={key: [(1, 1.0 + i + offset), (2, 0.5 + i + offset)] for key, offset in
+                                  (("train_loss", 0.0), ("val_loss", 0.1))}, start_ms=1000 * i, end_ms=1000 * i + 500)
               for i in range(3)]
-    space = {"space.layers": "layers(1, 2, units=(4, 64))", "space.lr": "loguniform(0.0001, 0.1)"}
+    space = {f"space.{name}": distribution_to_json(dist) for name, dist in
+             {"n_layers": IntDistribution(1, 2), "units_0": IntDistribution(4, 64, log=True),
+              "units_1": IntDistribution(4, 64, log=True), "lr": FloatDistribution(1e-4, 0.1, log=True)}.items()}
     history = SearchHistory("warm-up", "warm-up", "warm-up", {**space, "metric": "val_loss", "mode": "min"}, {}, {},
                             trials)
     figures = [plots.learning_curves(history), plots.parallel_coordinates(rebuild_study(history), history.metric)]
@@ -117,7 +122,7 @@ def search_plots(history: SearchHistory, logged: PlotsLogged) -> list[plots.Plot
 
 def _best_model_plots(history: SearchHistory, facts: BestModelFacts, out: Path,
                       logged: PlotsLogged) -> list[plots.Plot]:
-    best = next((t for t in history.trials if t.run_id == history.tags.get("hpsearch.best_run_id")), None)
+    best = next((t for t in history.trials if t.run_id == history.tags.get(TAG_BEST_RUN_ID)), None)
     best = best or history.ranked()[0]
     figures = [plots.best_trial_losses(best)]
     (out / "architecture.txt").write_text(facts.summary)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 
@@ -10,17 +11,16 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from hpsearch import architecture, plots
-from hpsearch.history import SearchHistory, TrialHistory
+from hpsearch.history import SearchHistory
 from hpsearch.model import ModelSpec, build_model
-from hpsearch.study import rebuild_study, searched_distributions
+from hpsearch.schema import TrialRecord
+from hpsearch.space import Search, choice, layers, loguniform, randint, uniform
+from hpsearch.study import describe_space, rebuild_study, searched_distributions
 
-SPACE = {
-    "space.layers": "layers(1, 3, units=(16, 256))",
-    "space.lr": "loguniform(0.0001, 0.1)",
-    "space.optimizer": "choice(['adam', 'sgd'])",
-    "space.batch_size": "choice([32, 64])",
-    "space.dropout": "0.1",  # fixed: not searched
-}
+SPACE = Search(data="sklearn:iris", params={
+    "layers": layers(1, 3, units=(16, 256)), "lr": loguniform(1e-4, 0.1), "optimizer": choice(["adam", "sgd"]),
+    "batch_size": choice([32, 64]), "dropout": 0.1,  # fixed: not searched
+}).describe_params()
 SEARCHED = {"n_layers", "units_0", "units_1", "units_2", "lr", "optimizer", "batch_size"}
 
 
@@ -38,7 +38,9 @@ def _history(n_trials: int = 8, max_epochs: int = 4, mode: str = "min") -> Searc
         start = 1_000 * i
         curves = {key: [(e, 1.0 / (e + i) + offset) for e in range(1, epochs + 1)]
                   for key, offset in (("train_loss", 0.0), ("val_loss", 0.1))} if epochs else {}
-        trials.append(TrialHistory(f"trial_{i:03d}", f"run{i}", status, params, curves, start, start + 5_000))
+        metrics = {key: points[-1][1] for key, points in curves.items()}
+        trials.append(TrialRecord(f"t{i}", f"run{i}", f"trial_{i:03d}", params, status, epochs, metrics, curves=curves,
+                                  start_ms=start, end_ms=start + 5_000))
     return SearchHistory("exp", "parent", "search-x", {**SPACE, "metric": "val_loss", "mode": mode},
                          {}, {}, trials, start_ms=0)
 
@@ -100,13 +102,26 @@ def test_importance_covers_every_searched_hyperparameter_and_only_those():
     plots.close([plot, parallel])
 
 
-def test_space_descriptions_become_optuna_distributions():
-    space = {"a": "uniform(0.0, 0.5)", "b": "loguniform(1e-05, 0.1)", "c": "randint(1, 4)",
-             "d": "choice([True, None, 'x'])", "layers": "layers(choices=[[32], [64, 32]])", "e": "'fixed'"}
+def test_the_space_is_recorded_as_optuna_distributions_and_read_back_as_them():
+    search = Search(data="sklearn:iris", params={
+        "dropout": uniform(0.0, 0.5), "lr": loguniform(1e-05, 0.1), "batch_size": randint(1, 4),
+        "activation": choice(["relu", "tanh"]), "layers": layers(choices=[[32], [64, 32]]), "momentum": 0.5})
+    recorded = search.describe_params()
+    assert json.loads(recorded["space.lr"])["name"] == "FloatDistribution" and recorded["space.momentum"] == "0.5"
+    space = {k.removeprefix("space."): v for k, v in recorded.items()}
     assert searched_distributions(space) == {
-        "a": FloatDistribution(0.0, 0.5), "b": FloatDistribution(1e-05, 0.1, log=True), "c": IntDistribution(1, 4),
-        "d": CategoricalDistribution([True, None, "x"]), "layers": CategoricalDistribution(["32", "64-32"]),
+        "dropout": FloatDistribution(0.0, 0.5), "lr": FloatDistribution(1e-05, 0.1, log=True),
+        "batch_size": IntDistribution(1, 4), "activation": CategoricalDistribution(["relu", "tanh"]),
+        "layers": CategoricalDistribution(["32", "64-32"]),
     }
+    assert describe_space(space)["lr"] == "loguniform(1e-05, 0.1)"
+
+
+def test_layer_widths_a_shallower_trial_lacks_may_be_zero_in_the_rebuilt_space():
+    space = {k.removeprefix("space."): v for k, v in SPACE.items()}
+    found = searched_distributions(space)
+    assert found["n_layers"] == IntDistribution(1, 3) and found["units_0"] == IntDistribution(16, 256, log=True)
+    assert found["units_1"] == IntDistribution(0, 256) and found["units_2"] == IntDistribution(0, 256)
 
 
 def test_the_best_trials_loss_plot_shows_training_and_validation_loss():

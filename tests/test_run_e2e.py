@@ -47,7 +47,8 @@ def test_digits_search_tracks_one_parent_and_one_child_per_trial(ray_session, wo
     assert len(parents) == 1 and len(children) == 4
     parent = parents[0]
     assert parent.info.status == "FINISHED"
-    assert parent.data.params["num_samples"] == "4" and parent.data.params["space.lr"] == "loguniform(0.0001, 0.1)"
+    assert parent.data.params["num_samples"] == "4" and json.loads(parent.data.params["space.lr"]) == {
+        "name": "FloatDistribution", "attributes": {"low": 0.0001, "high": 0.1, "log": True, "step": None}}
     assert "best_val_loss" in parent.data.metrics and "best_test_accuracy" in parent.data.metrics
     assert [a.path for a in client.list_artifacts(parent.info.run_id, "space")] == ["space/digits.py"]
     best_run_id = parent.data.tags["hpsearch.best_run_id"]
