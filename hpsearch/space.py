@@ -3,7 +3,7 @@
 A space file is plain Python that defines a module-level ``search = Search(...)``. Everything is validated
 when ``Search(...)`` is built, so a mistake is reported with the field's name before Ray, the data or the
 tracking store are touched. The distributions are plain frozen dataclasses: they describe a range and know
-how to ask an Optuna trial for a value (:meth:`Search.suggest`), which is how Ray Tune's ``OptunaSearch``
+how to ask an Optuna trial for a value (:func:`suggest_params`), which is how Ray Tune's ``OptunaSearch``
 samples our conditional layer space (define-by-run).
 """
 
@@ -359,14 +359,6 @@ class Search:
     def searched_params(self) -> dict[str, Distribution]:
         """The params given as a distribution (what the searcher proposes)."""
         return {k: v for k, v in self.params.items() if isinstance(v, Distribution)}
-
-    def fixed_params(self) -> dict[str, Any]:
-        """The params given as a plain value in the space file."""
-        return {k: v for k, v in self.params.items() if not isinstance(v, Distribution)}
-
-    def suggest(self, trial: Any) -> dict[str, Any]:
-        """Ask an Optuna trial for every searched param (see :func:`suggest_params`)."""
-        return suggest_params(self.params, trial)
 
     def grid(self) -> dict[str, list[Any]]:
         """The grid of a space made of choices and fixed values only (for Optuna's ``GridSampler``)."""
