@@ -1,5 +1,5 @@
 #!/bin/bash
-# What `ray symmetric-run` does on a node that another Ray shares (the README's SLURM section: "Why not
+# What `ray symmetric-run` does on a node that another Ray shares (docs/clusters.md, SLURM: "Why not
 # `ray symmetric-run`"). Needs root (for `unshare --pid`); safe on a shared machine: symmetric-run gets a stub
 # `ray` on PATH (it calls `ray start` and `ray stop` by name), and the one real `ray stop` runs in a private PID
 # namespace, where it sees only the Ray head started there.
