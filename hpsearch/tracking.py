@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import MachineError, TrackingError, machine_failure
+from hpsearch.user_model import CODE_FILE as USER_CODE_FILE  # the space file's code, beside its own model's weights
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -39,7 +40,7 @@ DEFAULT_STORE = Path("mlruns")
 SQLITE_BUSY_TIMEOUT_S = 60
 _QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 FLUSH_INTERVAL_S = 1.0
-MODEL_FILES = ("model.pt", "model.json")
+MODEL_FILES = ("model.pt", "model.json", USER_CODE_FILE)
 TAG_STATUS = "hpsearch.status"
 TAG_TRIAL_ID = "hpsearch.trial_id"
 TAG_KIND = "hpsearch.kind"
@@ -327,7 +328,8 @@ class TrialTracker:
         model_files = []
         if model_dir is not None and error is None:
             record.model_dir = model_dir
-            model_files = [str(Path(model_dir) / name) for name in MODEL_FILES]
+            model_files = [str(Path(model_dir) / name) for name in MODEL_FILES
+                           if name != USER_CODE_FILE or (Path(model_dir) / name).is_file()]
         tags[TAG_STATUS] = record.status
         metrics = [*self._pending.pop(trial_id, []), ("epochs_trained", record.epochs, int(time.time() * 1000), 0)]
         tags = {**self._pending_tags.pop(trial_id, {}), **tags}
