@@ -145,7 +145,7 @@ def run_search(
     if search.searcher == "grid":
         search = search.replace(num_samples=search.grid_size())
     if search.model is not None:  # the space file's own network, built and given one batch before anything is written
-        check_model(sample_config(search, train_settings(search, metric, mode)), data)
+        check_model(sample_config(search, train_settings(search, metric, mode)), data, shown=str(space_file))
     for note in data.notes:  # what was done to the data: rows without a target, the task, columns changed
         on_event(note)
     if not search.searched_params() and search.num_samples > 1:

@@ -74,9 +74,18 @@ def load_code(code: str, filename: str) -> Any:
     return _modules[key]
 
 
-def check_model(config: Any, data: Any) -> None:
+def check_model(config: Any, data: Any, shown: str | None = None) -> None:
     """Before any trial: build the model for one sampled ``config`` (a :class:`~hpsearch.train.TrialConfig`) and
-    give it one batch of training examples; a :class:`SpaceError` naming the space file's line otherwise."""
+    give it one batch of training examples; a :class:`SpaceError` naming the space file (as ``shown``, the name
+    the user gave it) and its line otherwise."""
+    try:
+        _check(config, data)
+    except SpaceError as err:
+        where = err.path.replace(config.user_model.path, shown, 1) if shown and err.path else err.path
+        raise SpaceError(err.message, field=err.field, path=where) from None
+
+
+def _check(config: Any, data: Any) -> None:
     import torch
 
     user = config.user_model
