@@ -14,28 +14,37 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hpsearch import user_model
 from hpsearch.model import ModelSpec
 
 __all__ = ["graph_png", "layer_table", "summary", "to_dot"]
 
 
-def layer_table(model: nn.Module, n_features: int) -> list[tuple[str, str, tuple[int, ...], int]]:
-    """``(name, layer, output shape, parameters)`` for each layer, in order, for a batch of one."""
+def layer_table(model: nn.Module, n_features: int | tuple[int, ...]) -> list[tuple[str, str, tuple[int, ...], int]]:
+    """``(name, layer, output shape, parameters)`` for each layer, in order, for a batch of one.
+
+    ``n_features`` is one example's width, or its shape (images); a layer the forward pass skips, or one that
+    returns no tensor, has the shape ``()``."""
+    shape = (n_features,) if isinstance(n_features, int) else tuple(n_features)
     shapes: dict[str, tuple[int, ...]] = {}
-    hooks = [module.register_forward_hook(lambda m, i, out, name=name: shapes.__setitem__(name, tuple(out.shape)))
-             for name, module in model.named_children()]
+    hooks = [module.register_forward_hook(
+        lambda m, i, out, name=name: shapes.__setitem__(name, tuple(getattr(out, "shape", ()))))
+        for name, module in model.named_children()]
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(1, n_features, device=next(model.parameters()).device))
+            model.eval()(torch.zeros(1, *shape, device=next(model.parameters()).device))
     finally:
         for hook in hooks:
             hook.remove()
-    return [(name, repr(module), shapes[name], sum(p.numel() for p in module.parameters()))
+    return [(name, repr(module), shapes.get(name, ()), sum(p.numel() for p in module.parameters()))
             for name, module in model.named_children()]
 
 
 def summary(model: nn.Module, spec: ModelSpec) -> str:
-    """A fixed-width table of the layers and the totals, as logged to ``plots/architecture.txt``."""
+    """A fixed-width table of the layers and the totals, as logged to ``plots/architecture.txt``; for the space
+    file's own model, torch's description of it (:func:`hpsearch.user_model.summary`)."""
+    if spec.user_model is not None:
+        return user_model.summary(model, spec)
     rows = layer_table(model, spec.n_features)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -55,9 +64,10 @@ def summary(model: nn.Module, spec: ModelSpec) -> str:
 
 def to_dot(model: nn.Module, spec: ModelSpec) -> str:
     """Graphviz DOT source: one box per layer, top to bottom, labelled with its output shape and parameters."""
-    nodes = [f'  input [label="input\\n[1, {spec.n_features}]", shape=ellipse];']
+    shape_in = spec.input_shape or (spec.n_features,)
+    nodes = [f'  input [label="input\\n{[1, *shape_in]}", shape=ellipse];']
     edges, previous = [], "input"
-    for name, layer, shape, params in layer_table(model, spec.n_features):
+    for name, layer, shape, params in layer_table(model, shape_in):
         label = f"{layer}\\n{list(shape)}" + (f"\\n{params:,} params" if params else "")
         nodes.append(f'  l{name} [label="{label}"];')
         edges.append(f"  {previous} -> l{name};")

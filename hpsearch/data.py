@@ -9,7 +9,6 @@ each column is (an id, a date, a boolean, text with too many values...); the dec
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,16 @@ class Preprocessing:
 
 def load_dataset(search: Search, space_path: Path) -> Dataset:
     """Load the search's data, split it with the search's seed and preprocess it."""
-    frame, target = _load_frame(search, space_path)
+    if callable(search.data):
+        arrays = search.data()
+        if _is_array_data(arrays):  # images, sequences: used as given (hpsearch.arrays)
+            from hpsearch.arrays import prepare_arrays
+
+            return prepare_arrays(*arrays, task=search.task, split=search.split, seed=search.seed,
+                                  source=_source(search))
+        frame, target = _frame_of(arrays, search.target, _source(search))
+    else:
+        frame, target = _load_frame(search, space_path)
     return prepare(frame, target, task=search.task, split=search.split, seed=search.seed, source=_source(search),
                    drop=search.drop)
 
@@ -131,9 +139,7 @@ def _source(search: Search) -> str:
 
 
 def _load_frame(search: Search, space_path: Path) -> tuple[pd.DataFrame, str]:
-    """The raw table and the name of its target column."""
-    if callable(search.data):
-        return _from_callable(search.data, search.target, _source(search))
+    """The raw table of a named source (not a function) and the name of its target column."""
     kind, _, rest = search.data.partition(":")
     if kind == "sklearn":
         return _from_sklearn(rest)
@@ -165,9 +171,15 @@ def _read_table(kind: str, path: Path, source: str) -> pd.DataFrame:
     return frame
 
 
-def _from_callable(func: Callable[[], Any], target: str | None, source: str) -> tuple[pd.DataFrame, str]:
-    """A function in the space file returning ``(X, y)``, ``(DataFrame, Series)`` or a DataFrame plus ``target``."""
-    result = func()
+def _is_array_data(result: Any) -> bool:
+    """``(X, y)`` whose ``X`` has more than two dimensions (N examples of shape (C, H, W), ...)."""
+    return (isinstance(result, tuple) and len(result) == 2 and not isinstance(result[0], pd.DataFrame)
+            and np.ndim(result[0]) > 2)
+
+
+def _frame_of(result: Any, target: str | None, source: str) -> tuple[pd.DataFrame, str]:
+    """What a data function of the space file returned (``(X, y)``, ``(DataFrame, Series)`` or a DataFrame plus
+    ``target``) as a table and the name of its target column."""
     if isinstance(result, pd.DataFrame):
         if target is None:
             raise DataError(f"{source}: returned a DataFrame, so the search needs target='COLUMN'")

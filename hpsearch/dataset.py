@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Dataset", "Split", "preprocessing_state"]
+__all__ = ["ArrayInput", "Dataset", "Split", "preprocessing_state"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,14 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.y)
+
+
+@dataclass(frozen=True)
+class ArrayInput:
+    """The "preprocessing" of examples with more than one dimension (images, sequences): none, they are used as
+    given; what a served model needs to know is their shape."""
+
+    shape: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,11 @@ class Dataset:
         return self.train.X.shape[1]
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One example's shape: ``(n_features,)`` for a table, ``(C, H, W)`` for images."""
+        return tuple(int(n) for n in self.train.X.shape[1:])
+
+    @property
     def n_outputs(self) -> int:
         return len(self.classes) if self.task == "multiclass" else 1
 
@@ -67,6 +80,8 @@ def preprocessing_state(preprocessor: Any) -> dict[str, Any]:
     numbers, booleans into 0/1, rare text values into one); ``numeric`` and ``categorical`` are the
     ColumnTransformer's fitted numbers, in the order of its output, which the network's first layer was trained on.
     """
+    if isinstance(preprocessor, ArrayInput):  # examples used as given: a served model takes arrays of this shape
+        return {"tensor_shape": list(preprocessor.shape)}
     encoder = getattr(preprocessor, "encoder", preprocessor)  # a bare ColumnTransformer: no plan
     plan = getattr(preprocessor, "plan", None)
     columns = plan["inputs"] if plan else [str(c) for c in encoder.feature_names_in_]

@@ -23,7 +23,7 @@ import yaml
 from hpsearch.errors import ConfigError, NotFoundError, SpaceError
 from hpsearch.history import read_trials
 from hpsearch.schema import TAG_DATA_PATH, TAG_SPACE_FILE, TAG_SPACE_SHA256, TAG_VERSION_PREFIX, TrialRecord, rank
-from hpsearch.space import DEFAULT_PARAMS, Search
+from hpsearch.space import DEFAULT_PARAMS, TRAINING_PARAMS, Search
 
 if TYPE_CHECKING:  # a search's driver shows its table with hyperparameters() and never loads MLflow
     from mlflow import MlflowClient
@@ -35,11 +35,13 @@ __all__ = ["FORMAT", "HYPERPARAMETERS", "best_trial", "build_export", "hyperpara
 FORMAT = "hpsearch-best/1"
 HYPERPARAMETERS = tuple(DEFAULT_PARAMS)  # layers, lr, dropout, weight_decay, batch_size, optimizer, ...
 SETTINGS_REQUIRED = ("data", "target", "task", "split", "seed", "epochs", "metric", "mode")
-SETTINGS_OPTIONAL = ("data_path", "max_epochs", "cpus_per_trial", "drop")
+SETTINGS_OPTIONAL = ("data_path", "max_epochs", "cpus_per_trial", "drop", "model")
 SECTIONS = {"format": str, "experiment": str, "trial": str, "hyperparameters": dict, "settings": dict,
             "metrics": dict, "provenance": dict}
 _INT_PARAMS = ("batch_size", "n_layers")
 _STR_PARAMS = ("optimizer", "activation")
+#: What a trial's params hold besides its hyperparameters (:meth:`hpsearch.train.TrialConfig.to_params`).
+_TRIAL_SETTINGS = ("max_epochs", "seed", "early_stopping_patience", "metric", "mode")
 
 
 # ------------------------------------------------------------------------------------------------ queries
@@ -58,14 +60,31 @@ def best_trial(client: MlflowClient, search: Run) -> TrialRecord:
 
 
 def hyperparameters(params: dict[str, str]) -> dict[str, Any]:
-    """A trial's MLflow params (strings, ``n_layers`` + ``units_i``) as typed values with ``layers`` as a list."""
-    n_layers = int(params.get("n_layers", 0))
-    values: dict[str, Any] = {"layers": [int(params[f"units_{i}"]) for i in range(n_layers)]}
-    for name in HYPERPARAMETERS[1:]:
-        if name in params:
-            raw = params[name]
+    """A trial's MLflow params (strings, ``n_layers`` + ``units_i``) as typed values with ``layers`` as a list.
+
+    A name of the space file's own model (``model=``: ``channels``, ``kernel``) is read as a number, a boolean or
+    None where it reads as one, else kept as text."""
+    values: dict[str, Any] = {}
+    if "n_layers" in params or not any(name in params for name in _TRIAL_SETTINGS):  # an MLP's trial has them
+        values["layers"] = [int(params[f"units_{i}"]) for i in range(int(params.get("n_layers", 0)))]
+    for name, raw in params.items():
+        if name in HYPERPARAMETERS[1:]:
             values[name] = raw if name in _STR_PARAMS else int(raw) if name in _INT_PARAMS else float(raw)
+        elif name not in _TRIAL_SETTINGS and name != "n_layers" and not name.startswith("units_"):
+            values[name] = _typed(raw)
     return values
+
+
+def _typed(raw: Any) -> Any:
+    """An MLflow param (a string) as the value it was: 8, 0.25, True, None, or the text itself."""
+    if not isinstance(raw, str):
+        return raw
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return {"True": True, "False": False, "None": None}.get(raw, raw)
 
 
 # ------------------------------------------------------------------------------------------------- export
@@ -85,6 +104,7 @@ def build_export(client: MlflowClient, tracking_uri: str, search: Run, trial: Tr
         "mode": params["mode"],
         "cpus_per_trial": float(params.get("cpus_per_trial", 1)),
         **({"drop": json.loads(params["drop"])} if params.get("drop") not in (None, "[]") else {}),
+        **({"model": params["model"]} if params.get("model") not in (None, "None") else {}),
     }
     val = {k: v for k, v in trial.metrics.items() if k.startswith(("val_", "train_"))}
     test = {k: v for k, v in trial.metrics.items() if k.startswith("test_")}
@@ -136,15 +156,17 @@ def read_export(path: Path) -> dict[str, Any]:
     return document
 
 
-def search_of(document: dict[str, Any], data: Any = None) -> Search:
-    """The exported settings and hyperparameters as a :class:`Search` (which checks every value)."""
+def search_of(document: dict[str, Any], data: Any = None, model: Any = None) -> Search:
+    """The exported settings and hyperparameters as a :class:`Search` (which checks every value); ``model`` is
+    the space file's model function when the search had one (``settings.model``)."""
     settings = document["settings"]
     source = data if data is not None else settings["data"]
     if isinstance(source, str) and source.split(":", 1)[0] in ("csv", "parquet") and settings.get("data_path"):
         source = f"{source.split(':', 1)[0]}:{settings['data_path']}"
     try:
         return Search(data=source, target=settings["target"], task=settings["task"], split=settings["split"],
-                      seed=settings["seed"], params=document["hyperparameters"], drop=settings.get("drop", ()))
+                      seed=settings["seed"], params=document["hyperparameters"], drop=settings.get("drop", ()),
+                      model=model if model is not None or not settings.get("model") else _placeholder_model)
     except SpaceError as err:
         if err.field is None:  # several names at once (unknown hyperparameters), each named in the message
             raise ConfigError(err.message.replace("params.", "hyperparameters.")) from None
@@ -168,8 +190,12 @@ def _check_document(document: Any) -> None:
             raise ConfigError(f"field '{key}' must be a {kind.__name__}, but is {document[key]!r}")
     if document["format"] != FORMAT:
         raise ConfigError(f"field 'format' must be {FORMAT!r}, but is {document['format']!r}")
-    _check_keys(document["hyperparameters"], HYPERPARAMETERS, (), "hyperparameters.")
     settings = document["settings"]
+    if settings.get("model"):  # the space file's own model: its function reads names of its own
+        _check_keys(document["hyperparameters"], TRAINING_PARAMS, tuple(document["hyperparameters"]),
+                    "hyperparameters.")
+    else:
+        _check_keys(document["hyperparameters"], HYPERPARAMETERS, (), "hyperparameters.")
     _check_keys(settings, SETTINGS_REQUIRED, SETTINGS_OPTIONAL, "settings.")
     epochs = settings["epochs"]
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
@@ -191,6 +217,10 @@ def _check_document(document: Any) -> None:
 
 def _placeholder() -> None:
     """Stands in for a space file's data function while the other fields are checked."""
+
+
+def _placeholder_model(config: Any, input_shape: Any, n_outputs: Any) -> None:
+    """Stands in for a space file's model function while the hyperparameters are checked."""
 
 
 def _check_keys(section: dict[str, Any], required: tuple[str, ...], optional: tuple[str, ...], prefix: str) -> None:

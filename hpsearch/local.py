@@ -28,8 +28,9 @@ from hpsearch.progress import Progress
 from hpsearch.schema import Status, TrialRecord
 from hpsearch.space import Search, suggest_params
 from hpsearch.train import TrialConfig, fit
+from hpsearch.user_model import UserModel
 
-__all__ = ["AUTO_LOCAL_BUDGET", "choose_executor", "fit_local", "make_sampler"]
+__all__ = ["AUTO_LOCAL_BUDGET", "choose_executor", "fit_local", "make_sampler", "sample_config", "train_settings"]
 
 #: ``auto`` runs a search in-process when trials x epochs x training rows is at most this: a few seconds of
 #: training at the loop's speed, far less than Ray's start-up, so parallel trials could not win it back.
@@ -60,6 +61,20 @@ def make_sampler(search: Search) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=startup)
 
 
+def train_settings(search: Search, metric: str, mode: str) -> dict[str, Any]:
+    """The search's settings of every trial's :class:`TrialConfig` (both executors): the budget, the objective,
+    and the space file's own model (``model=``) as its code."""
+    return {"max_epochs": search.max_epochs, "seed": search.seed, "metric": metric, "mode": mode,
+            "early_stopping_patience": search.early_stopping_patience,
+            "user_model": UserModel.of(search.model) if search.model is not None else None}
+
+
+def sample_config(search: Search, settings: dict[str, Any]) -> TrialConfig:
+    """One configuration of the space, as the search's sampler first draws it (for checks before any trial)."""
+    trial = optuna.create_study(sampler=make_sampler(search)).ask()
+    return TrialConfig.from_params({**suggest_params(search.params, trial), **trial.params}, **settings)
+
+
 class _Pruned(Exception):
     """Raised from the report callback when the pruner stops a trial (the scheduler's stop, in Ray's terms)."""
 
@@ -78,8 +93,7 @@ def fit_local(search: Search, data: Dataset, metric: str, mode: str, tracker: tr
 
 def _fit_trials(search: Search, data: Dataset, metric: str, mode: str, tracker: tracking.TrialTracker,
                 model_root: Path, progress: Progress) -> None:
-    settings = {"max_epochs": search.max_epochs, "seed": search.seed, "metric": metric, "mode": mode,
-                "early_stopping_patience": search.early_stopping_patience}
+    settings = train_settings(search, metric, mode)
     study = optuna.create_study(direction="minimize" if mode == "min" else "maximize",
                                 sampler=make_sampler(search), pruner=_pruner(search))
     progress.begin(search.num_samples, metric, mode, search.max_epochs)

@@ -37,6 +37,11 @@ class ModelSpec:
     feature_names: list[str] = field(default_factory=list)
     target_mean: float = 0.0
     target_std: float = 1.0
+    #: One example's shape (``(n_features,)`` for a table); the space file's own model is built for it.
+    input_shape: tuple[int, ...] | None = None
+    #: The space file's model (``model=``): ``function``, ``space_file`` (its name) and the ``config`` it was
+    #: built with; its code is :data:`hpsearch.user_model.CODE_FILE` beside the weights. None: the MLP.
+    user_model: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "hidden_sizes": list(self.hidden_sizes)}, indent=2, default=str)
@@ -44,7 +49,9 @@ class ModelSpec:
     @classmethod
     def from_json(cls, text: str) -> ModelSpec:
         raw = json.loads(text)
-        return cls(**{**raw, "hidden_sizes": tuple(raw["hidden_sizes"])})
+        shape = raw.get("input_shape")
+        return cls(**{**raw, "hidden_sizes": tuple(raw["hidden_sizes"]),
+                      "input_shape": tuple(shape) if shape is not None else None})
 
 
 def build_model(spec: ModelSpec) -> nn.Sequential:
@@ -62,21 +69,31 @@ def build_model(spec: ModelSpec) -> nn.Sequential:
     return nn.Sequential(*modules)
 
 
-def save_model(model: nn.Module, spec: ModelSpec, directory: Path) -> None:
-    """Write the weights and the spec into ``directory``."""
+def save_model(model: nn.Module, spec: ModelSpec, directory: Path, *, code: str | None = None) -> None:
+    """Write the weights and the spec into ``directory``, and ``code`` (the space file's, for its own model)."""
     import torch
+
+    from .user_model import CODE_FILE
 
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), directory / WEIGHTS_FILE)
     (directory / SPEC_FILE).write_text(spec.to_json())
+    if code is not None:
+        (directory / CODE_FILE).write_text(code)
 
 
-def load_model(directory: str | Path) -> tuple[nn.Sequential, ModelSpec]:
-    """Rebuild a model saved by :func:`save_model`, in eval mode, on the CPU."""
+def load_model(directory: str | Path) -> tuple[nn.Module, ModelSpec]:
+    """Rebuild a model saved by :func:`save_model`, in eval mode, on the CPU (the space file's own model from the
+    code saved beside it)."""
     import torch
 
     directory = Path(directory)
     spec = ModelSpec.from_json((directory / SPEC_FILE).read_text())
-    model = build_model(spec)
+    if spec.user_model is not None:
+        from .user_model import rebuild
+
+        model = rebuild(spec, directory)
+    else:
+        model = build_model(spec)
     model.load_state_dict(torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     return model.eval(), spec

@@ -36,6 +36,7 @@ from hpsearch.schema import (
     TAG_VERSION_PREFIX,
     TAG_VERSION_VALUE,
 )
+from hpsearch.user_model import CODE_FILE as USER_CODE_FILE
 
 if TYPE_CHECKING:  # MLflow loads where the client is (hpsearch.store), never in a driver that only names these
     from mlflow import MlflowClient
@@ -77,8 +78,9 @@ def log_pyfunc(client: MlflowClient, run_id: str, model_dir: Path, preprocessing
     with tempfile.TemporaryDirectory() as tmp:
         files = Path(tmp) / "files"
         files.mkdir()
-        for name in (WEIGHTS_FILE, SPEC_FILE):
-            (files / name).write_bytes((Path(model_dir) / name).read_bytes())
+        for name in (WEIGHTS_FILE, SPEC_FILE, USER_CODE_FILE):  # the space file's code, for its own model
+            if name != USER_CODE_FILE or (Path(model_dir) / name).is_file():
+                (files / name).write_bytes((Path(model_dir) / name).read_bytes())
         (files / PREPROCESSING_FILE).write_text(json.dumps(preprocessing, indent=2))
         saved = Path(tmp) / MODEL_PATH
         mlflow.pyfunc.save_model(

@@ -34,7 +34,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models.signature import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
-from mlflow.types.schema import AnyType, ColSpec, Schema
+from mlflow.types.schema import AnyType, ColSpec, Schema, TensorSpec
 
 # relative imports only: these modules travel with the model under another package name (see CODE_PACKAGE)
 from .columns import apply_plan, input_types
@@ -54,6 +54,7 @@ __all__ = [
     "input_example",
     "input_kinds",
     "input_metadata",
+    "predict_array",
     "predict_frame",
     "preprocessing_state",
     "signature",
@@ -192,21 +193,34 @@ def transform(state: dict[str, Any], frame: pd.DataFrame) -> np.ndarray:
 
 def predict_frame(model: torch.nn.Module, spec: ModelSpec, state: dict[str, Any], frame: pd.DataFrame) -> pd.DataFrame:
     """Raw rows in, predictions out: class labels and probabilities, or numbers in the target's units."""
+    return _predictions(model, spec, transform(state, coerce_input(state, frame)), frame.index)
+
+
+def predict_array(model: torch.nn.Module, spec: ModelSpec, state: dict[str, Any], examples: Any) -> pd.DataFrame:
+    """Examples of the shape the model was trained on (``state["tensor_shape"]``, images), predictions out."""
+    shape = tuple(state["tensor_shape"])
+    array = np.asarray(examples, dtype=np.float32)
+    if array.shape[1:] != shape:
+        raise InputError(f"the model takes an array of shape (n, {', '.join(map(str, shape))}), "
+                         f"but got {array.shape}")
+    return _predictions(model, spec, array, pd.RangeIndex(len(array)))
+
+
+def _predictions(model: torch.nn.Module, spec: ModelSpec, features: np.ndarray, index: pd.Index) -> pd.DataFrame:
     import torch  # here, not above: publishing a model (signature, input example) needs no torch
 
-    features = transform(state, coerce_input(state, frame))
     with torch.no_grad():
         outputs = model(torch.as_tensor(features))
     if spec.task == "regression":
         values = outputs.squeeze(1).double().numpy() * spec.target_std + spec.target_mean
-        return pd.DataFrame({"prediction": values}, index=frame.index)
+        return pd.DataFrame({"prediction": values}, index=index)
     if spec.task == "binary":
         positive = torch.sigmoid(outputs.squeeze(1)).double().numpy()
         probabilities = np.stack([1 - positive, positive], axis=1)
     else:
         probabilities = torch.softmax(outputs, dim=1).double().numpy()
     labels = np.asarray(spec.classes, dtype=object)[probabilities.argmax(axis=1)]
-    result = pd.DataFrame({"prediction": list(labels)}, index=frame.index)
+    result = pd.DataFrame({"prediction": list(labels)}, index=index)
     for i, label in enumerate(spec.classes):
         result[f"probability_{label}"] = probabilities[:, i]
     return result
@@ -222,6 +236,8 @@ class HpsearchModel(PythonModel):
         self.state = json.loads((directory / PREPROCESSING_FILE).read_text())
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        if "tensor_shape" in self.state:  # examples used as given (images): a numpy array of their shape
+            return predict_array(self.model, self.spec, self.state, model_input)
         if not isinstance(model_input, pd.DataFrame):
             model_input = pd.DataFrame(model_input, columns=list(input_kinds(self.state)))
         return predict_frame(self.model, self.spec, self.state, model_input)
@@ -234,7 +250,10 @@ def signature(state: dict[str, Any], spec: ModelSpec) -> ModelSignature:
     int64 to float64"), with ``long`` a float64 one, with ``string`` a column null in every row; the model
     reads each column itself (:func:`coerce_input`). Each column's kind is in :func:`input_metadata`.
     """
-    inputs = Schema([ColSpec(AnyType(), name) for name in input_kinds(state)])
+    if "tensor_shape" in state:  # images: a float32 array (n, C, H, W)
+        inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *state["tensor_shape"]))])
+    else:
+        inputs = Schema([ColSpec(AnyType(), name) for name in input_kinds(state)])
     if spec.task == "regression":
         return ModelSignature(inputs, Schema([ColSpec("double", "prediction")]))
     label_type = "long" if all(isinstance(c, int) and not isinstance(c, bool) for c in spec.classes) else "string"
@@ -244,11 +263,16 @@ def signature(state: dict[str, Any], spec: ModelSpec) -> ModelSignature:
 
 def input_metadata(state: dict[str, Any]) -> dict[str, Any]:
     """What the signature's ``Any`` leaves out, for the model's MLmodel file: each input column's type."""
+    if "tensor_shape" in state:
+        return {"hpsearch_input_shape": list(state["tensor_shape"])}
     return {"hpsearch_input_types": input_kinds(state)}
 
 
-def input_example(state: dict[str, Any]) -> pd.DataFrame:
-    """Two raw rows: typical values (median, most frequent) and one with every value missing."""
+def input_example(state: dict[str, Any]) -> pd.DataFrame | np.ndarray:
+    """Two raw rows: typical values (median, most frequent) and one with every value missing; for a model of
+    images, two examples of zeros."""
+    if "tensor_shape" in state:
+        return np.zeros((2, *state["tensor_shape"]), dtype=np.float32)
     kinds = input_kinds(state)
     if "plan" in state:  # a typical raw value of each column, as the training rows had it
         typical = state["plan"]["examples"]

@@ -37,8 +37,9 @@ from hpsearch.schema import (
     TAG_KIND,
     TAG_SOURCE_TRIAL,
 )
-from hpsearch.space import load_space
+from hpsearch.space import Search, load_space
 from hpsearch.train import TrialConfig, evaluate, fit, model_spec
+from hpsearch.user_model import UserModel
 
 __all__ = ["RetrainResult", "load_data", "retrain"]
 
@@ -63,8 +64,10 @@ def retrain(document: dict[str, Any], *, source: Path, epochs: int | None = None
     data = load_data(document)
     if full_data:
         data = _with_validation_in_training(data)
+    user = UserModel.of(_space_file(document).model) if settings.get("model") else None  # the space file's own
     config = TrialConfig.from_params(document["hyperparameters"], max_epochs=epochs or settings["epochs"],
-                                     seed=settings["seed"], metric=settings["metric"], mode=settings["mode"])
+                                     seed=settings["seed"], metric=settings["metric"], mode=settings["mode"],
+                                     user_model=user)
     client, uri = tracking.connect(tracking_uri or provenance.get("tracking_uri"))
     exp_id = tracking.experiment_id(client, document["experiment"], uri)
     run_id = _start_run(client, exp_id, document, config, source, full_data)
@@ -84,14 +87,25 @@ def load_data(document: dict[str, Any]) -> Dataset:
     settings, provenance = document["settings"], document["provenance"]
     space_file = Path(provenance["space_file"]) if provenance.get("space_file") else Path("space.py")
     if not str(settings["data"]).startswith("callable:"):
-        return load_dataset(search_of(document), space_file)
+        model = _space_file(document).model if settings.get("model") else None
+        return load_dataset(search_of(document, model=model), space_file)
+    search = _space_file(document)
+    return load_dataset(search_of(document, data=search.data, model=search.model), space_file)
+
+
+def _space_file(document: dict[str, Any]) -> Search:
+    """The search's space file, loaded after checking that it is the one the search ran (its SHA-256): its data
+    function or its model function is needed."""
+    provenance = document["provenance"]
+    space_file = Path(provenance["space_file"]) if provenance.get("space_file") else Path("space.py")
+    needed = "its model function" if document["settings"].get("model") else "its data function"
     if not space_file.is_file():
-        raise ConfigError(f"provenance.space_file: {space_file} no longer exists; its data function is needed")
+        raise ConfigError(f"provenance.space_file: {space_file} no longer exists; {needed} is needed")
     digest = publish.file_sha256(space_file)
-    if digest != provenance["space_sha256"]:
+    if digest != provenance.get("space_sha256"):
         raise ConfigError(f"provenance.space_file: {space_file} has changed since the search (sha256 {digest[:12]}, "
-                          f"recorded {str(provenance['space_sha256'])[:12]}); restore it to retrain")
-    return load_dataset(search_of(document, data=load_space(space_file).data), space_file)
+                          f"recorded {str(provenance.get('space_sha256'))[:12]}); restore it to retrain")
+    return load_space(space_file)
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -135,9 +149,10 @@ def _train_and_log(client: Any, run_id: str, config: TrialConfig, data: Dataset,
     for start in range(0, len(history), 1000):
         client.log_batch(run_id, metrics=history[start : start + 1000])
     with tempfile.TemporaryDirectory() as directory:
-        save_model(model, spec, Path(directory))
+        save_model(model, spec, Path(directory), code=config.user_model.code if config.user_model else None)
         for name in tracking.MODEL_FILES:
-            client.log_artifact(run_id, str(Path(directory) / name), "model")
+            if (Path(directory) / name).is_file():
+                client.log_artifact(run_id, str(Path(directory) / name), "model")
         publish.log_pyfunc(client, run_id, Path(directory), preprocessing_state(data.preprocessor))
     metrics = {k: float(v) for k, v in last.items() if k != "epoch"}
     return metrics, test_metrics, f"runs:/{run_id}/{publish.MODEL_PATH}"

@@ -37,7 +37,7 @@ from hpsearch import cluster, drawing, publish, ray_state, tracking, upstream_in
 from hpsearch.data import Dataset, load_dataset  # noqa: E402
 from hpsearch.dataset import preprocessing_state  # noqa: E402
 from hpsearch.errors import SpaceError, TrackingError  # noqa: E402
-from hpsearch.local import choose_executor, fit_local, make_sampler  # noqa: E402
+from hpsearch.local import choose_executor, fit_local, make_sampler, sample_config, train_settings  # noqa: E402
 from hpsearch.model import load_model  # noqa: E402
 from hpsearch.progress import Progress  # noqa: E402
 from hpsearch.schema import Status, TrialRecord, rank  # noqa: E402
@@ -45,6 +45,7 @@ from hpsearch.space import Search, suggest_params  # noqa: E402
 from hpsearch.store import LocalStore, Store  # noqa: E402
 from hpsearch.train import TrialConfig, evaluate, metric_names  # noqa: E402
 from hpsearch.trial import NODE_ID_KEY, ray_trial  # noqa: E402
+from hpsearch.user_model import check_model  # noqa: E402
 
 __all__ = ["SearchInterrupted", "SearchOutcome", "resolve_objective", "run_search"]
 
@@ -143,13 +144,16 @@ def run_search(
     metric, mode = resolve_objective(search, data.task)
     if search.searcher == "grid":
         search = search.replace(num_samples=search.grid_size())
+    if search.model is not None:  # the space file's own network, built and given one batch before anything is written
+        check_model(sample_config(search, train_settings(search, metric, mode)), data, shown=str(space_file))
     for note in data.notes:  # what was done to the data: rows without a target, the task, columns changed
         on_event(note)
     if not search.searched_params() and search.num_samples > 1:
         on_event(f"note: params has no distribution, so all {search.num_samples} trials train the same "
                  "configuration (the defaults): add e.g. \"lr\": loguniform(1e-4, 1e-1) to search it")
     on_event(f"{data.task} task: {len(data.train)} train / {len(data.val)} validation / {len(data.test)} test rows, "
-             f"{data.n_features} features; optimising {metric} ({mode})")
+             + (f"examples of shape {data.input_shape}" if len(data.input_shape) > 1 else f"{data.n_features} features")
+             + f"; optimising {metric} ({mode})")
     if address is not None or storage is not None:
         executor = "ray" if executor == "auto" else executor  # a cluster or shared storage means Ray Tune
     executor = choose_executor(executor, search, len(data.train), resume=resume)
@@ -399,8 +403,7 @@ def _fit(search: Search, data: Dataset, metric: str, mode: str, tracker: trackin
          ray_path: str, max_failures: int, progress: Progress) -> None:
     global _todays_run_config
     settings = {
-        "train": {"max_epochs": search.max_epochs, "seed": search.seed, "metric": metric, "mode": mode,
-                  "early_stopping_patience": search.early_stopping_patience},
+        "train": train_settings(search, metric, mode),
         "threads": max(1, math.floor(search.resources["cpu"])),
         "gpu": search.resources["gpu"] > 0,
     }
@@ -642,7 +645,7 @@ def _test_report(best: TrialRecord, data: Dataset) -> dict[str, float]:
 
 def _data_record(data: Dataset) -> dict[str, Any]:
     """What was done to the data, for the parent run's ``columns.json``: the lines shown and the column plan."""
-    return {"notes": list(data.notes), "plan": data.preprocessor.plan}
+    return {"notes": list(data.notes), "plan": getattr(data.preprocessor, "plan", None)}
 
 
 def _search_params(search: Search, data: Dataset, metric: str, mode: str) -> dict[str, Any]:
@@ -665,6 +668,7 @@ def _search_params(search: Search, data: Dataset, metric: str, mode: str) -> dic
         "n_features": data.n_features,
         "n_train": len(data.train),
         "drop": json.dumps(list(search.drop)),
+        **({"model": search.model.__name__} if search.model is not None else {}),
         **search.describe_params(),
     }
     if scheduler:

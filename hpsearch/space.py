@@ -10,6 +10,7 @@ samples our conditional layer space (define-by-run).
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import math
 import sys
 import traceback
@@ -57,6 +58,9 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "momentum": 0.9,
     "activation": "relu",
 }
+#: What the training function itself reads (the optimizer and the batches); with ``model=`` every other name in
+#: ``params`` is the user's model function's to read.
+TRAINING_PARAMS = ("lr", "weight_decay", "batch_size", "optimizer", "momentum")
 
 
 # --------------------------------------------------------------------------------------------- distributions
@@ -289,6 +293,7 @@ _FIELDS: dict[str, Any] = {
     "split": (0.7, 0.15, 0.15),
     "executor": "ray",
     "drop": (),
+    "model": None,
 }
 
 
@@ -323,19 +328,24 @@ class Search:
     split: tuple[float, float, float]
     executor: str
     drop: tuple[str, ...]
+    model: Callable[..., Any] | None
 
     def __init__(self, **fields: Any) -> None:
         unknown = sorted(set(fields) - set(_FIELDS))
         if unknown:  # every unknown name at once, the hyperparameters' too
             params = fields.get("params")
-            unknown_params = sorted(set(params) - set(_PARAM_CHECKS)) if isinstance(params, Mapping) else []
+            free = fields.get("model") is not None  # with model=, params may name anything
+            checked = isinstance(params, Mapping) and not free
+            unknown_params = sorted(set(params) - set(_PARAM_CHECKS)) if checked else []
             raise unknown_names_error([(name, _FIELDS) for name in unknown] +
                                       [(f"params.{name}", _PARAM_CHECKS) for name in unknown_params])
         if "data" not in fields:
             raise SpaceError("is required: for example data='sklearn:digits' or data='csv:table.csv'", field="data")
         object.__setattr__(self, "_fields", {**_FIELDS, **fields})
         for name, value in self._fields.items():
-            object.__setattr__(self, name, _normalise(name, value))
+            checked = (_check_params(value, free=fields.get("model") is not None) if name == "params"
+                       else _normalise(name, value))
+            object.__setattr__(self, name, checked)
         self._check_metric_mode()
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -460,19 +470,22 @@ def _check_data(value: Any) -> Any:
     return value
 
 
-def _check_params(value: Any) -> dict[str, Any]:
+def _check_params(value: Any, *, free: bool = False) -> dict[str, Any]:
+    """The hyperparameters; ``free`` (a search with ``model=``): names other than the training function's own
+    and ``layers`` are the model function's, any distribution or plain value."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise SpaceError(f"must be a dict of hyperparameters, but got {type(value).__name__}", field="params")
     params = dict(value)
     unknown = [name for name in params if name not in _PARAM_CHECKS]
-    if unknown:
+    if unknown and not free:
         raise unknown_names_error([(f"params.{name}", _PARAM_CHECKS) for name in unknown])
     for name, spec in params.items():
         field = f"params.{name}"
+        own = name in TRAINING_PARAMS or name == "layers" or not free
         try:
-            params[name] = _PARAM_CHECKS[name](spec)
+            params[name] = _PARAM_CHECKS[name](spec) if own else _check_model_param(spec)
         except SpaceError as err:
             raise SpaceError(err.message, field=field) from None
     return params
@@ -587,6 +600,31 @@ def _check_drop(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _check_model(value: Any) -> Callable[..., Any] | None:
+    """``model=``: a function of the space file (where it is defined is checked by :func:`load_space`)."""
+    if value is None or inspect.isfunction(value):
+        return value
+    raise SpaceError(f"must be a function defined in the space file, def build(config, input_shape, n_outputs) "
+                     f"returning a torch.nn.Module, but got {_describe(value)}", field="model")
+
+
+def _check_model_param(spec: Any) -> Any:
+    """A hyperparameter of the user's model: any distribution but ``layers(...)``, or one plain value."""
+    if isinstance(spec, Layers):
+        raise SpaceError("layers(...) is only for the hyperparameter 'layers'")
+    if isinstance(spec, list):
+        raise SpaceError(f"got a plain list {spec!r}; to search over it write choice({spec!r})")
+    if isinstance(spec, Distribution):
+        spec.check()
+        values = spec.options if isinstance(spec, Choice) else ()
+    else:
+        values = (spec,)
+    for v in values:  # what Optuna stores and MLflow shows as a param
+        if not (v is None or isinstance(v, (bool, int, float, str))):
+            raise SpaceError(f"must be a number, a string, a boolean or None (or a choice of them), but got {v!r}")
+    return spec
+
+
 def _check_str(name: str) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -612,6 +650,7 @@ _FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "split": _check_split,
     "executor": _check_one_of("executor", EXECUTORS, optional=False),
     "drop": _check_drop,
+    "model": _check_model,
 }
 
 
@@ -757,7 +796,19 @@ def load_space(path: str | Path) -> Search:
         kind = type(search).__name__
         raise SpaceError(f"`search` must be built with hpsearch.Search(...), but is {kind}", path=shown)
     sys.modules.pop(module_name, None)
+    if search.model is not None:
+        _check_model_is_here(search.model, module, path)
     return search
+
+
+def _check_model_is_here(function: Callable[..., Any], module: Any, path: Path) -> None:
+    """``model=`` must be a top-level function of this file: its code travels with the trials and the model."""
+    here = Path(function.__code__.co_filename).resolve() == path.resolve()
+    if not here or getattr(module, function.__name__, None) is not function:
+        where = "defined elsewhere" if not here else "not at the top level of the file"
+        raise SpaceError(f"must be a function defined at the top level of the space file, "
+                         f"def build(config, input_shape, n_outputs), but {function.__qualname__} is {where}",
+                         field="model", path=str(path))
 
 
 def _user_line(err: BaseException, path: Path) -> int | None:

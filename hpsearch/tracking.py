@@ -52,6 +52,7 @@ from hpsearch.schema import (
     Status,
     TrialRecord,
 )
+from hpsearch.user_model import CODE_FILE as USER_CODE_FILE  # the space file's code, beside its own model's weights
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -65,7 +66,7 @@ DEFAULT_STORE = Path("mlruns")
 SQLITE_BUSY_TIMEOUT_S = 60
 _QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 FLUSH_INTERVAL_S = 1.0
-MODEL_FILES = ("model.pt", "model.json")
+MODEL_FILES = ("model.pt", "model.json", USER_CODE_FILE)
 
 for _noisy in ("alembic", "mlflow.store.db.utils"):  # schema creation on a new store is not news
     logging.getLogger(_noisy).setLevel(logging.WARNING)
@@ -325,7 +326,8 @@ class TrialTracker:
         model_files = []
         if model_dir is not None and error is None:
             record.model_dir = model_dir
-            model_files = [str(Path(model_dir) / name) for name in MODEL_FILES]
+            model_files = [str(Path(model_dir) / name) for name in MODEL_FILES
+                           if name != USER_CODE_FILE or (Path(model_dir) / name).is_file()]
         tags[TAG_STATUS] = record.status
         metrics = [*self._pending.pop(trial_id, []), (EPOCHS_TRAINED, record.epochs, int(time.time() * 1000), 0)]
         tags = {**self._pending_tags.pop(trial_id, {}), **tags}

@@ -13,7 +13,7 @@ import functools
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,8 @@ from hpsearch.dataset import Dataset, Split
 from hpsearch.errors import NonFiniteLossError
 from hpsearch.model import SPEC_FILE, WEIGHTS_FILE, ModelSpec, build_model, save_model
 from hpsearch.optim import Optimizer, make_optimizer
-from hpsearch.space import DEFAULT_PARAMS, decode_sizes
+from hpsearch.space import DEFAULT_PARAMS, TRAINING_PARAMS, decode_sizes
+from hpsearch.user_model import UserModel
 
 __all__ = ["TrialConfig", "evaluate", "fit", "metric_names", "model_spec"]
 
@@ -37,7 +38,11 @@ ReportFn = Callable[[dict[str, float], Callable[[Path], None]], None]
 
 @dataclass(frozen=True)
 class TrialConfig:
-    """A trial's full effective configuration: its hyperparameters and the search's training settings."""
+    """A trial's full effective configuration: its hyperparameters and the search's training settings.
+
+    With the space file's own model (``user_model``), ``model_params`` holds every value but the training
+    function's own (``layers`` as a list of widths), and ``hidden_sizes``, ``dropout`` and ``activation`` are unused.
+    """
 
     hidden_sizes: tuple[int, ...]
     lr: float = DEFAULT_PARAMS["lr"]
@@ -52,11 +57,15 @@ class TrialConfig:
     early_stopping_patience: int | None = None
     metric: str = "val_loss"
     mode: str = "min"
+    model_params: dict[str, Any] = field(default_factory=dict)
+    user_model: UserModel | None = None
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], **settings: Any) -> TrialConfig:
         """Build from a trial's sampled params (``n_layers``/``units_i`` or ``layers``) plus the settings."""
         params = dict(params)
+        if settings.get("user_model") is not None:
+            return cls._of_user_model(params, settings)
         layers = params.pop("layers", DEFAULT_PARAMS["layers"])
         if "n_layers" in params:
             n_layers = int(params.pop("n_layers"))
@@ -68,9 +77,33 @@ class TrialConfig:
         known = {k: v for k, v in {**params, **settings}.items() if k in cls.__dataclass_fields__}
         return cls(hidden_sizes=tuple(hidden), **known)
 
+    @classmethod
+    def _of_user_model(cls, params: dict[str, Any], settings: Mapping[str, Any]) -> TrialConfig:
+        """The training function's own params as fields, every other value the model function's."""
+        own = {k: params.pop(k) for k in TRAINING_PARAMS if k in params}
+        if "n_layers" in params:
+            params["layers"] = [int(params.pop(f"units_{i}")) for i in range(int(params.pop("n_layers")))]
+        elif isinstance(params.get("layers"), str):
+            params["layers"] = decode_sizes(params["layers"])
+        model_params = {k: v for k, v in params.items() if not k.startswith("units_")}
+        known = {k: v for k, v in settings.items() if k in cls.__dataclass_fields__}
+        return cls(hidden_sizes=(), model_params=model_params, **own, **known)
+
+    def model_config(self) -> dict[str, Any]:
+        """What the space file's model function gets: the trial's values, the training function's included."""
+        return {**{k: getattr(self, k) for k in TRAINING_PARAMS}, **self.model_params}
+
     def to_params(self) -> dict[str, Any]:
         """Flat params as MLflow shows them: ``n_layers``, ``units_0``, ... instead of a tuple."""
-        flat = {k: v for k, v in asdict(self).items() if k != "hidden_sizes"}
+        if self.user_model is not None:
+            skip = {"hidden_sizes", "dropout", "activation", "model_params", "user_model"}
+            flat = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip}
+            values = dict(self.model_params)
+            sizes = values.pop("layers", None)
+            if sizes is not None:
+                flat.update(n_layers=len(sizes), **{f"units_{i}": u for i, u in enumerate(sizes)})
+            return {**flat, **values}
+        flat = {k: v for k, v in asdict(self).items() if k not in ("hidden_sizes", "model_params", "user_model")}
         flat["n_layers"] = len(self.hidden_sizes)
         flat.update({f"units_{i}": u for i, u in enumerate(self.hidden_sizes)})
         return flat
@@ -84,6 +117,11 @@ def metric_names(task: str) -> tuple[str, ...]:
 
 
 def model_spec(config: TrialConfig, data: Dataset) -> ModelSpec:
+    """What rebuilds the trained model: the MLP's shape, or the space file's function and the values it got."""
+    user = None
+    if config.user_model is not None:
+        user = {"function": config.user_model.function, "space_file": Path(config.user_model.path).name,
+                "config": config.model_config()}
     return ModelSpec(
         n_features=data.n_features,
         n_outputs=data.n_outputs,
@@ -95,7 +133,16 @@ def model_spec(config: TrialConfig, data: Dataset) -> ModelSpec:
         feature_names=list(data.feature_names),
         target_mean=data.target_mean,
         target_std=data.target_std,
+        input_shape=data.input_shape,
+        user_model=user,
     )
+
+
+def make_model(config: TrialConfig, spec: ModelSpec, data: Dataset) -> nn.Module:
+    """The network a trial trains: the space file's own (``model=``), else the MLP of ``spec``."""
+    if config.user_model is not None:
+        return config.user_model.build(config.model_config(), data.input_shape, data.n_outputs)
+    return build_model(spec)
 
 
 def fit(
@@ -114,14 +161,15 @@ def fit(
     """
     torch.manual_seed(config.seed)
     spec = model_spec(config, data)
-    model = build_model(spec).to(device)
+    model = make_model(config, spec, data).to(device)
     optimizer = make_optimizer(config.optimizer, model, lr=config.lr, weight_decay=config.weight_decay,
                                momentum=config.momentum)
     loss_fn = _loss_function(data.task)
     generator = torch.Generator().manual_seed(config.seed)
     X, y = _tensors(data.train, device)
     state = {"epoch": 0, "best": None, "bad_epochs": 0}
-    save = functools.partial(_save, model=model, spec=spec, optimizer=optimizer, generator=generator)
+    code = config.user_model.code if config.user_model is not None else None
+    save = functools.partial(_save, model=model, spec=spec, optimizer=optimizer, generator=generator, code=code)
     if resume_from is not None:
         state = _restore(resume_from, model, optimizer, generator, device)
         if state["epoch"] >= config.max_epochs or _stops(state, config):
@@ -224,9 +272,11 @@ def _save(
     optimizer: Optimizer,
     generator: torch.Generator,
     state: dict[str, Any],
+    code: str | None = None,
 ) -> None:
-    """A checkpoint: the model (weights + spec) and what resuming needs (optimizer, RNG, early stopping)."""
-    save_model(model, spec, directory)
+    """A checkpoint: the model (weights + spec, the space file's code for its own model) and what resuming needs
+    (optimizer, RNG, early stopping)."""
+    save_model(model, spec, directory, code=code)
     torch.save(
         {
             **state,
