@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 from hpsearch.cli_models import add_commands as add_model_commands
 from hpsearch.errors import HpsearchError, MachineError, describe_os_error
+from hpsearch.user_model import ModelFunctionError
 
 __all__ = ["exit_process", "main", "parser", "program"]
 
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.tracking_uri = tracking_uri_from(args.tracking_uri)
     try:
         return args.command(args)
-    except HpsearchError as err:
+    except (HpsearchError, ModelFunctionError) as err:  # the second: a space file's model function, retrained
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

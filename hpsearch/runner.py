@@ -39,13 +39,13 @@ from hpsearch.dataset import preprocessing_state  # noqa: E402
 from hpsearch.errors import SpaceError, TrackingError  # noqa: E402
 from hpsearch.local import choose_executor, fit_local, make_sampler, sample_config, train_settings  # noqa: E402
 from hpsearch.model import load_model  # noqa: E402
+from hpsearch.model_check import check_model  # noqa: E402
 from hpsearch.progress import Progress  # noqa: E402
 from hpsearch.schema import Status, TrialRecord, rank  # noqa: E402
 from hpsearch.space import Search, suggest_params  # noqa: E402
 from hpsearch.store import LocalStore, Store  # noqa: E402
 from hpsearch.train import TrialConfig, evaluate, metric_names  # noqa: E402
 from hpsearch.trial import NODE_ID_KEY, ray_trial  # noqa: E402
-from hpsearch.user_model import check_model  # noqa: E402
 
 __all__ = ["SearchInterrupted", "SearchOutcome", "resolve_objective", "run_search"]
 

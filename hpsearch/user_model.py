@@ -8,8 +8,8 @@ a ``torch.nn.Module`` whose output is ``(batch, n_outputs)``.
 The function travels as its source: :class:`UserModel` holds the space file's code and the function's name,
 plain data that Ray ships to its workers, and a saved model keeps the code beside its weights
 (:data:`CODE_FILE`), so :func:`rebuild` imports that copy, never unpickles, and works after the space file is
-gone. This module travels with a published model too (:mod:`hpsearch.pyfunc`): it imports hpsearch's modules
-relatively only.
+gone. This module travels with a published model too (:mod:`hpsearch.pyfunc`): it imports nothing of hpsearch.
+The check before any trial is :mod:`hpsearch.model_check`'s.
 """
 
 from __future__ import annotations
@@ -18,23 +18,33 @@ import hashlib
 import importlib.util
 import sys
 import traceback
+import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import SpaceError
-
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["CODE_FILE", "UserModel", "check_model", "load_code", "rebuild", "summary"]
+__all__ = ["CODE_FILE", "ModelFunctionError", "UserModel", "load_code", "rebuild", "summary"]
 
 #: The space file's code, saved beside a user model's weights.
 CODE_FILE = "model_code.py"
-_CHECK_BATCH = 4
 
 _modules: dict[str, Any] = {}  # the code already imported in this process, by its hash
+
+
+class ModelFunctionError(ValueError):
+    """The model function raised or returned no module: ``path`` is ``FILE:LINE`` of the space file's line.
+
+    Not a :class:`hpsearch.errors.SpaceError` because this module travels with a published model and imports
+    nothing of hpsearch; :mod:`hpsearch.model_check` turns it into one before any trial.
+    """
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(f"{path}: model: {message}")
+        self.message, self.path = message, path
 
 
 @dataclass(frozen=True)
@@ -65,45 +75,29 @@ def load_code(code: str, filename: str) -> Any:
         module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader=None, origin=filename))
         module.__file__ = filename
         sys.modules[name] = module  # as an import does: dataclasses and pickling look their module up there
+        stand_in = _space_api_stand_in()
         try:
             exec(compile(code, filename, "exec"), module.__dict__)  # noqa: S102 - the user's space file, by design
         except BaseException:
             del sys.modules[name]
             raise
+        finally:
+            if stand_in:
+                del sys.modules["hpsearch"]
         _modules[key] = module
     return _modules[key]
 
 
-def check_model(config: Any, data: Any, shown: str | None = None) -> None:
-    """Before any trial: build the model for one sampled ``config`` (a :class:`~hpsearch.train.TrialConfig`) and
-    give it one batch of training examples; a :class:`SpaceError` naming the space file (as ``shown``, the name
-    the user gave it) and its line otherwise."""
-    try:
-        _check(config, data)
-    except SpaceError as err:
-        where = err.path.replace(config.user_model.path, shown, 1) if shown and err.path else err.path
-        raise SpaceError(err.message, field=err.field, path=where) from None
-
-
-def _check(config: Any, data: Any) -> None:
-    import torch
-
-    user = config.user_model
-    model = user.build(config.model_config(), data.input_shape, data.n_outputs)
-    batch = torch.as_tensor(data.train.X[:_CHECK_BATCH])
-    fn = getattr(load_code(user.code, user.path), user.function)
-    try:
-        with torch.no_grad():
-            output = model.eval()(batch)
-    except Exception as err:  # noqa: BLE001 - the user's forward: one line naming where it failed
-        raise _error(err, user.path, fn, f"the model of {user.function}() failed on a batch of {len(batch)} "
-                     f"examples of shape {tuple(batch.shape[1:])}: {type(err).__name__}: {err}") from None
-    expected = (len(batch), data.n_outputs)
-    got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-    if got != expected:
-        raise SpaceError(f"the model of {user.function}() gives {got} for a batch of {len(batch)} examples of shape "
-                         f"{tuple(batch.shape[1:])}; it must give a tensor of shape {expected} (batch, n_outputs)",
-                         field="model", path=f"{user.path}:{fn.__code__.co_firstlineno}")
+def _space_api_stand_in() -> bool:
+    """Where hpsearch is not installed (a served model), a stand-in for the space-file API while the stored space
+    file runs: its ``from hpsearch import Search, choice, ...`` and ``search = Search(...)`` run and do nothing;
+    only its model function is used. Returns whether one was put in place."""
+    if "hpsearch" in sys.modules or importlib.util.find_spec("hpsearch") is not None:
+        return False
+    api = types.ModuleType("hpsearch", "a stand-in for the space-file API: hpsearch is not installed here")
+    api.__getattr__ = lambda name: (lambda *args, **kwargs: None)  # Search(...), choice([...]), ...: None
+    sys.modules["hpsearch"] = api
+    return True
 
 
 def rebuild(spec: Any, directory: Path) -> nn.Module:
@@ -133,14 +127,14 @@ def _build(fn: Callable[..., Any], path: str, config: Mapping[str, Any], input_s
     try:
         model = fn(dict(config), tuple(int(n) for n in input_shape), int(n_outputs))
     except Exception as err:  # noqa: BLE001 - the user's function: one line naming where it failed
-        raise _error(err, path, fn, f"{call} raised {type(err).__name__}: {err}") from None
+        raise error_at(err, path, fn, f"{call} raised {type(err).__name__}: {err}") from None
     if not isinstance(model, nn.Module):
-        raise SpaceError(f"{call} returned {type(model).__name__}; it must return a torch.nn.Module",
-                         field="model", path=f"{path}:{fn.__code__.co_firstlineno}")
+        raise ModelFunctionError(f"{call} returned {type(model).__name__}; it must return a torch.nn.Module",
+                                 f"{path}:{fn.__code__.co_firstlineno}")
     return model
 
 
-def _error(err: BaseException, path: str, fn: Callable[..., Any], message: str) -> SpaceError:
-    """A SpaceError at the last line of the space file in ``err``'s traceback (else the function's first)."""
+def error_at(err: BaseException, path: str, fn: Callable[..., Any], message: str) -> ModelFunctionError:
+    """The error at the last line of the space file in ``err``'s traceback (else the function's first)."""
     lines = [f.lineno for f in traceback.extract_tb(err.__traceback__) if f.filename == path]
-    return SpaceError(message, field="model", path=f"{path}:{lines[-1] if lines else fn.__code__.co_firstlineno}")
+    return ModelFunctionError(message, f"{path}:{lines[-1] if lines else fn.__code__.co_firstlineno}")

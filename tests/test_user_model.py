@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 
 from hpsearch.cli import main
 from hpsearch.export import read_export
-from tests.conftest import REPO, SPACES, write_space
+from tests.conftest import SPACES, write_space
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +49,9 @@ search = Search(data="sklearn:diabetes", model=build, params={
 '''
 
 PREDICT = '''
-import json, sys
+import importlib.util, json, site, sys
+sys.path += site.getsitepackages()
+assert importlib.util.find_spec("hpsearch") is None, "hpsearch is importable"
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
@@ -82,12 +84,12 @@ def _children(client: MlflowClient, experiment: str) -> list:
 
 
 def _predict_elsewhere(model_uri: str, kind: str, tmp_path: Path, tracking_uri: str) -> dict:
-    """The published model, loaded and asked by a fresh Python in an empty folder."""
+    """The published model, loaded and asked by a fresh Python in an empty folder, without hpsearch."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": tracking_uri,
-           "HOME": str(elsewhere)}
-    done = subprocess.run([sys.executable, "-c", PREDICT, model_uri, kind], cwd=elsewhere, env=env,
+    env = {"PATH": "/usr/bin:/bin", "MLFLOW_TRACKING_URI": tracking_uri, "HOME": str(elsewhere)}
+    # no site initialisation (so no editable install) and no PYTHONPATH: a Python where hpsearch is not installed
+    done = subprocess.run([sys.executable, "-S", "-c", PREDICT, model_uri, kind], cwd=elsewhere, env=env,
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
