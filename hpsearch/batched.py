@@ -104,6 +104,7 @@ class _Member:
     model_dir: Path
     best: float | None = None
     bad_epochs: int = 0
+    early_stopped: bool = False
 
 
 def fit_batched(search: Search, data: Dataset, metric: str, mode: str, tracker: tracking.TrialTracker,
@@ -188,7 +189,7 @@ class _Search:
         improved = member.best is None or (value < member.best if self.mode == "min" else value > member.best)
         member.best, member.bad_epochs = (value, 0) if improved else (member.best, member.bad_epochs + 1)
         patience = self.search.early_stopping_patience
-        early = patience is not None and member.bad_epochs >= patience
+        early = member.early_stopped = patience is not None and member.bad_epochs >= patience
         if early:
             metrics = {**metrics, "early_stopped": 1}
         self.tracker.epoch_reported(member.trial_id, metrics)
@@ -203,8 +204,8 @@ class _Search:
         for file_name, content in files.items():  # a model that came back from an actor
             member.model_dir.mkdir(parents=True, exist_ok=True)
             (member.model_dir / file_name).write_bytes(content)
-        early = bool(self.tracker.records[member.trial_id].metrics.get("early_stopped"))
-        record = self.tracker.trial_ended(member.trial_id, model_dir=str(member.model_dir), early_stopped=early)
+        record = self.tracker.trial_ended(member.trial_id, model_dir=str(member.model_dir),
+                                          early_stopped=member.early_stopped)
         value = record.metrics.get(self.metric)
         if pruned:
             self.study.tell(member.trial, state=optuna.trial.TrialState.PRUNED)

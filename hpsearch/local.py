@@ -51,12 +51,22 @@ def make_sampler(search: Search) -> optuna.samplers.BaseSampler:
     """Optuna's sampler for the search: TPE (seeded), random, or a grid of the space's choices."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if search.searcher == "grid":
-        return optuna.samplers.GridSampler(search.grid(), seed=search.seed)
+        return _GridSampler(search.grid(), seed=search.seed)
     if search.searcher == "random":
         return optuna.samplers.RandomSampler(seed=search.seed)
     # TPE's random start-up phase scaled to the budget, so that short searches still use TPE
     startup = min(10, max(2, search.num_samples // 3))
     return optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=startup)
+
+
+class _GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its ``study.stop()`` once the grid is done: that stops ``study.optimize``,
+    which no executor uses (they ask and tell exactly as many trials as the grid has), and outside it, it raises
+    on the last trial's ``tell``."""
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: optuna.trial.TrialState,
+                    values: Any) -> None:
+        return None
 
 
 class _Pruned(Exception):
