@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from sklearn.datasets import load_iris
 from mlflow import MlflowClient
+from sklearn.datasets import load_iris
 
 from hpsearch.batched import POPULATION_SIZE, population_sizes
 from hpsearch.cli import main
@@ -67,7 +67,7 @@ def test_a_batched_search_gives_every_trial_its_own_run_with_params_metrics_stat
             assert child.data.tags["hpsearch.stop_reason"] == "scheduler"
         for key in ("train_loss", "val_loss", "val_accuracy"):
             assert [m.step for m in client.get_metric_history(child.info.run_id, key)] == list(range(1, epochs + 1))
-        model, spec = load_model(client.download_artifacts(child.info.run_id, "model", str(workdir / child.info.run_id)))
+        _, spec = load_model(client.download_artifacts(child.info.run_id, "model", str(workdir / child.info.run_id)))
         assert spec.hidden_sizes == tuple(int(child.data.params[f"units_{i}"])
                                           for i in range(int(child.data.params["n_layers"])))
         assert [a.path for a in client.list_artifacts(child.info.run_id, "plots")] == ["plots/loss_curve.png"]
