@@ -144,9 +144,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--address", metavar="ADDRESS", help="an existing Ray cluster: auto or HOST:PORT")
     run.add_argument("--storage", metavar="PATH_OR_URI",
                      help="checkpoints: a folder every node shares or an object store URI (default ./ray_results)")
-    run.add_argument("--executor", choices=("auto", "ray", "local"),
+    run.add_argument("--executor", choices=("auto", "ray", "local", "batched"),
                      help="ray (default): Ray Tune trials in parallel; local: trials one after another in this "
-                          "process, no Ray start-up; auto: local when trials x epochs x training rows <= 100,000")
+                          "process, no Ray start-up; batched: populations of trials trained as one model; "
+                          "auto: batched for small networks, else local for a small budget, else ray")
     run.set_defaults(command=_run)
     resume = commands.add_parser("resume", help="continue the interrupted search of an experiment")
     resume.add_argument("experiment", metavar="EXPERIMENT",
@@ -230,7 +231,7 @@ def _run_search(args: argparse.Namespace, store) -> int:  # noqa: ANN001 - hpsea
 
     search = load_space(args.space_file)
     search = _with_overrides(search, args)
-    if args.resume and (args.executor or search.executor) != "local":  # (local: refused by run_search)
+    if args.resume and (args.executor or search.executor) not in ("local", "batched"):  # (refused by run_search)
         # nothing to resume where no store is: say so, and create none
         from hpsearch.tracking import check_store_exists
 

@@ -53,7 +53,7 @@ def make_sampler(search: Search) -> optuna.samplers.BaseSampler:
     """Optuna's sampler for the search: TPE (seeded), random, or a grid of the space's choices."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if search.searcher == "grid":
-        return optuna.samplers.GridSampler(search.grid(), seed=search.seed)
+        return _GridSampler(search.grid(), seed=search.seed)
     if search.searcher == "random":
         return optuna.samplers.RandomSampler(seed=search.seed)
     # TPE's random start-up phase scaled to the budget, so that short searches still use TPE
@@ -73,6 +73,16 @@ def sample_config(search: Search, settings: dict[str, Any]) -> TrialConfig:
     """One configuration of the space, as the search's sampler first draws it (for checks before any trial)."""
     trial = optuna.create_study(sampler=make_sampler(search)).ask()
     return TrialConfig.from_params({**suggest_params(search.params, trial), **trial.params}, **settings)
+
+
+class _GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its ``study.stop()`` once the grid is done: that stops ``study.optimize``,
+    which no executor uses (they ask and tell exactly as many trials as the grid has), and outside it, it raises
+    on the last trial's ``tell``."""
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: optuna.trial.TrialState,
+                    values: Any) -> None:
+        return None
 
 
 class _Pruned(Exception):

@@ -33,11 +33,11 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # and their runs would be closed as finished. Trials checkpoint every epoch, so nothing is lost.
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
-from hpsearch import cluster, drawing, publish, ray_state, tracking, upstream_internals  # noqa: E402
+from hpsearch import batched, cluster, drawing, publish, ray_state, tracking, upstream_internals  # noqa: E402
 from hpsearch.data import Dataset, load_dataset  # noqa: E402
 from hpsearch.dataset import preprocessing_state  # noqa: E402
 from hpsearch.errors import SpaceError, TrackingError  # noqa: E402
-from hpsearch.local import choose_executor, fit_local, make_sampler, sample_config, train_settings  # noqa: E402
+from hpsearch.local import fit_local, make_sampler, sample_config, train_settings  # noqa: E402
 from hpsearch.model import load_model  # noqa: E402
 from hpsearch.model_check import check_model  # noqa: E402
 from hpsearch.progress import Progress  # noqa: E402
@@ -156,8 +156,10 @@ def run_search(
              + f"; optimising {metric} ({mode})")
     if address is not None or storage is not None:
         executor = "ray" if executor == "auto" else executor  # a cluster or shared storage means Ray Tune
-    executor = choose_executor(executor, search, len(data.train), resume=resume)
-    if executor == "local" and (resume or max_failures or address or storage):
+    executor, why = batched.choose_executor(executor, search, data, resume=resume)
+    if why:
+        on_event(why)
+    if executor in ("local", "batched") and (resume or max_failures or storage or (address and executor == "local")):
         raise SpaceError("--resume, --max-failures, --address and --storage need the Ray executor; "
                          "use --executor ray", field="executor")
     drawer = drawing.Drawer.start() if plots else None  # its imports overlap with Ray's start and the trials
@@ -179,9 +181,10 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
                  on_event: Callable[[str], None], progress: Progress, address: str | None,
                  storage: str | None) -> SearchOutcome:
     """The search once its input has been checked: tracking, the trials, the figures and the best model."""
-    if executor == "ray" and not _ray_running():
+    on_ray = executor == "ray" or (executor == "batched" and batched.runs_on_ray(search, address))
+    if on_ray and not _ray_running():
         on_event("starting Ray ..." if address is None else f"connecting to the Ray cluster at {address} ...")
-    our_ray = executor == "ray" and _start_ray(search.resources, address)
+    our_ray = on_ray and _start_ray(search.resources, address)
     if executor == "ray":
         cluster.check_cluster(ray.nodes(), search.resources, tracking_uri, storage)
     on_event("opening the MLflow store ...")
@@ -190,7 +193,7 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
     if resume:
         previous = store.call(tracking.find_resumable_search, exp_id, experiment)
         parent, ray_path = previous.run_id, previous.ray_experiment
-        if previous.params.get("executor") == "local":
+        if previous.params.get("executor") in ("local", "batched"):
             raise TrackingError(f"search {parent} ran in-process (--executor local) and cannot be resumed; "
                                 "run it again without --resume")
         search = _as_started(search, previous.params)
@@ -214,17 +217,19 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
         if drawer is not None:  # each trial's loss curve is drawn as it ends, while the next ones train
             tracker.on_ended = drawer.trial_ended
         on_event(f"search {parent} in experiment {experiment!r}: {search.num_samples} trials, "
-                 f"up to {search.max_epochs} epochs each, " + ("in-process" if executor == "local" else "on Ray Tune"))
+                 f"up to {search.max_epochs} epochs each, " + _where(executor, on_ray))
         if search.scheduler is not None:
             on_event(search.scheduler.describe(search.max_epochs))
     ray_ending = None
     try:
         if executor == "local":
             fit_local(search, data, metric, mode, tracker, Path(ray_path), progress)
+        elif executor == "batched":
+            batched.fit_batched(search, data, metric, mode, tracker, Path(ray_path), progress, on_ray=on_ray)
         else:
             _fit(search, data, metric, mode, tracker, ray_path, max_failures, progress)
-            if our_ray:
-                ray_ending = _end_ray_in_background()
+        if our_ray:
+            ray_ending = _end_ray_in_background()
         ended = sum(r.status in tracking.ENDED for r in tracker.records.values())
         if ended < search.num_samples:
             raise SearchInterrupted(f"{ended} of {search.num_samples} trials ended")
@@ -255,6 +260,13 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
             ray_ending.join()
     outcome.wall_s = time.monotonic() - started
     return outcome
+
+
+def _where(executor: str, on_ray: bool) -> str:
+    """Where the trials run, as the search's first line says it."""
+    if executor == "batched":
+        return "batched in populations" + (" on Ray" if on_ray else ", in-process")
+    return "in-process" if executor == "local" else "on Ray Tune"
 
 
 class _AfterTrials:

@@ -44,7 +44,7 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu", "gelu")
 TASKS = ("binary", "multiclass", "regression")
 SEARCHERS = ("tpe", "random", "grid")
 SCHEDULERS = ("asha", "fifo")
-EXECUTORS = ("ray", "local", "auto")
+EXECUTORS = ("ray", "local", "batched", "auto")
 SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 
 #: Hyperparameters the training function knows, with the value used when a space file leaves one out.
