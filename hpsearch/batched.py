@@ -29,6 +29,7 @@ import torch
 from hpsearch import tracking
 from hpsearch.batched_worker import PopulationWorker, StepResult
 from hpsearch.data import Dataset
+from hpsearch.errors import SpaceError
 from hpsearch.local import choose_executor as choose_local_or_ray
 from hpsearch.local import make_sampler
 from hpsearch.progress import Progress
@@ -54,8 +55,14 @@ def choose_executor(executor: str, search: Search, data: Dataset, *, resume: boo
     data of at most :data:`AUTO_MAX_VALUES` training values, without GPUs per trial and not resuming; otherwise
     what it chose before batched existed (:func:`hpsearch.local.choose_executor`: local for a small budget).
     """
+    if executor == "batched" and search.model is not None:
+        raise SpaceError("'batched' trains the built-in network only (its layers stacked per population), not a "
+                         "model function; use executor='local' or 'ray'", field="executor")
     if executor != "auto":
         return executor, ""
+    if search.model is not None:
+        chosen = choose_local_or_ray("auto", search, len(data.train), resume=resume)
+        return chosen, f"executor auto: {chosen} (not batched: the space file's own model)"
     widest, values = widest_layer(search), len(data.train) * data.n_features
     if not resume and search.resources["gpu"] == 0 and widest <= AUTO_MAX_WIDTH and values <= AUTO_MAX_VALUES:
         return "batched", (f"executor auto: batched (hidden layers at most {widest} units <= {AUTO_MAX_WIDTH}, "

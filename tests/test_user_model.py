@@ -179,6 +179,20 @@ def test_model_must_be_a_function_of_the_space_file(workdir, capsys):
     assert sorted(p.name for p in workdir.iterdir()) == ["space.py"]
 
 
+def test_the_batched_executor_refuses_a_model_function_and_auto_does_not_choose_it(workdir, capsys):
+    body = "def build(config, input_shape, n_outputs):\n    return nn.Linear(input_shape[0], n_outputs)\n"
+    space = workdir / "space.py"
+    space.write_text("from torch import nn\n" + body + textwrap.dedent('''
+        from hpsearch import Search, loguniform
+        search = Search(data="sklearn:diabetes", model=build, params={"lr": loguniform(1e-3, 1e-2)},
+                        num_samples=1, max_epochs=1)
+        '''))
+    assert main(["run", "space.py", "--executor", "batched", "--no-plots"]) == 2
+    assert "executor: 'batched' trains the built-in network only" in capsys.readouterr().err
+    assert main(["run", "space.py", "--executor", "auto", "--no-plots"]) == 0
+    assert "executor auto: local (not batched: the space file's own model)" in capsys.readouterr().out
+
+
 def test_without_model_an_unknown_hyperparameter_is_still_an_error(workdir, capsys):
     write_space(workdir, 'search = Search(data="sklearn:iris", params={"channels": choice([4, 8])})\n')
     assert main(["run", "space.py"]) == 2
