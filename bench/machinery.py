@@ -51,7 +51,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="interleaved pairs per search (default 5)")
     parser.add_argument("--searches", default="tiny,medium", help="comma-separated, of: tiny, medium")
     parser.add_argument("--json", type=Path, help="save every run here (rewritten after each pair)")
+    parser.add_argument("--table", type=Path, help="print the table of a saved --json file and exit")
     cfg = parser.parse_args()
+    if cfg.table:
+        print(table(json.loads(cfg.table.read_text())))
+        return 0
     arms = {"machinery (forked store + drawer)": cfg.base.resolve(), "simple (in the driver)": REPO}
     searches = [s for s in cfg.searches.split(",") if s]
     runs: dict[str, dict[str, list[tuple[float, float]]]] = {s: {a: [] for a in arms} for s in searches}
@@ -84,7 +88,7 @@ def table(runs: dict[str, dict[str, list[tuple[float, float]]]]) -> str:
             lines.append(f"| {search} | {arm} | {statistics.median(walls):.1f} | {min(walls):.1f}-{max(walls):.1f} | "
                          f"{', '.join(f'{w:.1f}' for w in walls)} | {min(loads):.1f}-{max(loads):.1f} |")
         base, simple = ([w for w, _ in rows] for rows in arms.values())
-        diffs = [b - s for b, s in zip(base, simple, strict=True)]
+        diffs = [b - s for b, s in zip(base, simple, strict=False)]  # whole pairs only
         gain = statistics.median(base) - statistics.median(simple)
         notes.append(f"{search}: the machinery's gain = simple - machinery = {-gain:+.1f} s on the medians "
                      f"({-100 * gain / statistics.median(base):+.1f} % of the machinery's wall); median of the paired "
