@@ -24,7 +24,7 @@ import yaml
 from hpsearch.errors import ConfigError, NotFoundError, SpaceError
 from hpsearch.space import DEFAULT_PARAMS, Search
 
-if TYPE_CHECKING:  # a search's driver shows its table with hyperparameters() and never loads MLflow
+if TYPE_CHECKING:  # hyperparameters() needs no MLflow
     from mlflow import MlflowClient
     from mlflow.entities import Run
 

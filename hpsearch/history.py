@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the history's classes load without MLflow: the driver and the drawer never load it
+if TYPE_CHECKING:  # the history's classes load without MLflow (MLflow loads only where a client is opened)
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
