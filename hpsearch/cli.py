@@ -216,10 +216,9 @@ def _add_view_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hpsearch.store import StoreProcess
+    from hpsearch.store import LocalStore
 
-    # MLflow loads and opens the store in a process of its own while this one loads torch (hpsearch.store)
-    store = StoreProcess.start(args.tracking_uri)
+    store = LocalStore(args.tracking_uri)
     try:
         return _run_search(args, store)
     finally:

@@ -25,7 +25,7 @@ from hpsearch.history import read_trials
 from hpsearch.schema import TAG_DATA_PATH, TAG_SPACE_FILE, TAG_SPACE_SHA256, TAG_VERSION_PREFIX, TrialRecord, rank
 from hpsearch.space import DEFAULT_PARAMS, TRAINING_PARAMS, Search
 
-if TYPE_CHECKING:  # a search's driver shows its table with hyperparameters() and never loads MLflow
+if TYPE_CHECKING:  # hyperparameters() needs no MLflow
     from mlflow import MlflowClient
     from mlflow.entities import Run
 

@@ -28,7 +28,7 @@ from hpsearch.schema import (
     rank,
 )
 
-if TYPE_CHECKING:  # the history's classes load without MLflow: the driver and the drawer never load it
+if TYPE_CHECKING:  # the history's classes load without MLflow (MLflow loads only where a client is opened)
     from mlflow import MlflowClient
     from mlflow.entities import Run
 

@@ -244,7 +244,7 @@ class _TrialCanvas:
 @functools.cache
 def _trial_canvas(keys: tuple[str, ...]) -> _TrialCanvas:
     """One figure per process for every trial's PNG, its lines replaced each time: a new figure per trial costs
-    40 % more (52 against 32 ms a PNG), and the drawer draws one per trial. No pyplot: nothing global to close.
+    40 % more (52 against 32 ms a PNG), and a search draws one per trial. No pyplot: nothing global to close.
     Fixed margins: a layout engine would double the cost."""
     fig = MplFigure(figsize=(4, 2.6), dpi=72)
     fig.subplots_adjust(left=0.17, right=0.97, bottom=0.17, top=0.89)

@@ -181,7 +181,7 @@ def on_search_end(client: MlflowClient, best: Any, *, experiment: str, parent_ru
                   space_file: Path, data: Any, preprocessing: dict[str, Any]) -> list[str]:
     """The runner's hook at the end of a search: provenance tags on the parent run, then :func:`publish_best`.
 
-    ``data`` is the space file's ``data`` field. Returns the lines to show (it may run in the store's process).
+    ``data`` is the space file's ``data`` field. Returns the lines to show.
     The search's runs are complete by now: a registry that fails is reported, not raised.
     """
     from mlflow.exceptions import MlflowException
