@@ -35,12 +35,14 @@ from hpsearch.dataset import Dataset, Split
 from hpsearch.model import ModelSpec, build_model, save_model
 from hpsearch.optim import ADAM_BETAS, ADAM_EPS, RMSPROP_ALPHA
 from hpsearch.train import EVAL_BATCH, TrialConfig, model_spec
+from hpsearch.upstream_internals import torch_fused_op
 
 __all__ = ["Population", "group_key"]
 
 _ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
                 "leaky_relu": F.leaky_relu, "gelu": F.gelu}
 _LEAKY_SLOPE = 0.01  # nn.LeakyReLU's default, as build_model builds it
+_FUSED_ADAM = torch_fused_op("adam")  # None where torch is not the tested release: the public function then
 
 
 def group_key(config: TrialConfig) -> tuple:
@@ -229,13 +231,15 @@ class _Group:
         """One shuffled pass for every member; returns each member's mean training loss."""
         self.epoch += 1
         n = len(X)
-        orders = torch.cat([torch.randperm(n, generator=self.generators[i]) for i in self.ids]).to(X.device)
-        # (members, n, features): each member's own order, one gather an epoch, so that batches are slices
-        Xs, ys = X.index_select(0, orders).view(-1, n, X.shape[1]), y.index_select(0, orders).view(-1, n)
-        targets = F.one_hot(ys, self.shapes[-1][1]).to(self.dtype) if self.task == "multiclass" else ys
-        total = torch.zeros(len(self.ids), dtype=self.dtype, device=X.device)
+        members = len(self.ids)
+        orders = torch.stack([torch.randperm(n, generator=self.generators[i]) for i in self.ids]).to(X.device)
+        targets = F.one_hot(y, self.shapes[-1][1]).to(self.dtype) if self.task == "multiclass" else y.unsqueeze(1)
+        total = torch.zeros(members, dtype=self.dtype, device=X.device)
         for start in range(0, n, self.batch_size):
-            xb, tb = Xs[:, start : start + self.batch_size], targets[:, start : start + self.batch_size]
+            # each member's batch gathered in its own order: batch by batch, so that the rows stay in the cache
+            rows = orders[:, start : start + self.batch_size].reshape(-1)
+            xb = X.index_select(0, rows).view(members, -1, X.shape[1])
+            tb = targets.index_select(0, rows).view(members, -1, targets.shape[1])
             total += self._step(xb, tb)
         return (total / n).tolist()
 
@@ -287,8 +291,15 @@ class _Group:
         if self.optimizer in ("adam", "adamw"):
             if self.optimizer == "adamw":
                 p.mul_(self.decay)
-            adam([tmp.zero_()], [g], [s["exp_avg"]], [s["exp_avg_sq"]], [], [s["step"]], fused=True, amsgrad=False,
-                 beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], lr=1.0, weight_decay=0.0, eps=ADAM_EPS, maximize=False)
+            if _FUSED_ADAM is not None:  # the op itself, as hpsearch.optim calls it: the public function's Python
+                s["step"] += 1             # costs more than the kernel here
+                _FUSED_ADAM([tmp.zero_()], [g], [s["exp_avg"]], [s["exp_avg_sq"]], [], [s["step"]], amsgrad=False,
+                            lr=1.0, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], weight_decay=0.0, eps=ADAM_EPS,
+                            maximize=False, grad_scale=None, found_inf=None)
+            else:
+                adam([tmp.zero_()], [g], [s["exp_avg"]], [s["exp_avg_sq"]], [], [s["step"]], fused=True,
+                     amsgrad=False, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], lr=1.0, weight_decay=0.0, eps=ADAM_EPS,
+                     maximize=False)
             p.addcmul_(tmp, self.lr)
         elif self.optimizer == "sgd":
             if self.momentum is not None:
@@ -386,7 +397,7 @@ def _loss_and_grad(task: str, out: torch.Tensor, target: torch.Tensor) -> tuple[
         log_p = torch.log_softmax(out, 2)
         loss = -(log_p * target).sum((1, 2))
         return loss, log_p.exp_().sub_(target).div_(batch)
-    logits = out.squeeze(2)
+    logits, target = out.squeeze(2), target.squeeze(2)
     if task == "binary":
         loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(1)
         return loss, torch.sigmoid(logits).sub_(target).div_(batch).unsqueeze(2)
