@@ -332,7 +332,8 @@ class _Group:
             chunks.append(torch.baddbmm(b[-1], h, W[-1]))
         out = torch.cat(chunks, 1)  # (members, n, outputs)
         if self.task == "multiclass":
-            loss = F.cross_entropy(out.transpose(1, 2), y.expand(members, -1), reduction="none").mean(1)
+            picked = torch.log_softmax(out, 2).gather(2, y.view(1, -1, 1).expand(members, -1, 1))
+            loss = -picked.squeeze(2).mean(1)  # cross-entropy (F.cross_entropy on (members, classes, n) is slow)
             metrics = {"val_loss": loss, "val_accuracy": _accuracy(out.argmax(2) == y)}
         elif self.task == "binary":
             out = out.squeeze(2)
