@@ -1,6 +1,6 @@
 """A population's step against one trial's: issue 20's first target (>= 5x samples x members per second).
 
-    python bench/population_step.py [--members 16] [--units 64] [--epochs 5] [--repeats 5] [--threads 1] [--clock cpu|wall]
+    python bench/population_step.py [--members 16] [--units 64] [--epochs 5] [--repeats 5] [--clock cpu|wall]
 
 Digits, ``members`` MLPs of two hidden layers of ``units`` units (Adam, batch 64, each member its own seed, learning
 rate and weight decay), ``epochs`` epochs with the validation pass after each: once as one
