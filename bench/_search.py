@@ -19,7 +19,7 @@ import sys
 import time
 import uuid
 
-from hpsearch.store import Store  # no MLflow, no torch: the CLI's import order is kept
+from hpsearch.tracking.store import Store  # no MLflow, no torch: the CLI's import order is kept
 
 LEVERS = ("tune-loggers-on", "no-reuse-actors", "checkpoint-keep-all", "checkpoint-keep-4", "no-concurrency-limit",
           "heavy-worker-imports", "prestart-workers", "tune-usage-tag", "rmsprop-torch-optim")
@@ -93,7 +93,9 @@ def main(argv: list[str]) -> int:
     if lever == "tune-loggers-on":
         os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "0"
 
-    from hpsearch import cli, store, tracking  # neither loads MLflow nor torch: the CLI's order is kept
+    from hpsearch.cli import main as cli  # neither loads MLflow nor torch: the CLI's order is kept
+    from hpsearch.tracking import store
+    from hpsearch.tracking import tracker as tracking
 
     seconds = {"connect_s": 0.0, "publish_s": 0.0, "tracking_s": 0.0}
     calls: list[str] = []
@@ -117,7 +119,7 @@ def main(argv: list[str]) -> int:
 
     def run_search_command(cli_args, search_store):
         """As the CLI does: load the runner (and undo a lever), then search."""
-        from hpsearch import runner
+        from hpsearch.execution import search as runner
 
         real_run = runner.run_search
 
@@ -166,7 +168,7 @@ def _apply_lever(lever: str | None) -> None:
 
         tune.TuneConfig = tune_config
     elif lever == "heavy-worker-imports":  # the trainable as it was: a function whose module loads everything
-        from hpsearch import runner
+        from hpsearch.execution import search as runner
 
         runner.ray_trial = _heavy_trial
     elif lever == "checkpoint-keep-all":  # no num_to_keep: Ray then skips the forced snapshot per checkpoint
@@ -185,17 +187,17 @@ def _apply_lever(lever: str | None) -> None:
 
         upstream_internals.skip_tune_callback_usage_tag = lambda: False
     elif lever == "rmsprop-torch-optim":  # RMSprop as torch.optim.RMSprop (which imports torch._dynamo)
-        from hpsearch import runner
+        from hpsearch.execution import search as runner
 
         runner.ray_trial = _torch_optim_rmsprop_trial
 
 
 def _heavy_trial(config, data, settings):
     """Pickled by value (it lives in ``__main__``): the worker imports what the runner used to, then trains."""
-    import mlflow  # noqa: F401 - MLflow, scikit-learn, pandas: what a worker loaded before hpsearch.trial
+    import mlflow  # noqa: F401 - MLflow, scikit-learn, pandas: what a worker loaded before hpsearch.execution.trainable
 
-    import hpsearch.runner  # noqa: F401
-    from hpsearch.trial import ray_trial
+    import hpsearch.execution.search  # noqa: F401
+    from hpsearch.execution.trainable import ray_trial
 
     ray_trial(config, data, settings)
 
@@ -204,8 +206,9 @@ def _torch_optim_rmsprop_trial(config, data, settings):
     """Pickled by value: the worker builds RMSprop trials' optimizer with ``torch.optim.RMSprop``."""
     import torch
 
-    from hpsearch import optim, train
-    from hpsearch.trial import ray_trial
+    from hpsearch.execution.trainable import ray_trial
+    from hpsearch.training import fit as train
+    from hpsearch.training import optim
 
     class TorchRMSprop:
         def __init__(self, model, lr, weight_decay, momentum):
@@ -233,6 +236,6 @@ def _torch_optim_rmsprop_trial(config, data, settings):
 
 
 if __name__ == "__main__":
-    from hpsearch.cli import exit_process
+    from hpsearch.cli.main import exit_process
 
     exit_process(main(sys.argv[1:]))  # exits as `python -m hpsearch` does

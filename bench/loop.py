@@ -1,8 +1,8 @@
-"""Training-loop speed: :func:`hpsearch.train.fit` against a DataLoader loop, same network, batch and optimizer.
+"""Training-loop speed: :func:`hpsearch.training.fit.fit` against a DataLoader loop, same network, batch and optimizer.
 
     python bench/loop.py [--epochs-digits 10] [--epochs-table 3] [--repeats 3] [--threads 1] [--eval-batch N]
 
-Both loops train the same MLP (``hpsearch.model.build_model``: 256-128 hidden units), Adam at 1e-3, batch 64,
+Both loops train the same MLP (``hpsearch.model.network.build_model``: 256-128 hidden units), Adam at 1e-3, batch 64,
 on one thread, and evaluate the validation split after every epoch; prints one JSON line per data set with the
 median samples per second and the mean final validation accuracy of each loop.
 """
@@ -20,9 +20,9 @@ import torch
 from sklearn.datasets import load_digits, make_classification
 from torch.utils.data import DataLoader, TensorDataset
 
-from hpsearch import train
-from hpsearch.data import prepare
-from hpsearch.train import TrialConfig, fit, model_spec
+from hpsearch.data.sources import prepare
+from hpsearch.training import fit as train
+from hpsearch.training.fit import TrialConfig, fit, model_spec
 
 CLOCK = time.perf_counter  # --clock cpu: time.process_time, steadier on a loaded machine (one thread only)
 
@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--epochs-table", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--eval-batch", type=int, default=None, help="override hpsearch.train.EVAL_BATCH")
+    parser.add_argument("--eval-batch", type=int, default=None, help="override hpsearch.training.fit.EVAL_BATCH")
     parser.add_argument("--only", choices=("fit", "dataloader"), default=None)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     args = parser.parse_args()

@@ -4,7 +4,7 @@
 
 Digits, ``members`` MLPs of two hidden layers of ``units`` units (Adam, batch 64, each member its own seed, learning
 rate and weight decay), ``epochs`` epochs with the validation pass after each: once as one
-:class:`hpsearch.population.Population`, once one after another with :func:`hpsearch.train.fit`. The two are
+:class:`hpsearch.training.population.Population`, once one after another with :func:`hpsearch.training.fit.fit`. The two are
 interleaved, repeat after repeat, and the medians compared, so that a load from other processes on the shared
 cores hits both alike; the time is the process's CPU time by default (steadier than wall time on shared cores,
 and the same thing on one thread), and the load average is printed with the table.
@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 from hpsearch import Search
-from hpsearch.data import load_dataset
-from hpsearch.population import Population
-from hpsearch.train import TrialConfig, fit
+from hpsearch.data.sources import load_dataset
+from hpsearch.training.fit import TrialConfig, fit
+from hpsearch.training.population import Population
 
 # The cores are shared with other processes: on one thread, the CPU time this process gets is the steadier measure
 # (--clock wall for wall time).

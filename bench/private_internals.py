@@ -4,7 +4,7 @@
     PYTHONPATH=. python bench/private_internals.py --parts optimizer --repeats 7
 
 - **optimizer**: CPU microseconds per training step (forward, loss, gradients, update) of the digits-sized MLP
-  (64-256-128-10, batch 64, one thread): torch's private fused kernels called directly (what ``hpsearch.optim``
+  (64-256-128-10, batch 64, one thread): torch's private fused kernels called directly (what ``hpsearch.training.optim``
   does on the tested torch), the public functional API with ``fused=True`` (its fallback), and ``torch.optim``'s classes
   (``fused=True``), interleaved. Also the wall time of a fresh process's optimizer construction and first step,
   where ``torch.optim``'s classes import ``torch._dynamo``.
@@ -12,7 +12,7 @@
   usage tag costs (``ray.air._internal.usage.tag_callbacks``, which imports MLflow), and skipped
   (``hpsearch.upstream_internals.skip_tune_callback_usage_tag``).
 - **exit**: a process that has loaded torch, MLflow (with a SQLite store), scikit-learn and Ray Tune, ended with
-  ``sys.exit`` (the interpreter's teardown), with ``hpsearch.cli.exit_process`` (exit handlers, then ``os._exit``
+  ``sys.exit`` (the interpreter's teardown), with ``hpsearch.cli.main.exit_process`` (exit handlers, then ``os._exit``
   from the last one), and with CPython's private ``threading._shutdown`` + ``atexit._run_exitfuncs`` +
   ``os._exit`` (hpsearch 0.1.0): wall seconds from the exit call to the process's end, as the parent sees it.
 
@@ -41,8 +41,8 @@ X, y = torch.randn(64, 64), torch.randint(0, 10, (64,))
 params = list(net.parameters())
 settings = dict(lr=1e-3, weight_decay=1e-4, momentum=0.9)
 start = time.perf_counter()  # the optimizer's construction and its first step
-if variant == "public":  # hpsearch.optim's fallback where torch's private ops are missing
-    from hpsearch.optim import FusedOptimizer
+if variant == "public":  # hpsearch.training.optim's fallback where torch's private ops are missing
+    from hpsearch.training.optim import FusedOptimizer
     opt = FusedOptimizer(name, params, private_op=False, **settings)
     step = opt.step
 elif variant == "private":  # hpsearch 0.1.0: torch's fused ops called directly
@@ -111,7 +111,7 @@ print(time.time(), flush=True)
 if variant == "teardown":
     sys.exit(0)
 elif variant == "atexit-hook":
-    from hpsearch.cli import exit_process
+    from hpsearch.cli.main import exit_process
     exit_process(0)
 else:  # hpsearch 0.1.0
     threading._shutdown()

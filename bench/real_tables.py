@@ -27,8 +27,8 @@ from mlflow import MlflowClient
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hpsearch.data import load_dataset  # noqa: E402
-from hpsearch.space import load_space  # noqa: E402
+from hpsearch.data.sources import load_dataset  # noqa: E402
+from hpsearch.space.search import load_space  # noqa: E402
 from tests.test_real_tables import TABLES  # noqa: E402
 
 # The README's example space: what a user writing a space file from it searches.
@@ -91,7 +91,7 @@ def _search(folder: Path, name: str, target: str, args: argparse.Namespace, metr
     return parent.data.metrics[f"best_{metric}"], wall
 
 
-def _gradient_boosting(data, task: str) -> float:  # noqa: ANN001 - hpsearch.dataset.Dataset
+def _gradient_boosting(data, task: str) -> float:  # noqa: ANN001 - hpsearch.data.dataset.Dataset
     """HistGradientBoosting on the search's own split and preprocessing: its test accuracy or RMSE."""
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 

@@ -154,9 +154,9 @@ def ideal_seconds(trials: list[dict]) -> float:
 
 _IDEAL = """
 import json, sys, time, torch
-from hpsearch.data import load_dataset
-from hpsearch.space import load_space
-from hpsearch.train import TrialConfig, fit
+from hpsearch.data.sources import load_dataset
+from hpsearch.space.search import load_space
+from hpsearch.training.fit import TrialConfig, fit
 torch.set_num_threads(1)
 search = load_space("search_spaces/digits.py")
 data = load_dataset(search, __import__("pathlib").Path("search_spaces/digits.py")).for_trials()
@@ -298,7 +298,7 @@ def render(results: dict, meta: dict[str, str]) -> str:
                   f"{f(m['tracking_s'])} s waiting on tracking calls. The same overhead for `--executor local` (ideal = the "
                   f"training time itself, one slot): {f(100 * m['local_overhead_frac'])} %.", ""]
     if "loop" in results:
-        lines += ["## training loop: `hpsearch.train.fit` vs a DataLoader loop", "",
+        lines += ["## training loop: `hpsearch.training.fit.fit` vs a DataLoader loop", "",
                   "Same MLP (256-128 hidden, `build_model`), Adam 1e-3, batch 64, validation after every epoch, "
                   "samples/s = training rows x epochs / time, median; accuracy = final validation accuracy, mean "
                   "over the seeds.", "",
@@ -321,7 +321,7 @@ def render(results: dict, meta: dict[str, str]) -> str:
                          f"{f(100 * r['client_s'] / r['on'])} | {f(r.get('connect_s'), 2)} | {f(r.get('publish_s'), 2)} | "
                          f"{f(100 * (r['on'] - r['off']) / r['on'])} |")
         lines += ["", "Off = a tracking store that does nothing (no MLflow, no best model "
-                  "published). MLflow runs in the driver (`hpsearch.store`); a trial's per-epoch metrics go through "
+                  "published). MLflow runs in the driver (`hpsearch.tracking.store`); a trial's per-epoch metrics go through "
                   "MLflow's asynchronous logging and cost the driver their hand-over only, every other call is "
                   "waited for. Shown apart: the wait for the store to open (MLflow's SQL store) and for the best "
                   "model's publishing (pyfunc packaging and the registry, issue 4). Both arms run with `--no-plots` (the figures read "

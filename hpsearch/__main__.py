@@ -1,6 +1,6 @@
-"""``python -m hpsearch``: see :mod:`hpsearch.cli`."""
+"""``python -m hpsearch``: see :mod:`hpsearch.cli.main`."""
 
-from hpsearch.cli import program
+from hpsearch.cli.main import program
 
 if __name__ == "__main__":
     program()

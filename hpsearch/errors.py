@@ -24,7 +24,7 @@ class SpaceError(HpsearchError):
     Args:
         message: what is wrong and what is allowed.
         field: the dotted name of the field (``"params.lr"``), when one is to blame.
-        path: the space file, filled in by :func:`hpsearch.space.load_space`.
+        path: the space file, filled in by :func:`hpsearch.space.search.load_space`.
     """
 
     def __init__(self, message: str, *, field: str | None = None, path: str | None = None) -> None:

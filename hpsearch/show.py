@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hpsearch.schema import TrialRecord
+    from hpsearch.tracking.schema import TrialRecord
 
 __all__ = ["DEFAULT_TOP", "cell", "number", "text_table", "trials_table"]
 
@@ -52,7 +52,7 @@ def trials_table(ranked: Sequence[TrialRecord], metric: str, top: int) -> tuple[
     The hyperparameter columns are those whose value differs between the scored trials (all of them when every
     trial has the same), so that ``run``, ``best`` and ``report`` of one search show the same columns.
     """
-    from hpsearch.export import hyperparameters
+    from hpsearch.results.export import hyperparameters
 
     typed = [hyperparameters({k: v for k, v in t.params.items() if v is not None}) for t in ranked]
     keys = list(dict.fromkeys(k for h in typed for k in h))

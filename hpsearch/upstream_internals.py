@@ -7,10 +7,10 @@ protocol of its own class. What remains has no public switch, or a public path m
 
 - Ray Tune's callback usage tag (:func:`skip_tune_callback_usage_tag`);
 - torch's fused Adam, AdamW and SGD ops (:func:`torch_fused_op`), which the public functional API
-  (``torch.optim.adam.adam(..., fused=True)``, what :mod:`hpsearch.optim` falls back to) wraps in Python that
+  (``torch.optim.adam.adam(..., fused=True)``, what :mod:`hpsearch.training.optim` falls back to) wraps in Python that
   costs 20-60 us a step, 3-9 % of a training step at batch 64.
 
-Ray Tune's saved-state files, which :mod:`hpsearch.ray_state` mends after a kill, are Ray's private format too;
+Ray Tune's saved-state files, which :mod:`hpsearch.execution.restore` mends after a kill, are Ray's private format too;
 that module asks :func:`ray_is_tested` before it edits one.
 
 Each use checks that the installed release is one the tests ran (:data:`TESTED_RAY`, :data:`TESTED_TORCH`) and

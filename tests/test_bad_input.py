@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hpsearch.cli import main
+from hpsearch.cli.main import main
 
 IRIS = "data='sklearn:iris'"
 CSV = "data='csv:table.csv'"

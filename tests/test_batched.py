@@ -11,10 +11,10 @@ import yaml
 from mlflow import MlflowClient
 from sklearn.datasets import load_iris
 
-from hpsearch.batched import POPULATION_SIZE, population_sizes
-from hpsearch.cli import main
-from hpsearch.model import load_model
-from hpsearch.predict import load_pyfunc
+from hpsearch.cli.main import main
+from hpsearch.execution.batched import POPULATION_SIZE, population_sizes
+from hpsearch.model.network import load_model
+from hpsearch.results.predict import load_pyfunc
 from tests.conftest import SPACES, write_space
 
 

@@ -17,11 +17,11 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from hpsearch import cluster
-from hpsearch.cli import main, parser
+from hpsearch.cli.main import main, parser
+from hpsearch.cluster import jobs as cluster
 from hpsearch.errors import ClusterError
-from hpsearch.store import LocalStore
-from hpsearch.tracking import TrialTracker
+from hpsearch.tracking.store import LocalStore
+from hpsearch.tracking.tracker import TrialTracker
 from tests.conftest import REPO, SPACES, write_space
 
 NODE = {"Alive": True, "Resources": {"CPU": 4.0}}
@@ -116,7 +116,7 @@ def test_the_sbatch_script_asks_slurm_for_the_job_and_passes_the_run_options(tmp
 
 # A stand-in for SLURM and Python, enough to run the batch script here: `srun` notes its options and runs its
 # command once per task on this machine; `python` notes every command but the script's own one-liners (`-c`),
-# which it runs; `hpsearch.cluster wait ADDRESS N` waits until N `ray start` have been noted, and `hpsearch run`
+# which it runs; `hpsearch.cluster.jobs wait ADDRESS N` waits until N `ray start` have been noted, and `hpsearch run`
 # exits with $RUN_STATUS.
 FAKE_SRUN = """#!/bin/bash
 args="$*"
@@ -133,7 +133,7 @@ FAKE_PYTHON = f"""#!/bin/bash
 if [ "$1" = -c ]; then exec {sys.executable} "$@"; fi
 echo "python $*" >> "$CALLS"
 if [ "$2 $3" = "hpsearch run" ]; then exit "$RUN_STATUS"; fi
-if [ "$2 $3" = "hpsearch.cluster wait" ]; then
+if [ "$2 $3" = "hpsearch.cluster.jobs wait" ]; then
   for _ in $(seq 100); do
     [ "$(grep -c '^python -m ray.scripts.scripts start' "$CALLS")" -ge "$5" ] && exit 0; sleep 0.1
   done
@@ -173,7 +173,7 @@ def test_the_batch_script_runs_the_search_against_the_head_at_hpsearch_head_ip(t
     assert f"--address=10.9.8.7:{port}" in _call(calls, "python -m ray.scripts.scripts start --block")
     search = _call(calls, "python -m hpsearch run")
     assert f"-m hpsearch run {(SPACES / 'digits.py').resolve()} --address 10.9.8.7:{port}" in search
-    assert f"python -m hpsearch.cluster wait 10.9.8.7:{port} 3" in calls
+    assert f"python -m hpsearch.cluster.jobs wait 10.9.8.7:{port} 3" in calls
 
 
 def test_each_node_picks_its_own_ports_in_its_own_step(tmp_path):

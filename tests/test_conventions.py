@@ -11,7 +11,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from sklearn.datasets import load_iris
 
-from hpsearch.cli import main
+from hpsearch.cli.main import main
 from tests.conftest import REPO, write_space
 
 SPACE = ("search = Search(data='sklearn:iris', params={'lr': loguniform(1e-3, 1e-1)}, num_samples=2, "

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from hpsearch import DataError, Search
-from hpsearch.data import load_dataset
+from hpsearch.data.sources import load_dataset
 from tests.conftest import SPACES
 
 
@@ -142,7 +142,8 @@ def test_ids_dates_constants_empty_booleans_and_many_values_are_handled_and_said
 
 
 def test_the_served_model_applies_the_same_column_decisions_to_raw_rows(tmp_path: Path):
-    from hpsearch.pyfunc import preprocessing_state, transform
+    from hpsearch.data.dataset import preprocessing_state
+    from hpsearch.model.pyfunc import transform
 
     frame = _messy()
     frame.to_csv(tmp_path / "t.csv", index=False)

@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from hpsearch.cli import main
-from hpsearch.data import load_dataset
-from hpsearch.export import FORMAT, read_export, write_export
-from hpsearch.pyfunc import input_example, preprocessing_state, transform
-from hpsearch.space import load_space
+from hpsearch.cli.main import main
+from hpsearch.data.dataset import preprocessing_state
+from hpsearch.data.sources import load_dataset
+from hpsearch.model.pyfunc import input_example, transform
+from hpsearch.results.export import FORMAT, read_export, write_export
+from hpsearch.space.search import load_space
 from tests.conftest import SPACES
 
 DOCUMENT = {
@@ -114,12 +115,12 @@ def test_logged_pyfunc_model_predicts_labels_or_numbers_like_the_network(tmp_pat
     import torch
     from mlflow import MlflowClient
 
-    from hpsearch.data import load_dataset
-    from hpsearch.model import save_model
-    from hpsearch.predict import load_pyfunc
-    from hpsearch.publish import log_pyfunc
-    from hpsearch.space import Search
-    from hpsearch.train import TrialConfig, fit, model_spec
+    from hpsearch.data.sources import load_dataset
+    from hpsearch.model.network import save_model
+    from hpsearch.results.predict import load_pyfunc
+    from hpsearch.results.publish import log_pyfunc
+    from hpsearch.space.search import Search
+    from hpsearch.training.fit import TrialConfig, fit, model_spec
 
     data = load_dataset(Search(data=f"sklearn:{dataset}"), tmp_path / "space.py")
     config = TrialConfig(hidden_sizes=(8,), max_epochs=1)

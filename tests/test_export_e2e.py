@@ -23,13 +23,13 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
-from hpsearch import publish
-from hpsearch.cli import main
-from hpsearch.data import load_dataset
-from hpsearch.export import read_export
-from hpsearch.model import load_model
-from hpsearch.predict import load_pyfunc
-from hpsearch.space import load_space
+from hpsearch.cli.main import main
+from hpsearch.data.sources import load_dataset
+from hpsearch.model.network import load_model
+from hpsearch.results import publish
+from hpsearch.results.export import read_export
+from hpsearch.results.predict import load_pyfunc
+from hpsearch.space.search import load_space
 from tests.conftest import SPACES, write_space
 from tests.serving import ask, free_port, served_model, wait_until_up
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from hpsearch.cli import main
+from hpsearch.cli.main import main
 from tests.conftest import write_space
 
 pytestmark = pytest.mark.e2e

@@ -7,7 +7,7 @@ import pytest
 from mlflow import MlflowClient
 
 from hpsearch import Search, asha
-from hpsearch.cli import main
+from hpsearch.cli.main import main
 from tests.conftest import write_space
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from hpsearch.cli import main
-from hpsearch.local import AUTO_LOCAL_BUDGET, choose_executor
-from hpsearch.model import load_model
-from hpsearch.space import Search
+from hpsearch.cli.main import main
+from hpsearch.execution.inprocess import AUTO_LOCAL_BUDGET, choose_executor
+from hpsearch.model.network import load_model
+from hpsearch.space.search import Search
 from tests.conftest import SPACES, write_space
 
 

@@ -25,7 +25,7 @@ import sklearn.datasets
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from hpsearch.cli import main
+from hpsearch.cli.main import main
 from tests.conftest import REPO, write_space
 
 pytestmark = pytest.mark.e2e

@@ -1,4 +1,4 @@
-"""hpsearch.optim calls torch's update functions directly: the weights must be exactly those torch.optim gives."""
+"""hpsearch.training.optim calls torch's update functions directly: the weights must be exactly those torch.optim gives."""
 
 import copy
 import subprocess
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from hpsearch.optim import FusedOptimizer, RMSprop, make_optimizer
+from hpsearch.training.optim import FusedOptimizer, RMSprop, make_optimizer
 
 SETTINGS = {
     "sgd": dict(lr=0.05, weight_decay=1e-3, momentum=0.9),
@@ -105,7 +105,7 @@ def test_our_optimizer_resumes_from_its_state_dict_exactly(name):
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop"])
 def test_a_training_step_does_not_import_torch_dynamo(name):
     """Importing torch._dynamo (what constructing a torch.optim optimizer does) costs every trial process 1-2 s."""
-    code = ("import sys, torch; from hpsearch.optim import make_optimizer; net = torch.nn.Linear(3, 2); "
+    code = ("import sys, torch; from hpsearch.training.optim import make_optimizer; net = torch.nn.Linear(3, 2); "
             f"opt = make_optimizer({name!r}, net, lr=0.1, weight_decay=0.01, momentum=0.9); "
             "opt.step(net(torch.ones(4, 3)).sum()); print('torch._dynamo' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

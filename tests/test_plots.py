@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hpsearch import architecture, plots
-from hpsearch.history import SearchHistory
-from hpsearch.model import ModelSpec, build_model
-from hpsearch.schema import TrialRecord
-from hpsearch.space import Search, choice, layers, loguniform, randint, uniform
-from hpsearch.study import describe_space, rebuild_study, searched_distributions
+from hpsearch.figures import plots
+from hpsearch.figures.study import describe_space, rebuild_study, searched_distributions
+from hpsearch.model.network import ModelSpec, build_model
+from hpsearch.space.search import Search, choice, layers, loguniform, randint, uniform
+from hpsearch.tracking.reader import SearchHistory
+from hpsearch.tracking.schema import TrialRecord
+from hpsearch.training import architecture
 
 SPACE = Search(data="sklearn:iris", params={
     "layers": layers(1, 3, units=(16, 256)), "lr": loguniform(1e-4, 0.1), "optimizer": choice(["adam", "sgd"]),

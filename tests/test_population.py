@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from hpsearch import Search
-from hpsearch.data import load_dataset
-from hpsearch.dataset import Dataset, Split
+from hpsearch.data.dataset import Dataset, Split
+from hpsearch.data.sources import load_dataset
 from hpsearch.errors import NonFiniteLossError
-from hpsearch.model import load_model
-from hpsearch.population import Population
-from hpsearch.train import TrialConfig, evaluate, fit
+from hpsearch.model.network import load_model
+from hpsearch.training.fit import TrialConfig, evaluate, fit
+from hpsearch.training.population import Population
 
 EPOCHS = 3
 TASKS = {"multiclass": "digits", "regression": "diabetes", "binary": "breast_cancer"}

@@ -120,7 +120,7 @@ def test_the_ui_stopped_by_a_signal_leaves_no_process_and_prints_at_most_one_lin
     (each start is seconds of imports on 2 cores), each stopped its own way."""
     from mlflow import MlflowClient
 
-    from hpsearch.ui import wait_until_up
+    from hpsearch.tracking.ui import wait_until_up
 
     (workdir / "mlruns").mkdir()
     MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}").create_experiment("e")

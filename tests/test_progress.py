@@ -7,7 +7,7 @@ import pickle
 import sys
 import time
 
-from hpsearch.progress import NORMAL, QUIET, VERBOSE, Progress, format_duration
+from hpsearch.execution.progress import NORMAL, QUIET, VERBOSE, Progress, format_duration
 
 
 def _search(progress: Progress) -> None:

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from hpsearch.cli import main
-from hpsearch.export import read_export
+from hpsearch.cli.main import main
+from hpsearch.results.export import read_export
 from tests.conftest import write_space
 from tests.serving import ask, served_model
 

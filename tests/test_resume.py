@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from hpsearch.store import LocalStore
-from hpsearch.tracking import TrialTracker
+from hpsearch.tracking.store import LocalStore
+from hpsearch.tracking.tracker import TrialTracker
 from tests.conftest import REPO, write_space
 
 pytestmark = pytest.mark.e2e
@@ -182,7 +182,7 @@ def test_ctrl_c_marks_runs_killed_prints_how_to_resume_and_resume_finishes(workd
 
 
 def test_resume_of_a_finished_search_is_a_clear_error(ray_session, workdir, capsys):
-    from hpsearch.cli import main
+    from hpsearch.cli.main import main
 
     space = write_space(workdir, "search = Search(data='sklearn:iris', num_samples=1, max_epochs=1)")
     assert main(["run", str(space)]) == 0
@@ -202,7 +202,7 @@ def _files(folder: Path) -> set[str]:
 @pytest.mark.parametrize("command", [["resume", "nothing"], ["run", "space.py", "--resume"]])
 def test_a_resume_where_no_search_was_run_writes_nothing_and_names_the_store_as_the_user_knows_it(
         workdir, capsys, command):
-    from hpsearch.cli import main
+    from hpsearch.cli.main import main
 
     write_space(workdir, "search = Search(data='sklearn:iris', num_samples=1, max_epochs=1)")
     before = _files(workdir)
@@ -214,7 +214,7 @@ def test_a_resume_where_no_search_was_run_writes_nothing_and_names_the_store_as_
 
 
 def test_a_resume_of_an_unknown_experiment_in_an_existing_store_creates_no_experiment(ray_session, workdir, capsys):
-    from hpsearch.cli import main
+    from hpsearch.cli.main import main
 
     space = write_space(workdir, "search = Search(data='sklearn:iris', num_samples=1, max_epochs=1)")
     (workdir / "mlruns").mkdir()
@@ -234,7 +234,7 @@ def test_a_resume_runs_num_samples_trials_when_a_kill_left_rays_saved_state_out_
 
     import ray.cloudpickle as cloudpickle
 
-    from hpsearch.cli import main
+    from hpsearch.cli.main import main
 
     space = write_space(workdir, "search = Search(data='sklearn:iris', num_samples=4, max_epochs=1, "
                                  "scheduler='fifo', experiment='s')")
@@ -316,10 +316,10 @@ def test_a_trial_whose_close_a_kill_cut_before_its_end_is_ended_when_the_search_
 def test_a_checkpoint_that_rays_snapshot_names_but_a_kill_left_deleted_is_brought_back(tmp_path):
     from ray import tune
 
-    from hpsearch.data import load_dataset
-    from hpsearch.ray_state import bring_back_checkpoint
-    from hpsearch.space import Search
-    from hpsearch.train import TrialConfig, fit
+    from hpsearch.data.sources import load_dataset
+    from hpsearch.execution.restore import bring_back_checkpoint
+    from hpsearch.space.search import Search
+    from hpsearch.training.fit import TrialConfig, fit
 
     # The snapshot names checkpoint 1; Ray deleted it when checkpoint 2 came; checkpoint 3 was being copied when
     # the kill came (cut short). Checkpoint 2 is the newest whole one.
@@ -344,8 +344,8 @@ def test_a_trial_ended_in_mlflow_but_running_in_rays_snapshot_is_not_counted_or_
 
     from ray.tune.experiment import Trial
 
-    from hpsearch.progress import Progress
-    from hpsearch.runner import _ray_callback
+    from hpsearch.execution.progress import Progress
+    from hpsearch.execution.search import _ray_callback
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
@@ -376,8 +376,8 @@ def test_a_resumed_trial_writes_the_epoch_of_its_checkpoint_that_an_interruption
 
     from ray.tune.experiment import Trial
 
-    from hpsearch.progress import Progress
-    from hpsearch.runner import _ray_callback
+    from hpsearch.execution.progress import Progress
+    from hpsearch.execution.search import _ray_callback
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())

@@ -14,8 +14,8 @@ import pytest
 import ray
 from mlflow import MlflowClient
 
-from hpsearch.cli import main
-from hpsearch.model import load_model
+from hpsearch.cli.main import main
+from hpsearch.model.network import load_model
 from tests.conftest import REPO, SPACES, write_space
 
 pytestmark = pytest.mark.e2e

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from hpsearch import publish
-from hpsearch.cli import main
+from hpsearch.cli.main import main
+from hpsearch.results import publish
 from tests.conftest import write_space
 
 # Every trial gets the same validation accuracy: a learning rate this small changes no weight, and every trial
@@ -64,7 +64,7 @@ def test_a_step_after_the_trials_that_raises_is_a_warning_and_a_tag_and_the_sear
 
 
 def test_figures_that_cannot_be_drawn_never_fail_the_search(workdir, capsys, monkeypatch):
-    from hpsearch import drawing
+    from hpsearch.figures import drawing
 
     def broken(*args, **kwargs):
         raise ValueError("a figure that cannot be drawn")

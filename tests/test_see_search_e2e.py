@@ -21,8 +21,8 @@ import plotly.io
 import pytest
 from mlflow import MlflowClient
 
-from hpsearch.cli import main
-from hpsearch.ui import wait_until_up
+from hpsearch.cli.main import main
+from hpsearch.tracking.ui import wait_until_up
 from tests.conftest import REPO, SPACES
 from tests.serving import free_port
 

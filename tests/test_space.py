@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from hpsearch import SpaceError, load_space
-from hpsearch.space import Layers, suggest_params
+from hpsearch.space.search import Layers, suggest_params
 from tests.conftest import REPO, SPACES, write_space
 
 

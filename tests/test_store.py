@@ -11,9 +11,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from hpsearch import tracking
-from hpsearch.store import LocalStore
-from hpsearch.tracking import TrialTracker
+from hpsearch.tracking import tracker as tracking
+from hpsearch.tracking.store import LocalStore
+from hpsearch.tracking.tracker import TrialTracker
 from tests.conftest import REPO, SPACES
 from tests.processes import living_children
 

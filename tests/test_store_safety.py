@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from hpsearch.cli import main
+from hpsearch.cli.main import main
 from tests.conftest import REPO, write_space
 
 pytestmark = pytest.mark.e2e
@@ -50,7 +50,7 @@ def test_stores_in_wal_mode_commit_without_fsync_and_other_sqlite_stores_keep_th
 
     import sqlalchemy
 
-    from hpsearch import tracking
+    from hpsearch.tracking import tracker as tracking
 
     tracking.connect(f"sqlite:///{tmp_path / 'other.db'}")  # installs the setting for the process
     wal = tmp_path / "wal.db"

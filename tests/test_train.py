@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from hpsearch import Search
-from hpsearch.data import Dataset, Split, load_dataset
+from hpsearch.data.sources import Dataset, Split, load_dataset
 from hpsearch.errors import NonFiniteLossError
-from hpsearch.model import load_model
-from hpsearch.train import TrialConfig, evaluate, fit, is_complete_checkpoint
+from hpsearch.model.network import load_model
+from hpsearch.training.fit import TrialConfig, evaluate, fit, is_complete_checkpoint
 
 
 def _data(name: str) -> Dataset:
@@ -157,7 +157,7 @@ def test_the_ray_trainable_loads_neither_mlflow_nor_scikit_learn_nor_pandas():
     import subprocess
     import sys
 
-    code = ("import sys, hpsearch.trial; "
+    code = ("import sys, hpsearch.execution.trainable; "
             "print(sorted(m for m in ('mlflow', 'sklearn', 'pandas', 'matplotlib', 'plotly') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

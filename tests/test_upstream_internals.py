@@ -1,6 +1,6 @@
 """The private internals of Ray that hpsearch relies on are still where, and what, it expects.
 
-Each test fails when an upgrade moves one (``hpsearch/upstream_internals.py``, ``hpsearch/ray_state.py``): the
+Each test fails when an upgrade moves one (``hpsearch/upstream_internals.py``, ``hpsearch/execution/restore.py``): the
 product then falls back to Ray's public behaviour (slower, or a resume that can end short), and these tests say
 which internal moved. After an upgrade, check the internal again, re-measure it (``docs/benchmarks.md``), and
 update ``TESTED_RAY`` and the ranges in ``pyproject.toml``.
@@ -14,7 +14,7 @@ import torch
 from ray.tune.execution.tune_controller import TuneController
 from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 
-from hpsearch.optim import FusedOptimizer
+from hpsearch.training.optim import FusedOptimizer
 from hpsearch.upstream_internals import (
     TESTED_RAY,
     TESTED_TORCH,
@@ -54,7 +54,7 @@ class _Proposer(Searcher):
 
 
 def test_rays_saved_search_state_has_the_files_and_fields_that_hpsearch_mends_after_a_kill(tmp_path):
-    """``hpsearch.ray_state`` reads and rewrites the searcher's count of trials and the concurrency limiter's
+    """``hpsearch.execution.restore`` reads and rewrites the searcher's count of trials and the concurrency limiter's
     running trials, in the files Ray names after the session that saved them."""
     limiter = ConcurrencyLimiter(_Proposer(metric="loss", mode="min"), max_concurrent=2)
     generator = SearchGenerator(limiter)

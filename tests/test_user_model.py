@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from hpsearch.cli import main
-from hpsearch.export import read_export
+from hpsearch.cli.main import main
+from hpsearch.results.export import read_export
 from tests.conftest import SPACES, write_space
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hpsearch.cli import main, parser
+from hpsearch.cli.main import main, parser
 from tests.conftest import REPO, write_space
 
 SMALL = """

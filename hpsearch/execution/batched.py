@@ -1,0 +1,293 @@
+"""The batched executor: trials trained a population at a time (``--executor batched``, or chosen by ``auto``).
+
+Small networks leave a core idle: a trial's step is a few tiny matrix products, and the time goes to Python and
+dispatch. Here Optuna (the sampler of the in-process executor) is asked for a whole population of trials, which
+:class:`hpsearch.training.population.Population` trains together, epoch by epoch. After each epoch the driver decides per
+trial, in a fixed order (trial number): early stopping (patience, as ``train.fit`` counts it) and Optuna's
+successive-halving pruner (ASHA's rungs: ``grace_period``, ``reduction_factor``) stop members one by one, and a
+stopped member leaves the population. Each trial is tracked exactly as :mod:`hpsearch.execution.inprocess` tracks it (its own
+child run, params, per-epoch metrics, status, model and loss curve); a member whose loss turns non-finite fails
+alone. The next population is proposed from every trial told so far.
+
+Populations run in this process, or, on Ray (``--address``, GPUs per trial, or a Ray this process already runs),
+one per Ray actor with the trial resources, as many at once as the cluster has slots. Populations that run at
+once form a wave: every population of a wave trains one epoch, then the driver reads their results in a fixed
+order, so the same space file and seed give the same trials and metrics, run after run.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from hpsearch.data.sources import Dataset
+from hpsearch.errors import SpaceError
+from hpsearch.execution.inprocess import choose_executor as choose_local_or_ray
+from hpsearch.execution.inprocess import make_sampler
+from hpsearch.execution.population_worker import PopulationWorker, StepResult
+from hpsearch.execution.progress import Progress
+from hpsearch.space.search import Layers, Search, suggest_params
+from hpsearch.tracking import tracker as tracking
+from hpsearch.training.fit import TrialConfig
+
+__all__ = ["AUTO_MAX_VALUES", "AUTO_MAX_WIDTH", "POPULATION_SIZE", "choose_executor", "fit_batched",
+           "population_sizes", "runs_on_ray"]
+
+#: Trials per population at most; a search is cut into populations of equal size (within one trial).
+POPULATION_SIZE = 16
+#: ``auto`` chooses batched when no hidden layer can be wider than this ...
+AUTO_MAX_WIDTH = 256
+#: ... and the training rows x features are at most this many values (40 MB of float32): beyond either, one
+#: trial's matrix products keep a core busy on their own, and Ray's parallel trials are what pays.
+AUTO_MAX_VALUES = 10_000_000
+
+
+def choose_executor(executor: str, search: Search, data: Dataset, *, resume: bool) -> tuple[str, str]:
+    """The executor that runs the search and, for ``auto``, why (a line the search prints; empty otherwise).
+
+    ``auto`` chooses ``batched`` for small networks (every hidden layer at most :data:`AUTO_MAX_WIDTH` units) on
+    data of at most :data:`AUTO_MAX_VALUES` training values, without GPUs per trial and not resuming; otherwise
+    what it chose before batched existed (:func:`hpsearch.execution.inprocess.choose_executor`: local for a small budget).
+    """
+    if executor == "batched" and search.model is not None:
+        raise SpaceError("'batched' trains the built-in network only (its layers stacked per population), not a "
+                         "model function; use executor='local' or 'ray'", field="executor")
+    if executor != "auto":
+        return executor, ""
+    if search.model is not None:
+        chosen = choose_local_or_ray("auto", search, len(data.train), resume=resume)
+        return chosen, f"executor auto: {chosen} (not batched: the space file's own model)"
+    widest, values = widest_layer(search), len(data.train) * data.n_features
+    if not resume and search.resources["gpu"] == 0 and widest <= AUTO_MAX_WIDTH and values <= AUTO_MAX_VALUES:
+        return "batched", (f"executor auto: batched (hidden layers at most {widest} units <= {AUTO_MAX_WIDTH}, "
+                           f"{values:,} training values <= {AUTO_MAX_VALUES:,}, no GPU): trials train in "
+                           "populations, one vectorised model per population")
+    why = ("resuming" if resume else "GPUs per trial" if search.resources["gpu"] else
+           f"hidden layers up to {widest} units > {AUTO_MAX_WIDTH}" if widest > AUTO_MAX_WIDTH else
+           f"{values:,} training values > {AUTO_MAX_VALUES:,}")
+    chosen = choose_local_or_ray("auto", search, len(data.train), resume=resume)
+    return chosen, f"executor auto: {chosen} (not batched: {why})"
+
+
+def widest_layer(search: Search) -> int:
+    """The widest hidden layer any trial of the search can have."""
+    layers = search.params.get("layers", [64])
+    if isinstance(layers, Layers):
+        if layers.sizes is not None:
+            return max(layers.sizes, default=0)
+        if layers.choices is not None:
+            return max((max(s, default=0) for s in layers.choices), default=0)
+        return layers.units[1] if layers.max_layers else 0
+    return max((int(u) for u in layers), default=0)
+
+
+def runs_on_ray(search: Search, address: str | None) -> bool:
+    """Whether the populations run on Ray: a cluster named, GPUs per trial, or a Ray this process already runs."""
+    ray = sys.modules.get("ray")
+    return address is not None or search.resources["gpu"] > 0 or (ray is not None and ray.is_initialized())
+
+
+def population_sizes(num_samples: int, slots: int = 1) -> list[int]:
+    """The search cut into populations: at least one per slot (when there are trials for it), at most
+    :data:`POPULATION_SIZE` trials each, sizes equal within one trial (24 trials, 1 slot: 12 + 12)."""
+    count = max(min(slots, num_samples), math.ceil(num_samples / POPULATION_SIZE))
+    size, extra = divmod(num_samples, count)
+    return [size + (i < extra) for i in range(count)]
+
+
+@dataclass
+class _Member:
+    """One trial of a population, as the driver follows it."""
+
+    trial: optuna.Trial
+    trial_id: str
+    name: str
+    model_dir: Path
+    best: float | None = None
+    bad_epochs: int = 0
+    early_stopped: bool = False
+
+
+def fit_batched(search: Search, data: Dataset, metric: str, mode: str, tracker: tracking.TrialTracker,
+                model_root: Path, progress: Progress, *, on_ray: bool = False) -> None:
+    """Run every trial of the search, a population at a time, tracked and shown like the other executors'."""
+    threads = torch.get_num_threads()
+    per_trial = max(1, math.floor(search.resources["cpu"]))
+    workers: list[Any] = []
+    try:
+        if on_ray:
+            workers = _ray_workers(search, data, per_trial)
+        else:
+            torch.set_num_threads(per_trial)  # as a Ray trial with these CPUs
+            workers = [_InProcess(PopulationWorker(data.for_trials(), threads=per_trial, write_here=True))]
+        _Search(search, metric, mode, tracker, model_root, progress).run(workers)
+    finally:
+        torch.set_num_threads(threads)
+        for worker in workers:
+            worker.close()
+        progress.close()
+
+
+class _Search:
+    """The driver's loop: ask a wave of populations, train it epoch by epoch, decide, track, tell."""
+
+    def __init__(self, search: Search, metric: str, mode: str, tracker: tracking.TrialTracker, model_root: Path,
+                 progress: Progress) -> None:
+        self.search, self.metric, self.mode = search, metric, mode
+        self.tracker, self.model_root, self.progress = tracker, model_root, progress
+        self.settings = {"max_epochs": search.max_epochs, "seed": search.seed, "metric": metric, "mode": mode,
+                         "early_stopping_patience": search.early_stopping_patience}
+        self.study = optuna.create_study(direction="minimize" if mode == "min" else "maximize",
+                                         sampler=make_sampler(search), pruner=_pruner(search))
+
+    def run(self, workers: list[Any]) -> None:
+        sizes = population_sizes(self.search.num_samples, len(workers))
+        self.progress.begin(self.search.num_samples, self.metric, self.mode, self.search.max_epochs)
+        for start in range(0, len(sizes), len(workers)):
+            wave = sizes[start : start + len(workers)]
+            populations = [self._start_population(worker, size) for worker, size in zip(workers, wave, strict=False)]
+            self._train(list(zip(workers, populations, strict=False)))
+        self.tracker.flush()
+
+    def _start_population(self, worker: Any, size: int) -> dict[str, _Member]:
+        """Ask the sampler for ``size`` trials, open their runs, and hand their configs to the worker."""
+        members: dict[str, _Member] = {}
+        configs: dict[str, TrialConfig] = {}
+        for _ in range(size):
+            trial = self.study.ask()
+            config = TrialConfig.from_params({**suggest_params(self.search.params, trial), **trial.params},
+                                             **self.settings)
+            trial_id = f"batched_{trial.number:05d}"
+            name = self.tracker.trial_started(trial_id, config.to_params()).name
+            self.progress.trial_started(name)
+            members[trial_id] = _Member(trial, trial_id, name, self.model_root / f"trial_{trial.number:05d}")
+            configs[trial_id] = config
+        worker.start(configs)
+        return members
+
+    def _train(self, wave: list[tuple[Any, dict[str, _Member]]]) -> None:
+        """Epoch after epoch until every member of every population of the wave has ended."""
+        stops: list[dict[str, str]] = [{} for _ in wave]
+        ending: list[dict[str, bool]] = [{} for _ in wave]  # id -> pruned, of members stopped by the last epoch
+        while any(members for _, members in wave):
+            for (worker, _), stop in zip(wave, stops, strict=True):
+                worker.send(stop)
+            for index, (worker, members) in enumerate(wave):  # a fixed order: the same decisions every run
+                saved, results, failed = worker.receive()
+                for trial_id, pruned in ending[index].items():
+                    self._end(members.pop(trial_id), pruned, saved.get(trial_id, {}))
+                stops[index], ending[index] = {}, {}
+                for trial_id, error in failed.items():
+                    self._fail(members.pop(trial_id), error)
+                for trial_id, member in members.items():
+                    if trial_id in results and (pruned := self._epoch(member, results[trial_id])) is not None:
+                        stops[index][trial_id], ending[index][trial_id] = str(member.model_dir), pruned
+
+    def _epoch(self, member: _Member, metrics: dict[str, float]) -> bool | None:
+        """Track one epoch of a member and decide: None (it goes on), or its end (True when pruned)."""
+        epoch = int(metrics["epoch"])
+        value = metrics[self.metric]
+        improved = member.best is None or (value < member.best if self.mode == "min" else value > member.best)
+        member.best, member.bad_epochs = (value, 0) if improved else (member.best, member.bad_epochs + 1)
+        patience = self.search.early_stopping_patience
+        early = member.early_stopped = patience is not None and member.bad_epochs >= patience
+        if early:
+            metrics = {**metrics, "early_stopped": 1}
+        self.tracker.epoch_reported(member.trial_id, metrics)
+        record = self.tracker.records[member.trial_id]
+        self.progress.epoch(member.name, record.epochs, record.metrics)
+        member.trial.report(value, epoch)
+        if member.trial.should_prune():
+            return True
+        return False if early or epoch >= self.search.max_epochs else None
+
+    def _end(self, member: _Member, pruned: bool, files: dict[str, bytes]) -> None:
+        for file_name, content in files.items():  # a model that came back from an actor
+            member.model_dir.mkdir(parents=True, exist_ok=True)
+            (member.model_dir / file_name).write_bytes(content)
+        record = self.tracker.trial_ended(member.trial_id, model_dir=str(member.model_dir),
+                                          early_stopped=member.early_stopped)
+        value = record.metrics.get(self.metric)
+        if pruned:
+            self.study.tell(member.trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            self.study.tell(member.trial, value)
+        self.progress.trial_ended(record.name, record.status, record.epochs, value, record.error)
+
+    def _fail(self, member: _Member, error: str) -> None:
+        record = self.tracker.trial_ended(member.trial_id, error=error)
+        self.study.tell(member.trial, state=optuna.trial.TrialState.FAIL)
+        self.progress.trial_ended(record.name, record.status, record.epochs, record.metrics.get(self.metric),
+                                  record.error)
+
+
+def _pruner(search: Search) -> optuna.pruners.BasePruner:
+    if search.scheduler is None:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=search.scheduler.grace(search.max_epochs),
+                                                  reduction_factor=search.scheduler.reduction_factor)
+
+
+# ------------------------------------------------------------------------------------------------ workers
+class _InProcess:
+    """A worker in this process, behind the same send / receive as an actor."""
+
+    def __init__(self, worker: PopulationWorker) -> None:
+        self.worker, self.pending = worker, None
+
+    def start(self, configs: dict[str, TrialConfig]) -> None:
+        self.worker.start(configs)
+
+    def send(self, stop: dict[str, str]) -> None:
+        self.pending = stop
+
+    def receive(self) -> StepResult:
+        return self.worker.step(self.pending)
+
+    def close(self) -> None:
+        pass
+
+
+class _OnRay:
+    """A Ray actor holding one population at a time; an epoch is one call, answered while the others train."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor, self.pending = actor, None
+
+    def start(self, configs: dict[str, TrialConfig]) -> None:
+        self.actor.start.remote(configs)  # an actor runs its calls in order: no need to wait
+
+    def send(self, stop: dict[str, str]) -> None:
+        self.pending = self.actor.step.remote(stop)
+
+    def receive(self) -> StepResult:
+        import ray
+
+        return ray.get(self.pending)
+
+    def close(self) -> None:
+        import ray
+
+        ray.kill(self.actor)
+
+
+def _ray_workers(search: Search, data: Dataset, threads: int) -> list[_OnRay]:
+    """One actor per slot of the Ray cluster (its CPUs and GPUs divided by a trial's), each with a trial's
+    resources, the data shipped once through Ray's object store."""
+    import ray
+
+    available = ray.cluster_resources()
+    resources = search.resources
+    slots = [available.get(key, 0) / resources[name] for name, key in (("cpu", "CPU"), ("gpu", "GPU"))
+             if resources[name] > 0]
+    count = max(1, min(math.floor(min(slots, default=1) + 1e-9), search.num_samples))
+    actor_class = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"])(PopulationWorker)
+    shared = ray.put(data.for_trials())
+    device = "cuda" if resources["gpu"] > 0 else "cpu"
+    return [_OnRay(actor_class.remote(shared, device=device, threads=threads)) for _ in range(count)]

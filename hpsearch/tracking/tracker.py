@@ -1,0 +1,566 @@
+"""The only module that writes to MLflow: the store, the search's parent run and one child run per trial.
+
+All writes come from the driver, so trials need no access to the tracking store and the trial -> run mapping
+lives in one place (:class:`TrialTracker`). Per-epoch metrics are buffered and written with ``log_batch`` about
+once a second instead of one call per metric.
+
+The functions that take a ``client`` run through :meth:`hpsearch.tracking.store.Store.call` (or ``send``, for the writes
+nobody waits for) and return plain values. This module loads MLflow only inside them, so that importing it (for
+:class:`TrialTracker` and :class:`TrialRecord`) does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import json
+import logging
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpsearch.errors import MachineError, TrackingError, machine_failure
+from hpsearch.model.user_model import (
+    CODE_FILE as USER_CODE_FILE,  # the space file's code, beside its own model's weights
+)
+from hpsearch.tracking.reader import child_runs, latest_searches, read_trials
+from hpsearch.tracking.schema import (
+    ENDED,
+    EPOCHS_TRAINED,
+    KIND_SEARCH,
+    KIND_TRIAL,
+    LOSS_KEYS,
+    METRIC_KEYS,
+    MLFLOW_PARENT_RUN_ID,
+    MLFLOW_RUN_NAME,
+    TAG_BEST_RUN_ID,
+    TAG_BEST_TRIAL,
+    TAG_ERROR,
+    TAG_KIND,
+    TAG_NODE,
+    TAG_NODE_ID,
+    TAG_NODE_IP,
+    TAG_RAY_EXPERIMENT,
+    TAG_SPACE_FILE,
+    TAG_STATUS,
+    TAG_STOP_REASON,
+    TAG_TRIAL_ID,
+    TAG_WARNING_PREFIX,
+    Status,
+    TrialRecord,
+)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from hpsearch.tracking.store import Store
+
+__all__ = ["DEFAULT_STORE", "TrialRecord", "TrialTracker", "connect", "default_tracking_uri", "registry_uri_for",
+           "tracking_uri_from"]
+
+DEFAULT_STORE = Path("mlruns")
+SQLITE_BUSY_TIMEOUT_S = 60
+_QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+FLUSH_INTERVAL_S = 1.0
+MODEL_FILES = ("model.pt", "model.json", USER_CODE_FILE)
+
+for _noisy in ("alembic", "mlflow.store.db.utils"):  # schema creation on a new store is not news
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
+# MLflow logs the traceback of a database error before it raises it; hpsearch reports the error in one line.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
+
+def tracking_uri_from(tracking_uri: str | None) -> str | None:
+    """The store a command uses: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI`` as MLflow's own tools read it,
+    else None (the local store in ./mlruns)."""
+    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def registry_uri_for(tracking_uri: str) -> str:
+    """The model registry: ``MLFLOW_REGISTRY_URI`` where set (as MLflow reads it), else the tracking store."""
+    return os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri
+
+
+def default_tracking_uri(store: Path = DEFAULT_STORE) -> str:
+    """``sqlite:///ABS/mlruns/mlflow.db``: the local store, an SQLite database beside its artifacts."""
+    return f"sqlite:///{(store / 'mlflow.db').resolve()}"
+
+
+def connect(tracking_uri: str | None) -> tuple[MlflowClient, str]:
+    """A client for ``tracking_uri`` (or ``MLFLOW_TRACKING_URI``, or the default local store), checked to answer.
+
+    Returns the client and the URI it uses. The default store's folder is created here, not before:
+    nothing is written until the space file and the data have been checked. The default SQLite store runs in
+    WAL mode with a generous busy timeout, so two searches can write to it at once.
+    """
+    tracking_uri = tracking_uri_from(tracking_uri)
+    if tracking_uri is None or tracking_uri.startswith("sqlite:"):
+        _fast_wal_commits()
+    if tracking_uri is None:
+        tracking_uri = f"{default_tracking_uri()}?timeout={SQLITE_BUSY_TIMEOUT_S}"
+        try:
+            DEFAULT_STORE.mkdir(exist_ok=True)
+            with _store_lock(DEFAULT_STORE):  # two searches starting at once must not both create the tables
+                _enable_wal(DEFAULT_STORE / "mlflow.db")
+                _check_reachable(tracking_uri)
+        except (OSError, sqlite3.OperationalError) as err:  # a read-only folder, a full disk, no permission
+            raise MachineError(f"cannot create or open the tracking store {DEFAULT_STORE.resolve()}: "
+                               f"{machine_failure(err) or err}") from None
+    else:
+        _check_reachable(tracking_uri)
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri), tracking_uri
+
+
+@contextlib.contextmanager
+def _store_lock(store: Path) -> Iterator[None]:
+    with open(store / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _enable_wal(database: Path) -> None:
+    """WAL lets readers and one writer work at once; the setting is stored in the database file itself."""
+    with sqlite3.connect(database, timeout=SQLITE_BUSY_TIMEOUT_S) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+
+
+@functools.cache
+def _fast_wal_commits() -> None:
+    """Commit to SQLite stores in WAL mode without an fsync each time (``synchronous=NORMAL``).
+
+    Every MLflow call is a transaction; with SQLite's default (FULL) each one waits for the disk: about 9 ms a
+    call here against 3 ms. In WAL mode, NORMAL is what SQLite recommends: a commit survives the process being
+    killed, and a power cut can lose the last commits but never corrupts the database. Stores not in WAL mode
+    (where NORMAL could corrupt on a power cut) keep their setting.
+    """
+    import sqlalchemy  # MLflow's SQL stores load it anyway; a tracking server does not need it
+
+    @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
+    def _on_connect(connection: Any, _record: Any) -> None:
+        if isinstance(connection, sqlite3.Connection):
+            cursor = connection.cursor()
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+
+def _check_reachable(tracking_uri: str) -> None:
+    """Fail in seconds, not after MLflow's minutes of retries, when the store does not answer."""
+    from mlflow import MlflowClient
+
+    saved = {k: os.environ.get(k) for k in _QUICK_HTTP}
+    os.environ.update(_QUICK_HTTP)
+    try:
+        MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+    except Exception as err:  # noqa: BLE001 - any failure here means the store is unusable
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        message = lines[0][:300] if lines else type(err).__name__
+        if tracking_uri.startswith("sqlite:") and (reason := machine_failure(err)) and "unable to open" not in reason:
+            # a database that exists but refuses writes (read-only, a full disk): the machine, not the URI
+            raise MachineError(f"tracking store {tracking_uri} cannot be written: {reason}") from None
+        raise TrackingError(f"tracking store {tracking_uri} cannot be reached: {message}") from None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def experiment_id(client: MlflowClient, name: str, tracking_uri: str, *, create: bool = True) -> str:
+    """The id of experiment ``name``, created when missing; with ``create=False`` (a resume) a missing experiment
+    is an error.
+
+    An SQLite store keeps its artifacts in ``artifacts/`` beside its database (``mlruns/artifacts`` for the
+    default store): MLflow's own default, ``./mlruns`` in the working directory, would write where the user
+    did not point (``MLFLOW_TRACKING_URI=sqlite:///elsewhere/m.db`` and still a ``./mlruns``).
+    """
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    if not create:
+        raise TrackingError(f"experiment {name!r} has no search to resume; run it without --resume")
+    artifact_location = None
+    database = tracking_uri.split("?")[0].removeprefix("sqlite:///")
+    if tracking_uri.startswith("sqlite:///") and database not in ("", ":memory:"):
+        artifact_location = (Path(database).parent / "artifacts").resolve().as_uri()
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+class TrialTracker:
+    """One MLflow child run per trial under the search's parent run.
+
+    Args:
+        store: where the MLflow client is (:mod:`hpsearch.tracking.store`).
+        experiment_id: where the runs go.
+        parent_run_id: the search's parent run.
+        max_epochs: to tell a completed trial from one that was stopped early.
+    """
+
+    def __init__(self, store: Store, experiment_id: str, parent_run_id: str, max_epochs: int) -> None:
+        self.store = store
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.max_epochs = max_epochs
+        self.records: dict[str, TrialRecord] = {}
+        self._pending: dict[str, list[tuple[str, float, int, int]]] = {}  # trial id -> (key, value, time ms, step)
+        self._pending_tags: dict[str, dict[str, str]] = {}  # trial id -> tags
+        self._last_flush = time.monotonic()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Ray Tune pickles its callbacks (and this tracker) into its snapshot: the store stays here."""
+        return {**self.__dict__, "store": None}
+
+    def record(self, trial_id: str) -> TrialRecord:
+        """The trial's record."""
+        return self.records[trial_id]
+
+    @classmethod
+    def resume(cls, store: Store, experiment_id: str, parent_run_id: str, max_epochs: int) -> TrialTracker:
+        """A tracker that knows the child runs an interrupted search already has, so trials find their run again."""
+        tracker = cls(store, experiment_id, parent_run_id, max_epochs)
+        for record in store.call(trial_records, experiment_id, parent_run_id):
+            tracker.records[record.trial_id] = record
+        return tracker
+
+    def forget(self, trial_ids: set[str]) -> int:
+        """Delete the runs of trials that Ray Tune's saved state never knew (opened just before a kill)."""
+        orphans = [r for r in self.records.values() if r.trial_id in trial_ids]
+        if orphans:
+            self.store.call(_delete_runs, [record.run_id for record in orphans])
+        for record in orphans:
+            del self.records[record.trial_id]
+        return len(orphans)
+
+    def trial_started(self, trial_id: str, params: dict[str, Any]) -> TrialRecord:
+        """Open the trial's child run and log its full effective configuration as params."""
+        if trial_id in self.records:  # a trial that resumes keeps its run
+            record = self.record(trial_id)
+            if record.status == Status.RUNNING:
+                # A kill between the run's creation and its params left it without them: logged now.
+                missing = {} if record.params else {k: str(v) for k, v in params.items()}
+                record.params = record.params or params
+                self.store.send(_reopen_run, record.run_id, missing)
+            return record
+        name = f"trial_{len(self.records):03d}"
+        run_id = self.store.call(_open_trial_run, self.experiment_id, self.parent_run_id, name, trial_id,
+                                 {k: str(v) for k, v in params.items()})
+        record = self.records[trial_id] = TrialRecord(trial_id, run_id, name, params)
+        return record
+
+    def epoch_reported(self, trial_id: str, metrics: dict[str, Any]) -> None:
+        """Buffer one epoch's metrics (``step=epoch``); written at most once a second."""
+        record = self.records[trial_id]
+        epoch = int(metrics["epoch"])
+        if epoch <= record.epochs or record.status != Status.RUNNING:  # a repeated or already recorded epoch
+            return
+        record.epochs = epoch
+        values = {k: float(v) for k, v in metrics.items() if _is_metric(k, v)}
+        record.metrics = values
+        for key in LOSS_KEYS:
+            if key in values:
+                record.curves.setdefault(key, []).append((epoch, values[key]))
+        now = int(time.time() * 1000)
+        self._pending.setdefault(trial_id, []).extend((k, v, now, epoch) for k, v in values.items())
+        if time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
+            self.flush()
+
+    def node_reported(self, trial_id: str, node_id: str, *, hostname: str, node_ip: str) -> None:
+        """Tag the trial's run with the node it runs on, once: ``hpsearch.node`` = ``HOSTNAME/NODE_ID[:8]``.
+
+        Two Ray nodes on one machine share hostname and IP, so Ray's node id (from the trial) tells them apart.
+        """
+        record = self.records[trial_id]
+        if record.node is not None or not node_id:
+            return
+        record.node = f"{hostname}/{node_id[:8]}"
+        tags = {TAG_NODE: record.node, TAG_NODE_ID: node_id, TAG_NODE_IP: node_ip}
+        # Written with the trial's next metrics (one log_batch, not two): a call less per trial.
+        self._pending_tags.setdefault(trial_id, {}).update(tags)
+
+    def trial_ended(self, trial_id: str, *, model_dir: str | None = None, error: str | None = None,
+                    early_stopped: bool = False) -> TrialRecord:
+        """Tag the trial completed / stopped / failed, attach its model, and close its run (once).
+
+        Its last metrics, ``epochs_trained`` and its tags go in one ``log_batch`` after the model files, so a
+        run tagged completed always has its model. That batch goes to MLflow's asynchronous logging, which MLflow
+        writes before it ends the run: calls made after this one find the run closed.
+        """
+        record = self.record(trial_id)
+        if record.status in ENDED:
+            return record
+        tags: dict[str, str] = {}
+        if error is not None:
+            record.status, record.error = Status.FAILED, error
+            tags[TAG_ERROR] = _first_line(error)[:4000]
+        elif record.epochs >= self.max_epochs:
+            record.status = Status.COMPLETED
+        else:
+            record.status = Status.STOPPED
+            tags[TAG_STOP_REASON] = "early_stopping" if early_stopped else "scheduler"
+        model_files = []
+        if model_dir is not None and error is None:
+            record.model_dir = model_dir
+            model_files = [str(Path(model_dir) / name) for name in MODEL_FILES
+                           if name != USER_CODE_FILE or (Path(model_dir) / name).is_file()]
+        tags[TAG_STATUS] = record.status
+        metrics = [*self._pending.pop(trial_id, []), (EPOCHS_TRAINED, record.epochs, int(time.time() * 1000), 0)]
+        tags = {**self._pending_tags.pop(trial_id, {}), **tags}
+        self.store.send(_close_trial_run, record.run_id, error=error, model_files=model_files, metrics=metrics,
+                        tags=tags)
+        return record
+
+    def flush(self) -> None:
+        for trial_id in {*self._pending, *self._pending_tags}:
+            self.store.send(_log_batch, self.record(trial_id).run_id, self._pending.get(trial_id, []),
+                            self._pending_tags.get(trial_id, {}))
+        self._pending.clear()
+        self._pending_tags.clear()
+        self._last_flush = time.monotonic()
+
+    def close_open_runs(self, status: str = "KILLED") -> None:
+        """Never leave a child run RUNNING: mark the runs of trials that did not end."""
+        self.flush()
+        epochs = {}
+        for record in map(self.record, list(self.records)):
+            if record.status == Status.RUNNING:
+                record.status = Status.KILLED
+                epochs[record.run_id] = record.epochs
+        self.store.call(_kill_open_runs, self.experiment_id, self.parent_run_id, epochs, status)
+
+
+# ------------------------------------------------------------------ run next to the client (Store.call)
+def _open_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, name: str, trial_id: str,
+                    params: dict[str, str]) -> str:
+    """Create a trial's child run with its tags and params; returns its id."""
+    from mlflow.entities import Param
+
+    run = client.create_run(experiment_id, run_name=name,
+                            tags={MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: name, TAG_TRIAL_ID: trial_id,
+                                  TAG_STATUS: Status.RUNNING, TAG_KIND: KIND_TRIAL})
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
+    return run.info.run_id
+
+
+def _reopen_run(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
+    from mlflow.entities import Param, RunTag
+
+    client.update_run(run_id, status="RUNNING")
+    client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()],
+                     tags=[RunTag(TAG_STATUS, Status.RUNNING)])
+
+
+def _log_batch(client: MlflowClient, run_id: str, metrics: list[tuple[str, float, int, int]],
+               tags: dict[str, str]) -> None:
+    """Metrics as ``(key, value, time ms, step)`` and tags, in batches of MLflow's limit (1000), tags first."""
+    from mlflow.entities import Metric, RunTag
+
+    entries = [Metric(*metric) for metric in metrics]
+    run_tags = [RunTag(k, v) for k, v in tags.items()]
+    for start in range(0, max(1, len(entries)), 1000):
+        client.log_batch(run_id, metrics=entries[start : start + 1000], tags=run_tags if start == 0 else [])
+
+
+def _close_trial_run(client: MlflowClient, run_id: str, *, error: str | None, model_files: list[str],
+                     metrics: list[tuple[str, float, int, int]], tags: dict[str, str]) -> None:
+    """The trial's error or model files, then its last metrics and tags, then its end: in this order."""
+    if error is not None:
+        client.log_text(run_id, error, "error.txt")
+    for path in model_files:
+        client.log_artifact(run_id, path, "model")
+    _log_batch(client, run_id, metrics, tags)
+    client.set_terminated(run_id, "FAILED" if error is not None else "FINISHED")
+
+
+def _delete_runs(client: MlflowClient, run_ids: list[str]) -> None:
+    for run_id in run_ids:
+        client.delete_run(run_id)
+
+
+def _kill_open_runs(client: MlflowClient, experiment_id: str, parent_run_id: str, epochs: dict[str, int],
+                    status: str) -> None:
+    """Close the search's child runs still RUNNING, with the epochs they trained (when the tracker knew them)."""
+    for run_id, trained in epochs.items():
+        client.log_metric(run_id, EPOCHS_TRAINED, trained)
+    # Also runs that an interruption caught between their creation and their record.
+    for run in child_runs(client, experiment_id, parent_run_id):
+        if run.info.status == "RUNNING":
+            client.set_tag(run.info.run_id, TAG_STATUS, Status.KILLED)
+            client.set_terminated(run.info.run_id, status)
+
+
+def trial_records(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
+    """The trials an interrupted search already has, as records; those that did not end are running again.
+
+    A kill between a trial's last batch (which tags it ended, after its model files) and the end of its run left
+    the run RUNNING with everything else written: the run is ended here, as the close would have ended it.
+    """
+    records = []
+    for record in read_trials(client, experiment_id, parent_run_id):
+        if record.end_ms is None and record.status in ENDED:  # its run still RUNNING
+            client.set_terminated(record.run_id, "FAILED" if record.status == Status.FAILED else "FINISHED")
+        record.metrics = {k: v for k, v in record.metrics.items() if k in METRIC_KEYS}
+        if record.status not in ENDED:
+            record.status = Status.RUNNING  # killed or left RUNNING: Ray Tune resumes it from its checkpoint
+        records.append(record)
+    return records
+
+
+@dataclass(frozen=True)
+class ResumableSearch:
+    """An interrupted search, reopened: its parent run, Ray Tune's folder for it, and the settings it started with."""
+
+    run_id: str
+    ray_experiment: str
+    params: dict[str, str]
+
+
+def find_resumable_search(client: MlflowClient, experiment_id: str, experiment: str) -> ResumableSearch:
+    """The latest search of the experiment, if it did not finish; reopened (RUNNING) to be continued."""
+    runs = latest_searches(client, [experiment_id], 1)
+    if not runs:
+        raise TrackingError(f"experiment {experiment!r} has no search to resume; run it without --resume")
+    run = runs[0]
+    if run.info.status == "FINISHED":
+        raise TrackingError(f"the latest search of experiment {experiment!r} ({run.info.run_id}) finished; "
+                            "nothing to resume: run it without --resume to start a new search")
+    client.update_run(run.info.run_id, status="RUNNING")
+    return ResumableSearch(run.info.run_id, run.data.tags[TAG_RAY_EXPERIMENT], dict(run.data.params))
+
+
+def latest_space_file(tracking_uri: str | None, experiment: str) -> Path:
+    """The space file the latest search of ``experiment`` was started from (for ``hpsearch resume``).
+
+    Refuses, before any data is loaded and without writing anything, where there is nothing to resume: no store
+    here, no search in the experiment, or a latest search that finished.
+    """
+    shown = check_store_exists(tracking_uri)
+    client, _ = connect(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = latest_searches(client, [found.experiment_id], 1) if found else []
+    if not runs:
+        raise TrackingError(f"experiment {experiment!r} has no search to resume in {shown}")
+    run = runs[0]
+    if run.info.status == "FINISHED":
+        raise TrackingError(f"the latest search of experiment {experiment!r} ({run.info.run_id}) finished: nothing "
+                            f"to resume; a new search: python -m hpsearch run {run.data.tags[TAG_SPACE_FILE]}")
+    return Path(run.data.tags[TAG_SPACE_FILE])
+
+
+def check_store_exists(tracking_uri: str | None) -> str:
+    """For commands that only read or continue (``resume``): the store must be there already, as a connection
+    would create it. Returns the store as the user knows it (``mlruns/mlflow.db``, or their URI)."""
+    shown = tracking_uri or str(DEFAULT_STORE / "mlflow.db")
+    database = (DEFAULT_STORE / "mlflow.db") if tracking_uri is None else _sqlite_file(tracking_uri)
+    if database is not None and not database.is_file():
+        raise TrackingError(f"no tracking store at {shown} in {Path.cwd()}: no search was run here "
+                            "(run one with: python -m hpsearch run SPACE_FILE), or pass --tracking-uri")
+    return shown
+
+
+def _sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URI (None for other stores and in-memory databases)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    path = tracking_uri.removeprefix("sqlite:///").split("?")[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def start_search_run(client: MlflowClient, experiment_id: str, name: str, params: dict[str, Any],
+                     space_file: Path, ray_experiment: str, columns: dict[str, Any] | None = None) -> str:
+    """Open the search's parent run with its settings as params and the space file as an artifact.
+
+    ``columns`` (what was done to the data's rows and columns) is logged as ``columns.json``.
+    """
+    from mlflow.entities import Param, RunTag
+
+    tags = {MLFLOW_RUN_NAME: name, TAG_SPACE_FILE: str(space_file.resolve()), TAG_RAY_EXPERIMENT: ray_experiment}
+    run = client.create_run(experiment_id, run_name=name, tags=tags)
+    run_id = run.info.run_id
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for start in range(0, len(items), 100):  # MLflow's limit per log_batch
+        # The kind tag comes with the first params (the settings a resume reads): a search killed in between
+        # is never taken for a resumable one without them.
+        kind = [RunTag(TAG_KIND, KIND_SEARCH)] if start == 0 else []
+        client.log_batch(run_id, params=items[start : start + 100], tags=kind)
+    client.log_artifact(run_id, str(space_file), "space")
+    if columns is not None:
+        client.log_text(run_id, json.dumps(columns, indent=2, default=str), "columns.json")
+    return run_id
+
+
+def finish_search_run(client: MlflowClient, run_id: str, summary: dict[str, Any], best: TrialRecord | None,
+                      test_metrics: dict[str, float], metric: str) -> None:
+    """Record the outcome on the parent run (counts, best trial's config and metrics) and close it."""
+    from mlflow.entities import Metric
+
+    metrics = {f"trials_{k}": v for k, v in summary.items()}
+    if best is not None:
+        metrics[f"best_{metric}"] = best.metrics[metric]
+        metrics.update({f"best_{k}": v for k, v in test_metrics.items()})
+        client.set_tag(run_id, TAG_BEST_TRIAL, best.name)
+        client.set_tag(run_id, TAG_BEST_RUN_ID, best.run_id)
+        client.log_text(run_id, json.dumps({"trial": best.name, "run_id": best.run_id, "params": best.params,
+                                            "metrics": {**best.metrics, **test_metrics}}, indent=2, default=str),
+                        "best_config.json")
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    client.set_terminated(run_id, "FINISHED")
+
+
+def log_test_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float]) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
+
+
+def abort_search_run(client: MlflowClient, run_id: str, error_text: str, *, killed: bool) -> None:
+    """After an interruption or a crash (the trials' runs closed first): the error, if any, and the parent run's end."""
+    if error_text:
+        client.log_text(run_id, error_text, "error.txt")
+    client.set_terminated(run_id, "KILLED" if killed else "FAILED")
+
+
+def record_warnings(client: MlflowClient, run_id: str, warnings: dict[str, str], tracebacks: dict[str, str]) -> None:
+    """What failed after the trials: a tag ``hpsearch.warning.STEP`` each, the traceback in ``warnings/``."""
+    for step, message in warnings.items():
+        client.set_tag(run_id, f"{TAG_WARNING_PREFIX}{step}", message[:5000])
+        client.log_text(run_id, tracebacks.get(step, message), f"warnings/{step}.txt")
+
+
+def log_files(client: MlflowClient, files: list[tuple[str, str, str]]) -> None:
+    """Log ``(run id, local file or folder, artifact folder)`` triples: a folder's content goes in that folder."""
+    for run_id, path, artifact_path in files:
+        if Path(path).is_dir():
+            client.log_artifacts(run_id, path, artifact_path)
+        else:
+            client.log_artifact(run_id, path, artifact_path)
+
+
+def _is_metric(key: str, value: Any) -> bool:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return key in METRIC_KEYS and number and math.isfinite(value)
+
+
+def download_model(client: MlflowClient, run_id: str, directory: Path) -> str:
+    """The trial's model files from MLflow (when Ray's checkpoint is not at hand, as after a resume)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return client.download_artifacts(run_id, "model", str(directory))
+
+
+def _first_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else text
+
