@@ -18,7 +18,7 @@ import yaml
 from mlflow import MlflowClient
 
 from hpsearch.cli.main import main, parser
-from hpsearch.cluster import jobs as cluster
+from hpsearch.cluster import checks, slurm
 from hpsearch.errors import ClusterError
 from hpsearch.tracking.store import LocalStore
 from hpsearch.tracking.tracker import TrialTracker
@@ -28,7 +28,7 @@ NODE = {"Alive": True, "Resources": {"CPU": 4.0}}
 
 
 def test_one_node_needs_no_shared_storage_or_server():
-    cluster.check_cluster([NODE, {**NODE, "Alive": False}], {"cpu": 1, "gpu": 0}, None, None)
+    checks.check_cluster([NODE, {**NODE, "Alive": False}], {"cpu": 1, "gpu": 0}, None, None)
 
 
 @pytest.mark.parametrize(("tracking_uri", "storage", "missing"), [
@@ -38,25 +38,25 @@ def test_one_node_needs_no_shared_storage_or_server():
 ])
 def test_several_nodes_need_shared_storage_and_a_tracking_server(tracking_uri, storage, missing):
     with pytest.raises(ClusterError, match="the Ray cluster has 2 nodes") as info:
-        cluster.check_cluster([NODE, NODE], {"cpu": 1, "gpu": 0}, tracking_uri, storage)
+        checks.check_cluster([NODE, NODE], {"cpu": 1, "gpu": 0}, tracking_uri, storage)
     for flag in ("--storage", "--tracking-uri"):
         assert (flag in str(info.value)) == (flag in missing)
 
 
 def test_several_nodes_with_shared_storage_and_a_server_pass():
-    cluster.check_cluster([NODE, NODE], {"cpu": 1, "gpu": 0}, "http://mlflow:5000", "s3://bucket/results")
+    checks.check_cluster([NODE, NODE], {"cpu": 1, "gpu": 0}, "http://mlflow:5000", "s3://bucket/results")
 
 
 def test_a_trial_larger_than_every_node_is_refused_even_if_the_cluster_total_fits():
     with pytest.raises(ClusterError, match=r"asks for 6 CPUs .* largest of the cluster's 2 nodes has 4"):
-        cluster.check_cluster([NODE, NODE], {"cpu": 6, "gpu": 0}, "http://mlflow:5000", "/shared")
+        checks.check_cluster([NODE, NODE], {"cpu": 6, "gpu": 0}, "http://mlflow:5000", "/shared")
 
 
 def test_storage_uris_are_kept_and_local_folders_made_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert cluster.storage_path("s3://bucket/x", Path("ray_results")) == "s3://bucket/x"
-    assert cluster.storage_path("shared", Path("ray_results")) == str(tmp_path / "shared")
-    assert cluster.storage_path(None, Path("ray_results")) == str(tmp_path / "ray_results")
+    assert checks.storage_path("s3://bucket/x", Path("ray_results")) == "s3://bucket/x"
+    assert checks.storage_path("shared", Path("ray_results")) == str(tmp_path / "shared")
+    assert checks.storage_path(None, Path("ray_results")) == str(tmp_path / "ray_results")
 
 
 def test_a_refused_token_is_explained_with_the_fix(monkeypatch):
@@ -69,7 +69,7 @@ def test_a_refused_token_is_explained_with_the_fix(monkeypatch):
         except AuthenticationError as cause:
             raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379") from cause
     except ConnectionError as err:
-        message = str(cluster.connection_error("10.0.0.1:6379", err))
+        message = str(checks.connection_error("10.0.0.1:6379", err))
     assert message.startswith("cannot connect to the Ray cluster at 10.0.0.1:6379: ")
     assert "RAY_AUTH_MODE=token" in message and "ray get-auth-token" in message
 
@@ -92,14 +92,14 @@ def test_the_node_tag_is_set_once_per_trial_from_the_reported_node(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------- SLURM
-def _job(tmp_path: Path, **overrides) -> cluster.SlurmJob:
+def _job(tmp_path: Path, **overrides) -> slurm.SlurmJob:
     settings = {"space_file": SPACES / "digits.py", "nodes": 3, "cpus_per_node": 8, "workdir": tmp_path,
                 "tracking_uri": "http://mlflow:5000", "run_args": ["--num-samples", "16"]}
-    return cluster.SlurmJob(**{**settings, **overrides})
+    return slurm.SlurmJob(**{**settings, **overrides})
 
 
 def test_the_sbatch_script_asks_slurm_for_the_job_and_passes_the_run_options(tmp_path):
-    script = cluster.sbatch_script(_job(tmp_path, gpus_per_node=2, time="02:00:00", partition="gpu"))
+    script = slurm.sbatch_script(_job(tmp_path, gpus_per_node=2, time="02:00:00", partition="gpu"))
     for line in ("#SBATCH --nodes=3", "#SBATCH --cpus-per-task=8", "#SBATCH --gpus-per-node=2",
                  "#SBATCH --time=02:00:00", "#SBATCH --partition=gpu",
                  f"#SBATCH --output={tmp_path}/slurm-logs/hpsearch-%j.out", "export RAY_AUTH_MODE=token"):
@@ -116,7 +116,7 @@ def test_the_sbatch_script_asks_slurm_for_the_job_and_passes_the_run_options(tmp
 
 # A stand-in for SLURM and Python, enough to run the batch script here: `srun` notes its options and runs its
 # command once per task on this machine; `python` notes every command but the script's own one-liners (`-c`),
-# which it runs; `hpsearch.cluster.jobs wait ADDRESS N` waits until N `ray start` have been noted, and `hpsearch run`
+# which it runs; `hpsearch.cluster.slurm wait ADDRESS N` waits until N `ray start` have been noted, and `hpsearch run`
 # exits with $RUN_STATUS.
 FAKE_SRUN = """#!/bin/bash
 args="$*"
@@ -133,7 +133,7 @@ FAKE_PYTHON = f"""#!/bin/bash
 if [ "$1" = -c ]; then exec {sys.executable} "$@"; fi
 echo "python $*" >> "$CALLS"
 if [ "$2 $3" = "hpsearch run" ]; then exit "$RUN_STATUS"; fi
-if [ "$2 $3" = "hpsearch.cluster.jobs wait" ]; then
+if [ "$2 $3" = "hpsearch.cluster.slurm wait" ]; then
   for _ in $(seq 100); do
     [ "$(grep -c '^python -m ray.scripts.scripts start' "$CALLS")" -ge "$5" ] && exit 0; sleep 0.1
   done
@@ -150,7 +150,7 @@ def _run_batch_script(tmp_path: Path, nodes: list[str], run_status: int = 0, **e
         (fakes / name).write_text(text)
         (fakes / name).chmod(0o755)
     script = tmp_path / "job.sbatch"
-    script.write_text(cluster.sbatch_script(_job(tmp_path, nodes=len(nodes), python=str(fakes / "python"))))
+    script.write_text(slurm.sbatch_script(_job(tmp_path, nodes=len(nodes), python=str(fakes / "python"))))
     calls = tmp_path / "calls"
     environ = {"PATH": f"{fakes}:{os.environ['PATH']}", "CALLS": str(calls), "RUN_STATUS": str(run_status),
                "SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": ",".join(nodes), **env}
@@ -173,7 +173,7 @@ def test_the_batch_script_runs_the_search_against_the_head_at_hpsearch_head_ip(t
     assert f"--address=10.9.8.7:{port}" in _call(calls, "python -m ray.scripts.scripts start --block")
     search = _call(calls, "python -m hpsearch run")
     assert f"-m hpsearch run {(SPACES / 'digits.py').resolve()} --address 10.9.8.7:{port}" in search
-    assert f"python -m hpsearch.cluster.jobs wait 10.9.8.7:{port} 3" in calls
+    assert f"python -m hpsearch.cluster.slurm wait 10.9.8.7:{port} 3" in calls
 
 
 def test_each_node_picks_its_own_ports_in_its_own_step(tmp_path):
@@ -213,7 +213,7 @@ def test_the_heads_address_is_one_of_its_own_interfaces_and_one_node_uses_loopba
 ])
 def test_slurm_job_mistakes_name_the_option(tmp_path, overrides, message):
     with pytest.raises(ClusterError, match=message):
-        cluster.sbatch_script(_job(tmp_path, **overrides))
+        slurm.sbatch_script(_job(tmp_path, **overrides))
 
 
 def test_slurm_command_writes_the_script_and_the_log_folder(tmp_path, monkeypatch, capsys):

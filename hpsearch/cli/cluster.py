@@ -80,18 +80,18 @@ def _checked_search(args: argparse.Namespace):  # noqa: ANN202 - a Search, impor
 
 # ---------------------------------------------------------------------------------------------------- submit
 def _submit(args: argparse.Namespace) -> int:
-    from hpsearch.cluster import jobs as cluster
+    from hpsearch.cluster import jobs
 
     search = _checked_search(args)
-    cluster.check_job_files(search.data, args.space_file)
+    jobs.check_job_files(search.data, args.space_file)
     _check_job_tracking_uri(args.tracking_uri)
-    client, job_id = cluster.submit_job(args.ray_address, args.space_file, _run_argv(args))
+    client, job_id = jobs.submit_job(args.ray_address, args.space_file, _run_argv(args))
     print(f"submitted Ray job {job_id} to {args.ray_address}")
     if not args.wait:
         print(f"follow it with:\n  ray job logs --follow {job_id} --address {args.ray_address}")
         return 0
-    status = cluster.tail_job(client, job_id, lambda line: print(line, flush=True))
-    code = cluster.job_exit_code(client, job_id)
+    status = jobs.tail_job(client, job_id, lambda line: print(line, flush=True))
+    code = jobs.job_exit_code(client, job_id)
     print(f"Ray job {job_id} {status} (exit code {code})")
     return code
 
@@ -110,7 +110,7 @@ def _check_job_tracking_uri(uri: str | None) -> None:
 
 # ----------------------------------------------------------------------------------------------------- slurm
 def _slurm(args: argparse.Namespace) -> int:
-    from hpsearch.cluster import jobs as cluster
+    from hpsearch.cluster import slurm
 
     search = _checked_search(args)
     for key in ("cpu", "gpu"):
@@ -119,12 +119,12 @@ def _slurm(args: argparse.Namespace) -> int:
             raise ClusterError(f"a trial asks for {search.resources[key]:g} {key.upper()}s (resources.{key}) but "
                                f"--{key}s-per-node is {per_node}")
     workdir = (args.workdir or Path.cwd()).resolve()
-    job = cluster.SlurmJob(
+    job = slurm.SlurmJob(
         space_file=args.space_file.resolve(), nodes=args.nodes, cpus_per_node=args.cpus_per_node, workdir=workdir,
         gpus_per_node=args.gpus_per_node, time=args.time, partition=args.partition, tracking_uri=args.tracking_uri,
         storage=args.storage, run_args=_run_argv(args, skip=("--tracking-uri", "--storage")),
     )
-    script_text = cluster.sbatch_script(job)
+    script_text = slurm.sbatch_script(job)
     script = args.output or Path(f"{args.space_file.stem}.sbatch")
     script.write_text(script_text)
     script.chmod(0o755)
@@ -134,6 +134,6 @@ def _slurm(args: argparse.Namespace) -> int:
     if not args.submit:
         print(f"submit it with:\n  sbatch {script}\nits log: {job.log_pattern} (%j = the job id)")
         return 0
-    job_id = cluster.submit_sbatch(script)
+    job_id = slurm.submit_sbatch(script)
     print(f"submitted batch job {job_id}\nits log: {str(job.log_pattern).replace('%j', job_id)}")
     return 0

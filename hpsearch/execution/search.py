@@ -34,7 +34,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 from hpsearch import upstream_internals  # noqa: E402
-from hpsearch.cluster import jobs as cluster
+from hpsearch.cluster import checks
 from hpsearch.data.dataset import preprocessing_state  # noqa: E402
 from hpsearch.data.sources import Dataset, load_dataset  # noqa: E402
 from hpsearch.errors import SpaceError, TrackingError  # noqa: E402
@@ -185,7 +185,7 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
         on_event("starting Ray ..." if address is None else f"connecting to the Ray cluster at {address} ...")
     our_ray = on_ray and _start_ray(search.resources, address)
     if executor == "ray":
-        cluster.check_cluster(ray.nodes(), search.resources, tracking_uri, storage)
+        checks.check_cluster(ray.nodes(), search.resources, tracking_uri, storage)
     on_event("opening the MLflow store ...")
     uri = store.connect()
     exp_id = store.call(tracking.experiment_id, experiment, uri, create=not resume)
@@ -207,7 +207,7 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
                  "trials already ended and are kept")
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        storage_root = cluster.storage_path(storage, results_dir)  # a folder, or an object store URI
+        storage_root = checks.storage_path(storage, results_dir)  # a folder, or an object store URI
         ray_path = f"{storage_root.rstrip('/')}/{_slug(experiment)}-{stamp}-{uuid.uuid4().hex[:6]}"
         parent = store.call(tracking.start_search_run, exp_id, f"search-{stamp}",
                             {**_search_params(search, data, metric, mode), "executor": executor}, space_file, ray_path,
@@ -382,7 +382,7 @@ def _start_ray(resources: dict[str, float], address: str | None = None) -> bool:
         try:
             ray.init(address=address, log_to_driver=False, logging_level="ERROR", configure_logging=True)
         except Exception as err:  # noqa: BLE001 - unreachable, or refused (token authentication)
-            raise cluster.connection_error(address, err) from None
+            raise checks.connection_error(address, err) from None
     elif ours:
         # No prestarted workers: Ray starts one per CPU for the driver, but Tune's trial actors carry a runtime
         # env of their own and get new workers, and the prestarted ones (1 s of CPU on 2 cores) are killed unused.
@@ -445,7 +445,7 @@ def _new_tuner(search: Search, metric: str, mode: str, trainable: Any, run_confi
             scheduler=_scheduler(search),
             num_samples=search.num_samples,
             # On several nodes a reused actor on a fast node takes the trials of nodes whose workers still start.
-            reuse_actors=len(cluster.alive_nodes(ray.nodes())) <= 1,
+            reuse_actors=len(checks.alive_nodes(ray.nodes())) <= 1,
             # As many trials at once as the cluster has slots, no more: Tune then starts that many actors at the
             # start and reuses them. Without a limit it keeps one trial pending, starts an actor for it, and
             # throws that actor away when a running trial ends first: on 2 cores, one slot spent starting
