@@ -1,4 +1,4 @@
-"""The ``submit`` and ``slurm`` commands: argument parsing and printing only; the work is in :mod:`hpsearch.cluster.jobs`.
+"""The ``submit`` and ``slurm`` commands: argument parsing and printing only; the work is in :mod:`hpsearch.cluster`.
 
 Both check the space file here, before anything leaves this machine, so a mistake in it is one line and exit
 code 2 on the user's terminal rather than a failed job on the cluster.
@@ -8,27 +8,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
+from hpsearch.cli.options import add_search_options, search_argv, with_overrides
 from hpsearch.errors import ClusterError
 
 __all__ = ["add_commands"]
-
-# `hpsearch run` options that `submit` and `slurm` pass on to the search: (flag, argparse keywords)
-RUN_OPTIONS: list[tuple[str, dict[str, Any]]] = [
-    ("--num-samples", {"type": int, "metavar": "N", "help": "number of trials"}),
-    ("--max-epochs", {"type": int, "metavar": "E", "help": "most epochs a trial trains"}),
-    ("--experiment", {"metavar": "NAME", "help": "MLflow experiment (default: the space file's stem)"}),
-    ("--tracking-uri", {"metavar": "URI", "help": "MLflow tracking URI, e.g. http://HOST:5000"}),
-    ("--storage", {"metavar": "PATH_OR_URI", "help": "checkpoints: a shared folder or an object store URI"}),
-    ("--searcher", {"choices": ("tpe", "random", "grid"),
-                    "help": "what proposes the configurations: Optuna's TPE, random, or the whole grid"}),
-    ("--scheduler", {"choices": ("asha", "fifo"), "help": "asha stops weak trials early; fifo runs every trial"}),
-    ("--seed", {"type": int, "metavar": "S", "help": "seeds the split, the searcher and every trial"}),
-    ("--cpus-per-trial", {"type": float, "metavar": "C", "help": "CPUs each trial takes (default 1)"}),
-    ("--gpus-per-trial", {"type": float, "metavar": "G", "help": "GPUs each trial takes (default 0)"}),
-]
-
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Add ``submit`` and ``slurm`` to the command line's subcommands."""
@@ -37,7 +21,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     submit.add_argument("--ray-address", required=True, metavar="URL",
                         help="the Ray cluster's dashboard address, http://HEAD:8265")
     submit.add_argument("--wait", action="store_true", help="stream the job's logs and exit with its status")
-    _add_run_options(submit)
+    add_search_options(submit, "options passed to `hpsearch run`")
     submit.set_defaults(command=_submit)
 
     slurm = commands.add_parser("slurm", help="write a SLURM batch script that runs the search on a Ray cluster")
@@ -51,31 +35,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     slurm.add_argument("--workdir", type=Path, metavar="DIR",
                        help="where mlruns/, ray_results/ and slurm-logs/ go (default: the current folder)")
     slurm.add_argument("--submit", action="store_true", help="submit the script with sbatch and print the job id")
-    _add_run_options(slurm)
+    add_search_options(slurm, "options passed to `hpsearch run`")
     slurm.set_defaults(command=_slurm)
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("options passed to `hpsearch run`")
-    for flag, keywords in RUN_OPTIONS:
-        group.add_argument(flag, **keywords)
-
-
-def _run_argv(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> list[str]:
-    """The ``hpsearch run`` options the user gave, as command-line words."""
-    argv = []
-    for flag, _ in RUN_OPTIONS:
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if value is not None and flag not in skip:
-            argv += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
-    return argv
-
-
 def _checked_search(args: argparse.Namespace):  # noqa: ANN202 - a Search, imported lazily
-    from hpsearch.cli.main import _with_overrides
     from hpsearch.space.search import load_space
 
-    return _with_overrides(load_space(args.space_file), args)
+    return with_overrides(load_space(args.space_file), args)
 
 
 # ---------------------------------------------------------------------------------------------------- submit
@@ -85,7 +52,7 @@ def _submit(args: argparse.Namespace) -> int:
     search = _checked_search(args)
     jobs.check_job_files(search.data, args.space_file)
     _check_job_tracking_uri(args.tracking_uri)
-    client, job_id = jobs.submit_job(args.ray_address, args.space_file, _run_argv(args))
+    client, job_id = jobs.submit_job(args.ray_address, args.space_file, search_argv(args))
     print(f"submitted Ray job {job_id} to {args.ray_address}")
     if not args.wait:
         print(f"follow it with:\n  ray job logs --follow {job_id} --address {args.ray_address}")
@@ -122,7 +89,7 @@ def _slurm(args: argparse.Namespace) -> int:
     job = slurm.SlurmJob(
         space_file=args.space_file.resolve(), nodes=args.nodes, cpus_per_node=args.cpus_per_node, workdir=workdir,
         gpus_per_node=args.gpus_per_node, time=args.time, partition=args.partition, tracking_uri=args.tracking_uri,
-        storage=args.storage, run_args=_run_argv(args, skip=("--tracking-uri", "--storage")),
+        storage=args.storage, run_args=search_argv(args, skip=("--tracking-uri", "--storage")),
     )
     script_text = slurm.sbatch_script(job)
     script = args.output or Path(f"{args.space_file.stem}.sbatch")
