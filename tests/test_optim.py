@@ -1,4 +1,4 @@
-"""hpsearch.training.optim calls torch's update functions directly: the weights must be exactly those torch.optim gives."""
+"""hpsearch.training.optim calls torch's update functions directly: the weights are exactly those torch.optim gives."""
 
 import copy
 import subprocess

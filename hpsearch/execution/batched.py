@@ -2,11 +2,11 @@
 
 Small networks leave a core idle: a trial's step is a few tiny matrix products, and the time goes to Python and
 dispatch. Here Optuna (the sampler of the in-process executor) is asked for a whole population of trials, which
-:class:`hpsearch.training.population.Population` trains together, epoch by epoch. After each epoch the driver decides per
-trial, in a fixed order (trial number): early stopping (patience, as ``train.fit`` counts it) and Optuna's
+:class:`~hpsearch.training.population.Population` trains together, epoch by epoch. After each epoch the driver
+decides per trial, in a fixed order (trial number): early stopping (patience, as ``train.fit`` counts it) and Optuna's
 successive-halving pruner (ASHA's rungs: ``grace_period``, ``reduction_factor``) stop members one by one, and a
-stopped member leaves the population. Each trial is tracked exactly as :mod:`hpsearch.execution.inprocess` tracks it (its own
-child run, params, per-epoch metrics, status, model and loss curve); a member whose loss turns non-finite fails
+stopped member leaves the population. Each trial is tracked exactly as :mod:`~hpsearch.execution.inprocess`
+tracks it (its own child run, params, per-epoch metrics, status, model and loss curve); a member whose loss turns non-finite fails
 alone. The next population is proposed from every trial told so far.
 
 Populations run in this process, or, on Ray (``--address``, GPUs per trial, or a Ray this process already runs),
@@ -53,7 +53,8 @@ def choose_executor(executor: str, search: Search, data: Dataset, *, resume: boo
 
     ``auto`` chooses ``batched`` for small networks (every hidden layer at most :data:`AUTO_MAX_WIDTH` units) on
     data of at most :data:`AUTO_MAX_VALUES` training values, without GPUs per trial and not resuming; otherwise
-    what it chose before batched existed (:func:`hpsearch.execution.inprocess.choose_executor`: local for a small budget).
+    what it chose before batched existed (:func:`~hpsearch.execution.inprocess.choose_executor`: local for a
+    small budget).
     """
     if executor == "batched" and search.model is not None:
         raise SpaceError("'batched' trains the built-in network only (its layers stacked per population), not a "

@@ -1,9 +1,9 @@
-"""One search, from a validated space to a tracked result, on Ray Tune or in-process (:mod:`hpsearch.execution.inprocess`).
+"""One search, from a validated space to a tracked result, on Ray Tune, in-process or batched.
 
 Ray Tune runs the trials (ASHA scheduler, checkpoints, resources); Optuna proposes configurations through
 Ray's ``OptunaSearch`` with our define-by-run space (conditional layer sizes); every trial runs
-:func:`hpsearch.training.fit.fit` (through :func:`hpsearch.execution.trainable.ray_trial`); a Tune callback in the driver hands each
-event to :class:`TrialTracker`.
+:func:`hpsearch.training.fit.fit` (through :func:`hpsearch.execution.trainable.ray_trial`); a Tune callback in the
+driver hands each event to :class:`TrialTracker`.
 """
 
 from __future__ import annotations
@@ -135,8 +135,8 @@ def run_search(
     the trials as they go (plain lines on stdout when not given); ``plots`` logs the figures to the parent run.
     ``address`` is an existing Ray cluster (``auto``, ``HOST:PORT``); ``storage`` replaces ``results_dir`` for
     checkpoints (a shared folder or an object store URI, as several nodes need).
-    ``executor`` is ``"ray"`` (Ray Tune), ``"local"`` (in-process, :mod:`hpsearch.execution.inprocess`) or ``"auto"`` (local
-    for small budgets on one machine). ``store`` is where the MLflow client is (:mod:`hpsearch.tracking.store`; by
+    ``executor`` is ``"ray"`` (Ray Tune), ``"local"`` (in-process, :mod:`~hpsearch.execution.inprocess`),
+    ``"batched"`` (:mod:`~hpsearch.execution.batched`) or ``"auto"``. ``store`` is where the MLflow client is (:mod:`hpsearch.tracking.store`; by
     default in this process, for ``tracking_uri``).
     """
     progress = progress or Progress(live=False)

@@ -101,7 +101,8 @@ def _space_api_stand_in() -> bool:
 
 
 def rebuild(spec: Any, directory: Path) -> nn.Module:
-    """The user model of a saved model's spec (:class:`~hpsearch.model.network.ModelSpec`), from the code saved with it."""
+    """The user model of a saved model's spec (:class:`~hpsearch.model.network.ModelSpec`), from the code saved
+    with it."""
     saved = spec.user_model
     path = Path(directory) / CODE_FILE
     fn = getattr(load_code(path.read_text(), str(path)), saved["function"])

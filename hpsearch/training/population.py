@@ -292,8 +292,8 @@ class _Group:
         if self.optimizer in ("adam", "adamw"):
             if self.optimizer == "adamw":
                 p.mul_(self.decay)
-            if _FUSED_ADAM is not None:  # the op itself, as hpsearch.training.optim calls it: the public function's Python
-                s["step"] += 1             # costs more than the kernel here
+            if _FUSED_ADAM is not None:  # the op itself, as hpsearch.training.optim calls it: the public
+                s["step"] += 1             # function's Python costs more than the kernel here
                 _FUSED_ADAM([tmp.zero_()], [g], [s["exp_avg"]], [s["exp_avg_sq"]], [], [s["step"]], amsgrad=False,
                             lr=1.0, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], weight_decay=0.0, eps=ADAM_EPS,
                             maximize=False, grad_scale=None, found_inf=None)
