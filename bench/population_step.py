@@ -5,8 +5,8 @@
 Digits, ``members`` MLPs of two hidden layers of ``units`` units (Adam, batch 64, each member its own seed, learning
 rate and weight decay), ``epochs`` epochs with the validation pass after each: once as one
 :class:`hpsearch.training.population.Population`, once one after another with :func:`hpsearch.training.fit.fit`.
-The two are interleaved, repeat after repeat, and the medians compared, so that a load from other processes on the shared
-cores hits both alike; the time is the process's CPU time by default (steadier than wall time on shared cores,
+The two are interleaved, repeat after repeat, and the medians compared, so that a load from other processes on the
+shared cores hits both alike; the time is the process's CPU time by default (steadier than wall time on shared cores,
 and the same thing on one thread), and the load average is printed with the table.
 """
 

@@ -6,8 +6,8 @@ dispatch. Here Optuna (the sampler of the in-process executor) is asked for a wh
 decides per trial, in a fixed order (trial number): early stopping (patience, as ``train.fit`` counts it) and Optuna's
 successive-halving pruner (ASHA's rungs: ``grace_period``, ``reduction_factor``) stop members one by one, and a
 stopped member leaves the population. Each trial is tracked exactly as :mod:`~hpsearch.execution.inprocess`
-tracks it (its own child run, params, per-epoch metrics, status, model and loss curve); a member whose loss turns non-finite fails
-alone. The next population is proposed from every trial told so far.
+tracks it (its own child run, params, per-epoch metrics, status, model and loss curve); a member whose loss
+turns non-finite fails alone. The next population is proposed from every trial told so far.
 
 Populations run in this process, or, on Ray (``--address``, GPUs per trial, or a Ray this process already runs),
 one per Ray actor with the trial resources, as many at once as the cluster has slots. Populations that run at

@@ -1,7 +1,8 @@
 """The worker side of the batched executor: one population at a time, an epoch per call.
 
 Kept apart from :mod:`hpsearch.execution.batched` so that a Ray actor that runs it imports torch and the training
-code only (no Optuna, no tracking): the same class runs in the driver (in-process) and as a Ray actor (populations on Ray).
+code only (no Optuna, no tracking): the same class runs in the driver (in-process) and as a Ray actor (populations
+on Ray).
 """
 
 from __future__ import annotations

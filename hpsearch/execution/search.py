@@ -136,8 +136,8 @@ def run_search(
     ``address`` is an existing Ray cluster (``auto``, ``HOST:PORT``); ``storage`` replaces ``results_dir`` for
     checkpoints (a shared folder or an object store URI, as several nodes need).
     ``executor`` is ``"ray"`` (Ray Tune), ``"local"`` (in-process, :mod:`~hpsearch.execution.inprocess`),
-    ``"batched"`` (:mod:`~hpsearch.execution.batched`) or ``"auto"``. ``store`` is where the MLflow client is (:mod:`hpsearch.tracking.store`; by
-    default in this process, for ``tracking_uri``).
+    ``"batched"`` (:mod:`~hpsearch.execution.batched`) or ``"auto"``. ``store`` is where the MLflow client is
+    (:mod:`hpsearch.tracking.store`; by default in this process, for ``tracking_uri``).
     """
     progress = progress or Progress(live=False)
     tracking_uri = tracking.tracking_uri_from(tracking_uri)  # MLFLOW_TRACKING_URI, as MLflow's own tools
