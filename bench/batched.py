@@ -104,7 +104,7 @@ import collections, json, sys, time
 from pathlib import Path
 import mlflow
 from hpsearch.execution.search import run_search
-from hpsearch.space.search import load_space
+from hpsearch.space import load_space
 calls, seconds = collections.Counter(), collections.Counter()
 for name in ("create_run", "log_batch", "log_artifact", "log_artifacts", "log_text", "set_terminated", "set_tag",
              "log_metric", "log_param", "update_run", "search_runs", "get_run", "create_experiment"):

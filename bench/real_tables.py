@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hpsearch.data.sources import load_dataset  # noqa: E402
-from hpsearch.space.search import load_space  # noqa: E402
+from hpsearch.space import load_space  # noqa: E402
 from tests.test_real_tables import TABLES  # noqa: E402
 
 # The README's example space: what a user writing a space file from it searches.

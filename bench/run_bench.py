@@ -155,7 +155,7 @@ def ideal_seconds(trials: list[dict]) -> float:
 _IDEAL = """
 import json, sys, time, torch
 from hpsearch.data.sources import load_dataset
-from hpsearch.space.search import load_space
+from hpsearch.space import load_space
 from hpsearch.training.fit import TrialConfig, fit
 torch.set_num_threads(1)
 search = load_space("search_spaces/digits.py")

@@ -6,7 +6,7 @@ A space file imports its API from here::
 """
 
 from hpsearch.errors import DataError, HpsearchError, SpaceError, TrackingError
-from hpsearch.space.search import Search, asha, choice, layers, load_space, loguniform, randint, uniform
+from hpsearch.space import Search, asha, choice, layers, load_space, loguniform, randint, uniform
 
 __all__ = [
     "DataError",

@@ -52,7 +52,7 @@ def trials_table(ranked: Sequence[TrialRecord], metric: str, top: int) -> tuple[
     The hyperparameter columns are those whose value differs between the scored trials (all of them when every
     trial has the same), so that ``run``, ``best`` and ``report`` of one search show the same columns.
     """
-    from hpsearch.results.export import hyperparameters
+    from hpsearch.space import hyperparameters
 
     typed = [hyperparameters({k: v for k, v in t.params.items() if v is not None}) for t in ranked]
     keys = list(dict.fromkeys(k for h in typed for k in h))

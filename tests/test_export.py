@@ -15,7 +15,7 @@ from hpsearch.data.dataset import preprocessing_state
 from hpsearch.data.sources import load_dataset
 from hpsearch.model.pyfunc import input_example, transform
 from hpsearch.results.export import FORMAT, read_export, write_export
-from hpsearch.space.search import load_space
+from hpsearch.space import load_space
 from tests.conftest import SPACES
 
 DOCUMENT = {
@@ -119,7 +119,7 @@ def test_logged_pyfunc_model_predicts_labels_or_numbers_like_the_network(tmp_pat
     from hpsearch.model.network import save_model
     from hpsearch.results.predict import load_pyfunc
     from hpsearch.results.publish import log_pyfunc
-    from hpsearch.space.search import Search
+    from hpsearch.space import Search
     from hpsearch.training.fit import TrialConfig, fit, model_spec
 
     data = load_dataset(Search(data=f"sklearn:{dataset}"), tmp_path / "space.py")

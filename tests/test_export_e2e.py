@@ -29,7 +29,7 @@ from hpsearch.model.network import load_model
 from hpsearch.results import publish
 from hpsearch.results.export import read_export
 from hpsearch.results.predict import load_pyfunc
-from hpsearch.space.search import load_space
+from hpsearch.space import load_space
 from tests.conftest import SPACES, write_space
 from tests.serving import ask, free_port, served_model, wait_until_up
 

@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from hpsearch.cli.main import main
 from hpsearch.execution.inprocess import AUTO_LOCAL_BUDGET, choose_executor
 from hpsearch.model.network import load_model
-from hpsearch.space.search import Search
+from hpsearch.space import Search
 from tests.conftest import SPACES, write_space
 
 

@@ -13,7 +13,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from hpsearch.figures import plots
 from hpsearch.figures.study import describe_space, rebuild_study, searched_distributions
 from hpsearch.model.network import ModelSpec, build_model
-from hpsearch.space.search import Search, choice, layers, loguniform, randint, uniform
+from hpsearch.space import Search, choice, layers, loguniform, randint, uniform
 from hpsearch.tracking.reader import SearchHistory
 from hpsearch.tracking.schema import TrialRecord
 from hpsearch.training import architecture

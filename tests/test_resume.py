@@ -318,7 +318,7 @@ def test_a_checkpoint_that_rays_snapshot_names_but_a_kill_left_deleted_is_brough
 
     from hpsearch.data.sources import load_dataset
     from hpsearch.execution.restore import bring_back_checkpoint
-    from hpsearch.space.search import Search
+    from hpsearch.space import Search
     from hpsearch.training.fit import TrialConfig, fit
 
     # The snapshot names checkpoint 1; Ray deleted it when checkpoint 2 came; checkpoint 3 was being copied when

@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from hpsearch import SpaceError, load_space
-from hpsearch.space.search import Layers, suggest_params
+from hpsearch.space import Layers, suggest_params
 from tests.conftest import REPO, SPACES, write_space
 
 
@@ -53,7 +53,7 @@ BAD_SPACES = [
     ("search = Search(data='sklearn:iris', resources={'cpu': 0})", "resources.cpu", "> 0"),
     ("search = Search(data='sklearn:iris', split=(0.8, 0.1, 0.2))", "split", "summing to 1"),
     ("search = Search(data='sklearn:iris', early_stopping_patience=0)", "early_stopping_patience", ">= 1"),
-    ("search = Search(data='sklearn:iris', executor='spark')", "executor", "'ray', 'local', 'auto'"),
+    ("search = Search(data='sklearn:iris', executor='spark')", "executor", "'ray', 'local', 'batched', 'auto'"),
     ("search = {'data': 'sklearn:iris'}", "space.py", "must be built with hpsearch.Search"),
     ("other = 1", "space.py", "defines no module-level `search`"),
     ("search = Search(data='sklearn:iris'\n", "space.py:", "syntax error"),

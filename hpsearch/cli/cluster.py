@@ -40,7 +40,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _checked_search(args: argparse.Namespace):  # noqa: ANN202 - a Search, imported lazily
-    from hpsearch.space.search import load_space
+    from hpsearch.space import load_space
 
     return with_overrides(load_space(args.space_file), args)
 

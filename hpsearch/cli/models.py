@@ -67,7 +67,8 @@ def _positive_int(text: str) -> int:
 
 # ------------------------------------------------------------------------------------------------ commands
 def _best(args: argparse.Namespace) -> int:
-    from hpsearch.results.export import best_trial, hyperparameters, rank_trials
+    from hpsearch.results.export import best_trial, rank_trials
+    from hpsearch.space import hyperparameters
 
     client, _, search = open_search(args)
     best_trial(client, search)  # no completed trial: an error, not an empty table

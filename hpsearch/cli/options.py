@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from hpsearch.errors import SpaceError
 
 if TYPE_CHECKING:
-    from hpsearch.space.search import Search
+    from hpsearch.space import Search
 
 __all__ = ["SEARCH_OPTIONS", "add_search_options", "add_top", "search_argv", "with_overrides"]
 

@@ -57,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_search(args: argparse.Namespace, store) -> int:  # noqa: ANN001 - hpsearch.tracking.store.Store, imported lazily
-    from hpsearch.space.search import load_space
+    from hpsearch.space import load_space
 
     search = load_space(args.space_file)
     search = with_overrides(search, args)

@@ -24,7 +24,7 @@ from sklearn.preprocessing import LabelEncoder, OneHotEncoder, StandardScaler
 from hpsearch.data.dataset import Dataset, Split
 from hpsearch.errors import DataError, SpaceError
 from hpsearch.model.columns import apply_plan, plan_columns
-from hpsearch.space.search import Search
+from hpsearch.space import Search
 
 __all__ = ["Dataset", "Preprocessing", "Split", "load_dataset", "infer_task"]
 

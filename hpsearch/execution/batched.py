@@ -32,7 +32,7 @@ from hpsearch.execution.inprocess import choose_executor as choose_local_or_ray
 from hpsearch.execution.inprocess import make_sampler
 from hpsearch.execution.population_worker import PopulationWorker, StepResult
 from hpsearch.execution.progress import Progress
-from hpsearch.space.search import Layers, Search, suggest_params
+from hpsearch.space import Layers, Search, suggest_params
 from hpsearch.tracking import tracker as tracking
 from hpsearch.training.fit import TrialConfig
 

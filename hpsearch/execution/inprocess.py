@@ -25,7 +25,7 @@ from hpsearch.data.sources import Dataset
 from hpsearch.errors import MachineError
 from hpsearch.execution.progress import Progress
 from hpsearch.model.user_model import UserModel
-from hpsearch.space.search import Search, suggest_params
+from hpsearch.space import Search, suggest_params
 from hpsearch.tracking import tracker as tracking
 from hpsearch.tracking.schema import Status, TrialRecord
 from hpsearch.training.fit import TrialConfig, fit

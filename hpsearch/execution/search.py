@@ -46,7 +46,7 @@ from hpsearch.execution.trainable import NODE_ID_KEY, ray_trial  # noqa: E402
 from hpsearch.figures import drawing
 from hpsearch.model.network import load_model  # noqa: E402
 from hpsearch.results import publish
-from hpsearch.space.search import Search, suggest_params  # noqa: E402
+from hpsearch.space import Search, suggest_params  # noqa: E402
 from hpsearch.tracking import tracker as tracking
 from hpsearch.tracking.schema import Status, TrialRecord, rank  # noqa: E402
 from hpsearch.tracking.store import LocalStore, Store  # noqa: E402

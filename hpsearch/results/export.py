@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from hpsearch.errors import ConfigError, NotFoundError, SpaceError
-from hpsearch.space.search import DEFAULT_PARAMS, TRAINING_PARAMS, Search
+from hpsearch.space import HYPERPARAMETERS, TRAINING_PARAMS, Search, hyperparameters
 from hpsearch.tracking.reader import read_trials
 from hpsearch.tracking.schema import (
     TAG_DATA_PATH,
@@ -36,19 +36,13 @@ if TYPE_CHECKING:  # hyperparameters() needs no MLflow
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
-__all__ = ["FORMAT", "HYPERPARAMETERS", "best_trial", "build_export", "hyperparameters", "rank_trials", "read_export",
-           "search_of", "write_export"]
+__all__ = ["FORMAT", "best_trial", "build_export", "rank_trials", "read_export", "search_of", "write_export"]
 
 FORMAT = "hpsearch-best/1"
-HYPERPARAMETERS = tuple(DEFAULT_PARAMS)  # layers, lr, dropout, weight_decay, batch_size, optimizer, ...
 SETTINGS_REQUIRED = ("data", "target", "task", "split", "seed", "epochs", "metric", "mode")
 SETTINGS_OPTIONAL = ("data_path", "max_epochs", "cpus_per_trial", "drop", "model")
 SECTIONS = {"format": str, "experiment": str, "trial": str, "hyperparameters": dict, "settings": dict,
             "metrics": dict, "provenance": dict}
-_INT_PARAMS = ("batch_size", "n_layers")
-_STR_PARAMS = ("optimizer", "activation")
-#: What a trial's params hold besides its hyperparameters (:meth:`hpsearch.training.fit.TrialConfig.to_params`).
-_TRIAL_SETTINGS = ("max_epochs", "seed", "early_stopping_patience", "metric", "mode")
 
 
 # ------------------------------------------------------------------------------------------------ queries
@@ -64,34 +58,6 @@ def best_trial(client: MlflowClient, search: Run) -> TrialRecord:
         raise NotFoundError(f"search {search.info.run_id} ({search.info.run_name}) has no completed trial "
                             f"with a value for {search.data.params['metric']!r}; every trial failed or was killed")
     return ranked[0]
-
-
-def hyperparameters(params: dict[str, str]) -> dict[str, Any]:
-    """A trial's MLflow params (strings, ``n_layers`` + ``units_i``) as typed values with ``layers`` as a list.
-
-    A name of the space file's own model (``model=``: ``channels``, ``kernel``) is read as a number, a boolean or
-    None where it reads as one, else kept as text."""
-    values: dict[str, Any] = {}
-    if "n_layers" in params or not any(name in params for name in _TRIAL_SETTINGS):  # an MLP's trial has them
-        values["layers"] = [int(params[f"units_{i}"]) for i in range(int(params.get("n_layers", 0)))]
-    for name, raw in params.items():
-        if name in HYPERPARAMETERS[1:]:
-            values[name] = raw if name in _STR_PARAMS else int(raw) if name in _INT_PARAMS else float(raw)
-        elif name not in _TRIAL_SETTINGS and name != "n_layers" and not name.startswith("units_"):
-            values[name] = _typed(raw)
-    return values
-
-
-def _typed(raw: Any) -> Any:
-    """An MLflow param (a string) as the value it was: 8, 0.25, True, None, or the text itself."""
-    if not isinstance(raw, str):
-        return raw
-    for kind in (int, float):
-        try:
-            return kind(raw)
-        except ValueError:
-            pass
-    return {"True": True, "False": False, "None": None}.get(raw, raw)
 
 
 # ------------------------------------------------------------------------------------------------- export

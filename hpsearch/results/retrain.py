@@ -30,7 +30,7 @@ from hpsearch.model.network import save_model
 from hpsearch.model.user_model import UserModel
 from hpsearch.results import publish
 from hpsearch.results.export import search_of
-from hpsearch.space.search import Search, load_space
+from hpsearch.space import Search, load_space
 from hpsearch.tracking import tracker as tracking
 from hpsearch.tracking.schema import (
     KIND_RETRAIN,

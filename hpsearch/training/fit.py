@@ -24,7 +24,7 @@ from hpsearch.data.dataset import Dataset, Split
 from hpsearch.errors import NonFiniteLossError
 from hpsearch.model.network import SPEC_FILE, WEIGHTS_FILE, ModelSpec, build_model, save_model
 from hpsearch.model.user_model import UserModel
-from hpsearch.space.search import DEFAULT_PARAMS, TRAINING_PARAMS, decode_sizes
+from hpsearch.space import DEFAULT_PARAMS, TRAINING_PARAMS, decode_sizes
 from hpsearch.training.optim import Optimizer, make_optimizer
 
 __all__ = ["TrialConfig", "evaluate", "fit", "metric_names", "model_spec"]
