@@ -94,6 +94,7 @@ def main(argv: list[str]) -> int:
         os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "0"
 
     from hpsearch.cli import main as cli  # neither loads MLflow nor torch: the CLI's order is kept
+    from hpsearch.cli import run as cli_run
     from hpsearch.tracking import store
     from hpsearch.tracking import tracker as tracking
 
@@ -115,7 +116,7 @@ def main(argv: list[str]) -> int:
 
     tracking.TrialTracker.trial_ended = trial_ended
     outcomes = []
-    real_run_search = cli._run_search
+    real_run_search = cli_run._run_search
 
     def run_search_command(cli_args, search_store):
         """As the CLI does: load the runner (and undo a lever), then search."""
@@ -131,7 +132,7 @@ def main(argv: list[str]) -> int:
         _apply_lever(lever)
         return real_run_search(cli_args, search_store)
 
-    cli._run_search = run_search_command
+    cli_run._run_search = run_search_command
     code = cli.main(["run", *args])
     outcome = outcomes[-1] if outcomes else None
     result = {
@@ -168,7 +169,7 @@ def _apply_lever(lever: str | None) -> None:
 
         tune.TuneConfig = tune_config
     elif lever == "heavy-worker-imports":  # the trainable as it was: a function whose module loads everything
-        from hpsearch.execution import search as runner
+        from hpsearch.execution import ray_tune as runner
 
         runner.ray_trial = _heavy_trial
     elif lever == "checkpoint-keep-all":  # no num_to_keep: Ray then skips the forced snapshot per checkpoint
@@ -187,7 +188,7 @@ def _apply_lever(lever: str | None) -> None:
 
         upstream_internals.skip_tune_callback_usage_tag = lambda: False
     elif lever == "rmsprop-torch-optim":  # RMSprop as torch.optim.RMSprop (which imports torch._dynamo)
-        from hpsearch.execution import search as runner
+        from hpsearch.execution import ray_tune as runner
 
         runner.ray_trial = _torch_optim_rmsprop_trial
 

@@ -9,7 +9,8 @@ import pytest
 from mlflow import MlflowClient
 
 from hpsearch.cli.main import main
-from hpsearch.execution.inprocess import AUTO_LOCAL_BUDGET, choose_executor
+from hpsearch.execution.choice import AUTO_LOCAL_BUDGET
+from hpsearch.execution.choice import choose_local_or_ray as choose_executor
 from hpsearch.model.network import load_model
 from hpsearch.space import Search
 from tests.conftest import SPACES, write_space

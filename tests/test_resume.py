@@ -345,7 +345,7 @@ def test_a_trial_ended_in_mlflow_but_running_in_rays_snapshot_is_not_counted_or_
     from ray.tune.experiment import Trial
 
     from hpsearch.execution.progress import Progress
-    from hpsearch.execution.search import _ray_callback
+    from hpsearch.execution.ray_tune import _ray_callback
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
@@ -377,7 +377,7 @@ def test_a_resumed_trial_writes_the_epoch_of_its_checkpoint_that_an_interruption
     from ray.tune.experiment import Trial
 
     from hpsearch.execution.progress import Progress
-    from hpsearch.execution.search import _ray_callback
+    from hpsearch.execution.ray_tune import _ray_callback
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())

@@ -18,7 +18,6 @@ order, so the same space file and seed give the same trials and metrics, run aft
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,71 +26,17 @@ import optuna
 import torch
 
 from hpsearch.data.sources import Dataset
-from hpsearch.errors import SpaceError
-from hpsearch.execution.inprocess import choose_executor as choose_local_or_ray
-from hpsearch.execution.inprocess import make_sampler
 from hpsearch.execution.population_worker import PopulationWorker, StepResult
 from hpsearch.execution.progress import Progress
-from hpsearch.space import Layers, Search, suggest_params
+from hpsearch.execution.sampling import make_pruner, make_sampler
+from hpsearch.space import Search, suggest_params
 from hpsearch.tracking import tracker as tracking
 from hpsearch.training.fit import TrialConfig
 
-__all__ = ["AUTO_MAX_VALUES", "AUTO_MAX_WIDTH", "POPULATION_SIZE", "choose_executor", "fit_batched",
-           "population_sizes", "runs_on_ray"]
+__all__ = ["POPULATION_SIZE", "fit_batched", "population_sizes"]
 
 #: Trials per population at most; a search is cut into populations of equal size (within one trial).
 POPULATION_SIZE = 16
-#: ``auto`` chooses batched when no hidden layer can be wider than this ...
-AUTO_MAX_WIDTH = 256
-#: ... and the training rows x features are at most this many values (40 MB of float32): beyond either, one
-#: trial's matrix products keep a core busy on their own, and Ray's parallel trials are what pays.
-AUTO_MAX_VALUES = 10_000_000
-
-
-def choose_executor(executor: str, search: Search, data: Dataset, *, resume: bool) -> tuple[str, str]:
-    """The executor that runs the search and, for ``auto``, why (a line the search prints; empty otherwise).
-
-    ``auto`` chooses ``batched`` for small networks (every hidden layer at most :data:`AUTO_MAX_WIDTH` units) on
-    data of at most :data:`AUTO_MAX_VALUES` training values, without GPUs per trial and not resuming; otherwise
-    what it chose before batched existed (:func:`~hpsearch.execution.inprocess.choose_executor`: local for a
-    small budget).
-    """
-    if executor == "batched" and search.model is not None:
-        raise SpaceError("'batched' trains the built-in network only (its layers stacked per population), not a "
-                         "model function; use executor='local' or 'ray'", field="executor")
-    if executor != "auto":
-        return executor, ""
-    if search.model is not None:
-        chosen = choose_local_or_ray("auto", search, len(data.train), resume=resume)
-        return chosen, f"executor auto: {chosen} (not batched: the space file's own model)"
-    widest, values = widest_layer(search), len(data.train) * data.n_features
-    if not resume and search.resources["gpu"] == 0 and widest <= AUTO_MAX_WIDTH and values <= AUTO_MAX_VALUES:
-        return "batched", (f"executor auto: batched (hidden layers at most {widest} units <= {AUTO_MAX_WIDTH}, "
-                           f"{values:,} training values <= {AUTO_MAX_VALUES:,}, no GPU): trials train in "
-                           "populations, one vectorised model per population")
-    why = ("resuming" if resume else "GPUs per trial" if search.resources["gpu"] else
-           f"hidden layers up to {widest} units > {AUTO_MAX_WIDTH}" if widest > AUTO_MAX_WIDTH else
-           f"{values:,} training values > {AUTO_MAX_VALUES:,}")
-    chosen = choose_local_or_ray("auto", search, len(data.train), resume=resume)
-    return chosen, f"executor auto: {chosen} (not batched: {why})"
-
-
-def widest_layer(search: Search) -> int:
-    """The widest hidden layer any trial of the search can have."""
-    layers = search.params.get("layers", [64])
-    if isinstance(layers, Layers):
-        if layers.sizes is not None:
-            return max(layers.sizes, default=0)
-        if layers.choices is not None:
-            return max((max(s, default=0) for s in layers.choices), default=0)
-        return layers.units[1] if layers.max_layers else 0
-    return max((int(u) for u in layers), default=0)
-
-
-def runs_on_ray(search: Search, address: str | None) -> bool:
-    """Whether the populations run on Ray: a cluster named, GPUs per trial, or a Ray this process already runs."""
-    ray = sys.modules.get("ray")
-    return address is not None or search.resources["gpu"] > 0 or (ray is not None and ray.is_initialized())
 
 
 def population_sizes(num_samples: int, slots: int = 1) -> list[int]:
@@ -145,7 +90,7 @@ class _Search:
         self.settings = {"max_epochs": search.max_epochs, "seed": search.seed, "metric": metric, "mode": mode,
                          "early_stopping_patience": search.early_stopping_patience}
         self.study = optuna.create_study(direction="minimize" if mode == "min" else "maximize",
-                                         sampler=make_sampler(search), pruner=_pruner(search))
+                                         sampler=make_sampler(search), pruner=make_pruner(search))
 
     def run(self, workers: list[Any]) -> None:
         sizes = population_sizes(self.search.num_samples, len(workers))
@@ -226,13 +171,6 @@ class _Search:
         self.study.tell(member.trial, state=optuna.trial.TrialState.FAIL)
         self.progress.trial_ended(record.name, record.status, record.epochs, record.metrics.get(self.metric),
                                   record.error)
-
-
-def _pruner(search: Search) -> optuna.pruners.BasePruner:
-    if search.scheduler is None:
-        return optuna.pruners.NopPruner()
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=search.scheduler.grace(search.max_epochs),
-                                                  reduction_factor=search.scheduler.reduction_factor)
 
 
 # ------------------------------------------------------------------------------------------------ workers

@@ -12,7 +12,6 @@ This module never imports Ray.
 from __future__ import annotations
 
 import math
-import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -24,65 +23,13 @@ import torch
 from hpsearch.data.sources import Dataset
 from hpsearch.errors import MachineError
 from hpsearch.execution.progress import Progress
-from hpsearch.model.user_model import UserModel
+from hpsearch.execution.sampling import make_pruner, make_sampler, train_settings
 from hpsearch.space import Search, suggest_params
 from hpsearch.tracking import tracker as tracking
 from hpsearch.tracking.schema import Status, TrialRecord
 from hpsearch.training.fit import TrialConfig, fit
 
-__all__ = ["AUTO_LOCAL_BUDGET", "choose_executor", "fit_local", "make_sampler", "sample_config", "train_settings"]
-
-#: ``auto`` runs a search in-process when trials x epochs x training rows is at most this: a few seconds of
-#: training at the loop's speed, far less than Ray's start-up, so parallel trials could not win it back.
-AUTO_LOCAL_BUDGET = 100_000
-EXECUTORS = ("auto", "ray", "local")
-
-
-def choose_executor(executor: str, search: Search, n_train: int, *, resume: bool) -> str:
-    """``"ray"`` or ``"local"``: ``auto`` picks local for a small CPU budget when no Ray is running here."""
-    if executor != "auto":
-        return executor
-    ray = sys.modules.get("ray")
-    ray_running = ray is not None and ray.is_initialized()
-    budget = search.num_samples * search.max_epochs * n_train
-    small = budget <= AUTO_LOCAL_BUDGET and search.resources["gpu"] == 0
-    return "local" if small and not resume and not ray_running else "ray"
-
-
-def make_sampler(search: Search) -> optuna.samplers.BaseSampler:
-    """Optuna's sampler for the search: TPE (seeded), random, or a grid of the space's choices."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if search.searcher == "grid":
-        return _GridSampler(search.grid(), seed=search.seed)
-    if search.searcher == "random":
-        return optuna.samplers.RandomSampler(seed=search.seed)
-    # TPE's random start-up phase scaled to the budget, so that short searches still use TPE
-    startup = min(10, max(2, search.num_samples // 3))
-    return optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=startup)
-
-
-def train_settings(search: Search, metric: str, mode: str) -> dict[str, Any]:
-    """The search's settings of every trial's :class:`TrialConfig` (both executors): the budget, the objective,
-    and the space file's own model (``model=``) as its code."""
-    return {"max_epochs": search.max_epochs, "seed": search.seed, "metric": metric, "mode": mode,
-            "early_stopping_patience": search.early_stopping_patience,
-            "user_model": UserModel.of(search.model) if search.model is not None else None}
-
-
-def sample_config(search: Search, settings: dict[str, Any]) -> TrialConfig:
-    """One configuration of the space, as the search's sampler first draws it (for checks before any trial)."""
-    trial = optuna.create_study(sampler=make_sampler(search)).ask()
-    return TrialConfig.from_params({**suggest_params(search.params, trial), **trial.params}, **settings)
-
-
-class _GridSampler(optuna.samplers.GridSampler):
-    """Optuna's grid sampler without its ``study.stop()`` once the grid is done: that stops ``study.optimize``,
-    which no executor uses (they ask and tell exactly as many trials as the grid has), and outside it, it raises
-    on the last trial's ``tell``."""
-
-    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: optuna.trial.TrialState,
-                    values: Any) -> None:
-        return None
+__all__ = ["fit_local"]
 
 
 class _Pruned(Exception):
@@ -105,7 +52,7 @@ def _fit_trials(search: Search, data: Dataset, metric: str, mode: str, tracker: 
                 model_root: Path, progress: Progress) -> None:
     settings = train_settings(search, metric, mode)
     study = optuna.create_study(direction="minimize" if mode == "min" else "maximize",
-                                sampler=make_sampler(search), pruner=_pruner(search))
+                                sampler=make_sampler(search), pruner=make_pruner(search))
     progress.begin(search.num_samples, metric, mode, search.max_epochs)
     for _ in range(search.num_samples):
         trial = study.ask()
@@ -121,13 +68,6 @@ def _fit_trials(search: Search, data: Dataset, metric: str, mode: str, tracker: 
             study.tell(trial, value)
         progress.trial_ended(record.name, record.status, record.epochs, value, record.error)
     tracker.flush()
-
-
-def _pruner(search: Search) -> optuna.pruners.BasePruner:
-    if search.scheduler is None:
-        return optuna.pruners.NopPruner()
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=search.scheduler.grace(search.max_epochs),
-                                                  reduction_factor=search.scheduler.reduction_factor)
 
 
 def _run_trial(trial: optuna.Trial, config: TrialConfig, data: Dataset, metric: str,

@@ -1,0 +1,341 @@
+"""The Ray Tune executor: trials as Ray Tune trials (ASHA, checkpoints, resume, clusters), tracked from the driver.
+
+Optuna proposes configurations through Ray's ``OptunaSearch`` with our define-by-run space (conditional layer
+sizes); every trial runs :func:`hpsearch.training.fit.fit` (through :func:`hpsearch.execution.trainable.ray_trial`);
+a Tune callback in the driver hands each event to the :class:`~hpsearch.tracking.tracker.TrialTracker` and the
+progress display. Ray loads only for a search that runs on it (about 1.5 s of imports the other executors save).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import shutil
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+# Ray Tune's own CSV / JSON / TensorBoard loggers duplicate what MLflow records: off, before ray.tune loads.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Ctrl-C raises KeyboardInterrupt at once: Tune's own handler would stop the running trials as if they had ended,
+# and their runs would be closed as finished. Trials checkpoint every epoch, so nothing is lost.
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+
+from hpsearch import upstream_internals  # noqa: E402
+from hpsearch.cluster import checks  # noqa: E402
+from hpsearch.data.dataset import Dataset  # noqa: E402
+from hpsearch.errors import SpaceError  # noqa: E402
+from hpsearch.execution import restore as ray_state  # noqa: E402
+from hpsearch.execution.progress import Progress  # noqa: E402
+from hpsearch.execution.sampling import make_sampler, train_settings  # noqa: E402
+from hpsearch.execution.trainable import NODE_ID_KEY, ray_trial  # noqa: E402
+from hpsearch.space import Search, suggest_params  # noqa: E402
+from hpsearch.tracking import tracker as tracking  # noqa: E402
+from hpsearch.tracking.schema import ENDED, Status, TrialRecord  # noqa: E402
+from hpsearch.training.fit import TrialConfig  # noqa: E402
+
+__all__ = ["end_ray_in_background", "fit_on_ray", "keep_trials_ray_knows", "nodes", "ray_running", "start_ray"]
+
+# Ray Tune loads only for a search that runs on it (about 1.5 s of imports the in-process executor saves).
+ray = tune = ExperimentAnalysis = ASHAScheduler = OptunaSearch = None
+
+
+def import_ray() -> None:
+    global ray, tune, ExperimentAnalysis, ASHAScheduler, OptunaSearch
+    if tune is None:
+        import ray
+        from ray import tune
+        from ray.tune import ExperimentAnalysis
+        from ray.tune.schedulers import ASHAScheduler
+        from ray.tune.search.optuna import OptunaSearch
+
+        upstream_internals.skip_tune_callback_usage_tag()
+
+
+def ray_running() -> bool:
+    """Whether this process already runs Ray (a library caller, the tests): without importing Ray."""
+    loaded = sys.modules.get("ray")
+    return loaded is not None and loaded.is_initialized()
+
+
+def start_ray(resources: dict[str, float], address: str | None = None) -> bool:
+    """Start a local Ray, connect to the cluster at ``address``, or reuse the Ray this process already has;
+    then check it can hold one trial. Returns whether this call started or connected it (the search then ends
+    it, see :func:`end_ray_in_background`)."""
+    import_ray()
+    ours = not ray.is_initialized()
+    if ours and address is not None:
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR", configure_logging=True)
+        except Exception as err:  # noqa: BLE001 - unreachable, or refused (token authentication)
+            raise checks.connection_error(address, err) from None
+    elif ours:
+        # No prestarted workers: Ray starts one per CPU for the driver, but Tune's trial actors carry a runtime
+        # env of their own and get new workers, and the prestarted ones (1 s of CPU on 2 cores) are killed unused.
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True,
+                 _system_config={"prestart_worker_first_driver": False})
+    available = ray.cluster_resources()
+    for key, ray_key in (("cpu", "CPU"), ("gpu", "GPU")):
+        if resources[key] > available.get(ray_key, 0):
+            raise SpaceError(f"asks for {resources[key]:g} {key.upper()}s per trial, but the Ray cluster has "
+                             f"{available.get(ray_key, 0):g}", field=f"resources.{key}")
+    return ours
+
+
+def end_ray_in_background() -> threading.Thread:
+    """Shut Ray down while the search's end (test report, best model, figures) runs: none of it needs Ray.
+
+    ``ray.shutdown`` stops a local Ray's processes one after the other, giving each up to a second to exit
+    (about 1.2 s here, spent waiting, not computing), and at the interpreter's exit it first sleeps 0.5 s for
+    workers' logs, which this search does not forward. The thread is joined before the search returns.
+    """
+    thread = threading.Thread(target=ray.shutdown, name="hpsearch-ray-shutdown")
+    thread.start()
+    return thread
+
+
+def fit_on_ray(search: Search, data: Dataset, metric: str, mode: str, tracker: tracking.TrialTracker,
+         ray_path: str, max_failures: int, progress: Progress) -> None:
+    global _todays_run_config
+    settings = {
+        "train": train_settings(search, metric, mode),
+        "threads": max(1, math.floor(search.resources["cpu"])),
+        "gpu": search.resources["gpu"] > 0,
+    }
+    trainable = tune.with_resources(tune.with_parameters(ray_trial, data=data.for_trials(), settings=settings),
+                                    {"cpu": search.resources["cpu"], "gpu": search.resources["gpu"]})
+    callback = _ray_callback()(tracker, settings["train"], search.num_samples, metric, mode, progress)
+    _todays_run_config = _run_config(ray_path, callback, max_failures)
+    if ray_state.restorable(ray_path):
+        tuner = _restore(ray_path, trainable)
+    else:
+        if "://" not in ray_path:
+            shutil.rmtree(ray_path, ignore_errors=True)
+        tuner = _new_tuner(search, metric, mode, trainable, _todays_run_config)
+    # A failing trial is reported by our callback (one line, the traceback in MLflow), not by Tune's logger.
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+    try:
+        tuner.fit()
+    finally:
+        progress.close()
+        _todays_run_config = None
+
+
+def _new_tuner(search: Search, metric: str, mode: str, trainable: Any, run_config: tune.RunConfig) -> tune.Tuner:
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=metric,
+            mode=mode,
+            search_alg=_searcher(search, metric, mode),
+            scheduler=_scheduler(search),
+            num_samples=search.num_samples,
+            # On several nodes a reused actor on a fast node takes the trials of nodes whose workers still start.
+            reuse_actors=len(checks.alive_nodes(ray.nodes())) <= 1,
+            # As many trials at once as the cluster has slots, no more: Tune then starts that many actors at the
+            # start and reuses them. Without a limit it keeps one trial pending, starts an actor for it, and
+            # throws that actor away when a running trial ends first: on 2 cores, one slot spent starting
+            # actors that never train. It also keeps TPE from proposing configurations it cannot run yet.
+            max_concurrent_trials=_parallel_slots(search.resources),
+            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+        ),
+        run_config=run_config,
+    )
+
+
+# The run configuration of the search this process runs: what a restored Tuner unpickles as its own.
+_todays_run_config: Any = None
+
+
+def _run_config(ray_path: str, callback: tune.Callback, max_failures: int) -> tune.RunConfig:
+    """Today's callback and failure settings, in a run configuration that a restored Tuner takes as its own.
+
+    Ray Tune pickles the run configuration (callbacks included) into the search's ``tuner.pkl``, and
+    ``Tuner.restore`` brings back that copy, with no public way to replace it: its callback would track the
+    search into the first run's tracker, and ``--max-failures`` would keep the first run's value. So the run
+    configuration pickles as a reference to :data:`_todays_run_config` (Python's pickle protocol, ``__reduce__``),
+    which :func:`fit_on_ray` sets before it creates or restores the Tuner.
+    """
+    return _todays_run_config_class()(
+        name=ray_path.rsplit("/", 1)[1],
+        storage_path=ray_path.rsplit("/", 1)[0],
+        callbacks=[callback],
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        failure_config=tune.FailureConfig(max_failures=max_failures),
+        verbose=0,
+    )
+
+
+def _todays() -> tune.RunConfig:
+    """What a pickled run configuration of ours unpickles as (see :func:`_run_config`)."""
+    if _todays_run_config is None:
+        raise RuntimeError("a search's tuner.pkl was loaded outside the search that restores it")
+    return _todays_run_config
+
+
+@functools.cache
+def _todays_run_config_class() -> type:
+    """``tune.RunConfig`` that pickles as a reference to today's (Ray Tune is imported here, once)."""
+    import_ray()
+
+    def shallow_copy(self: Any) -> Any:  # Tuner copies its run configuration: a plain copy, not today's
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
+
+    return type("TodaysRunConfig", (tune.RunConfig,),
+                {"__reduce__": lambda self: (_todays, ()), "__copy__": shallow_copy, "__module__": __name__})
+
+
+def _parallel_slots(resources: dict[str, float]) -> int:
+    """How many trials of this size the Ray cluster runs at once (its CPUs and GPUs divided by a trial's)."""
+    available = ray.cluster_resources()
+    slots = [available.get(ray_key, 0) / resources[key] for key, ray_key in (("cpu", "CPU"), ("gpu", "GPU"))
+             if resources[key] > 0]
+    return max(1, math.floor(min(slots, default=1) + 1e-9))
+
+
+def keep_trials_ray_knows(tracker: tracking.TrialTracker, ray_path: str) -> None:
+    """Delete the runs of the trials that Ray's last snapshot does not know (opened in the instant before a kill).
+
+    Ray proposes those trials again, and each trial must have exactly one run. When Ray saved nothing before
+    the kill, the search starts afresh and every run goes.
+    """
+    import_ray()
+    known = {t.trial_id for t in ExperimentAnalysis(ray_path).trials} if ray_state.restorable(ray_path) else set()
+    tracker.forget(set(tracker.records) - known)
+
+
+def _restore(ray_path: str, trainable: Any) -> tune.Tuner:
+    """Ray Tune's own restore (trials, checkpoints, searcher and scheduler state), with today's run configuration
+    (see :func:`_run_config`).
+
+    What a kill left out of step in Ray's saved state is mended first (:mod:`hpsearch.execution.restore`).
+    """
+    ray_state.mend(ray_path, ExperimentAnalysis(str(ray_path)).trials)
+    return tune.Tuner.restore(str(ray_path), trainable, resume_unfinished=True, resume_errored=False)
+
+
+def _searcher(search: Search, metric: str, mode: str) -> OptunaSearch:
+    """Optuna behind Ray's ``OptunaSearch``, with the sampler the in-process executor uses too."""
+    sampler = make_sampler(search)
+    space = functools.partial(suggest_params, search.params)
+    return OptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler)
+
+
+def _scheduler(search: Search) -> ASHAScheduler | None:
+    if search.scheduler is None:
+        return None  # "fifo": every trial runs to the end (or to early stopping)
+    return ASHAScheduler(
+        time_attr="epoch",
+        max_t=search.max_epochs,
+        grace_period=search.scheduler.grace(search.max_epochs),
+        reduction_factor=search.scheduler.reduction_factor,
+    )
+
+
+@functools.cache
+def _ray_callback() -> type:
+    """:class:`_TrackingCallback` as a Ray Tune callback (Ray Tune is imported here, once)."""
+    import_ray()
+    return type("_TrackingCallback", (_TrackingCallback, tune.Callback), {"__module__": __name__})
+
+
+class _TrackingCallback:
+    """Hands Ray Tune's trial events to the tracker and to the progress display.
+
+    A plain class, so that this module loads without Ray: :func:`_ray_callback` mixes in ``tune.Callback``.
+    """
+
+    def __init__(self, tracker: tracking.TrialTracker, train_settings: dict[str, Any], total: int,
+                 metric: str, mode: str, progress: Progress) -> None:
+        self.tracker = tracker
+        self.train_settings = train_settings
+        self.metric = metric
+        self.progress = progress
+        progress.begin(total, metric, mode, train_settings["max_epochs"])
+        for record in tracker.records.values():  # a resumed search: the trials that ended before count too
+            if record.status in ENDED:
+                progress.already_ended(record.name, record.status, record.metrics.get(metric), record.epochs)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        params = TrialConfig.from_params(trial.config, **self.train_settings).to_params()
+        record = self.tracker.trial_started(trial.trial_id, params)
+        last = trial.last_result or {}
+        if record.status == Status.RUNNING and "epoch" in last:
+            # A resumed trial continues from its last checkpoint; the result that came with it may never have
+            # reached MLflow (a Ctrl-C while Ray Tune handled it): written now, or its epoch would be missing.
+            self.tracker.epoch_reported(trial.trial_id, last)
+        if record.status not in ENDED:  # Ray's snapshot can be older than the trial's end in MLflow
+            self.progress.trial_started(record.name)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if "epoch" in result:
+            record = self.tracker.records[trial.trial_id]
+            before = record.epochs
+            self.tracker.node_reported(trial.trial_id, str(result.get(NODE_ID_KEY, "")),
+                                       hostname=str(result.get("hostname", "unknown")),
+                                       node_ip=str(result.get("node_ip", "")))
+            self.tracker.epoch_reported(trial.trial_id, result)
+            if record.epochs > before:
+                self.progress.epoch(record.name, record.epochs, record.metrics)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self._ended_before(trial):
+            return
+        checkpoint = trial.checkpoint
+        last = trial.last_result or {}
+        if "epoch" in last:  # after a kill and a resume, Ray's last result may be newer than what MLflow got
+            self.tracker.epoch_reported(trial.trial_id, last)
+        record = self.tracker.trial_ended(trial.trial_id, model_dir=_local_dir(checkpoint) if checkpoint else None,
+                                          early_stopped=bool(last.get("early_stopped")))
+        self._ended(record)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if not self._ended_before(trial):
+            self._ended(self.tracker.trial_ended(trial.trial_id, error=_error_text(trial)))
+
+    def _ended_before(self, trial: Any) -> bool:
+        """Whether the trial's end was recorded before Ray's snapshot knew it (a kill in between): Ray runs it
+        again from its last checkpoint, and the end already counted is neither written nor shown again."""
+        return self.tracker.record(trial.trial_id).status in ENDED
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        """Close the runs of trials that Ray restored as already ended but whose end the tracker missed."""
+        for trial in trials:
+            record = self.tracker.records.get(trial.trial_id)
+            if record is not None and record.status == Status.RUNNING:
+                if trial.status == "TERMINATED":
+                    self.on_trial_complete(0, trials, trial)
+                elif trial.status == "ERROR":
+                    self.on_trial_error(0, trials, trial)
+        self.tracker.flush()
+
+    def _ended(self, record: TrialRecord) -> None:
+        self.progress.trial_ended(record.name, record.status, record.epochs, record.metrics.get(self.metric),
+                                  record.error)
+
+
+def _local_dir(checkpoint: tune.Checkpoint) -> str:
+    """The checkpoint as a local folder: where it lies on local or shared storage, else downloaded (s3://...)."""
+    if checkpoint.filesystem is None or checkpoint.filesystem.type_name == "local":
+        return checkpoint.path
+    return checkpoint.to_directory()
+
+
+def _error_text(trial: Any) -> str:
+    """The trial's traceback, from the error file Ray Tune has just written beside the trial."""
+    path = trial.error_file
+    if path and Path(path).is_file():
+        return Path(path).read_text(errors="replace")
+    return str(trial.get_error() or "the trial failed without an error message")
+
+
+def nodes() -> list[dict[str, Any]]:
+    """The Ray cluster's nodes, as ``ray.nodes()`` lists them."""
+    import_ray()
+    return ray.nodes()
