@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from hpsearch.tracking import tracker as tracking
-from hpsearch.tracking.store import LocalStore
+from hpsearch.tracking.store import LocalStore, experiment_id
 from hpsearch.tracking.tracker import TrialTracker
 from tests.conftest import REPO, SPACES
 from tests.processes import living_children
@@ -52,8 +52,8 @@ def test_a_sent_write_returns_at_once_and_its_error_is_raised_by_the_next_call(t
     missing = "fedcba9876543210fedcba9876543210"
     store.send(tracking.log_test_metrics, missing, {"test_loss": 1.0})  # no such run: fails in MLflow's thread
     with pytest.raises(MlflowException, match=missing):
-        store.call(tracking.experiment_id, "e", store.uri)
-    assert store.call(tracking.experiment_id, "e", store.uri) == experiment  # reported once
+        store.call(experiment_id, "e", store.uri)
+    assert store.call(experiment_id, "e", store.uri) == experiment  # reported once
 
 
 def test_every_metric_sent_for_a_trial_is_in_its_run_when_the_trial_ends(tmp_path: Path):

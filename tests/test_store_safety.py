@@ -50,9 +50,9 @@ def test_stores_in_wal_mode_commit_without_fsync_and_other_sqlite_stores_keep_th
 
     import sqlalchemy
 
-    from hpsearch.tracking import tracker as tracking
+    from hpsearch.tracking.store import connect
 
-    tracking.connect(f"sqlite:///{tmp_path / 'other.db'}")  # installs the setting for the process
+    connect(f"sqlite:///{tmp_path / 'other.db'}")  # installs the setting for the process
     wal = tmp_path / "wal.db"
     with sqlite3.connect(wal) as connection:
         connection.execute("PRAGMA journal_mode=WAL")

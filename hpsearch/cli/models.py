@@ -135,7 +135,7 @@ def open_search(args: argparse.Namespace) -> tuple[Any, str, Any]:
     latest search of ``EXPERIMENT`` (of any experiment when not given). One function, so that "no store here"
     and "no such search" read the same in every command."""
     from hpsearch.tracking.reader import find_search
-    from hpsearch.tracking.tracker import DEFAULT_STORE, connect
+    from hpsearch.tracking.store import DEFAULT_STORE, connect
 
     if args.tracking_uri is None and not (DEFAULT_STORE / "mlflow.db").is_file():
         raise NotFoundError(f"no MLflow store in this folder ({Path.cwd() / DEFAULT_STORE / 'mlflow.db'} does not "

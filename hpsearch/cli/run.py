@@ -63,7 +63,7 @@ def _run_search(args: argparse.Namespace, store) -> int:  # noqa: ANN001 - hpsea
     search = with_overrides(search, args)
     if args.resume and search.executor not in ("local", "batched"):  # (refused by run_search)
         # nothing to resume where no store is: say so, and create none
-        from hpsearch.tracking.tracker import check_store_exists
+        from hpsearch.tracking.store import check_store_exists
 
         check_store_exists(args.tracking_uri)
     if args.max_failures < 0:
@@ -126,7 +126,7 @@ def _where_to_look(outcome: Any, tracking_uri: str | None, *, plots: bool) -> li
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from hpsearch.tracking.tracker import latest_space_file
+    from hpsearch.tracking.reader import latest_space_file
 
     space_file = latest_space_file(args.tracking_uri, args.experiment)
     parser = argparse.ArgumentParser(prog="hpsearch")

@@ -37,7 +37,7 @@ from hpsearch.results import publish
 from hpsearch.space import Search  # noqa: E402
 from hpsearch.tracking import tracker as tracking
 from hpsearch.tracking.schema import Status, TrialRecord, rank  # noqa: E402
-from hpsearch.tracking.store import LocalStore, Store  # noqa: E402
+from hpsearch.tracking.store import LocalStore, Store, experiment_id, tracking_uri_from  # noqa: E402
 from hpsearch.training.fit import evaluate, metric_names  # noqa: E402
 from hpsearch.training.model_check import check_model  # noqa: E402
 
@@ -113,7 +113,7 @@ def run_search(
     (:mod:`hpsearch.tracking.store`; by default in this process, for ``tracking_uri``).
     """
     progress = progress or Progress(live=False)
-    tracking_uri = tracking.tracking_uri_from(tracking_uri)  # MLFLOW_TRACKING_URI, as MLflow's own tools
+    tracking_uri = tracking_uri_from(tracking_uri)  # MLFLOW_TRACKING_URI, as MLflow's own tools
     store = store or LocalStore(tracking_uri)
     started = time.monotonic()
     experiment = _check_experiment_name(experiment or search.experiment or space_file.stem)
@@ -161,7 +161,7 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
         checks.check_cluster(ray_tune.nodes(), search.resources, tracking_uri, storage)
     on_event("opening the MLflow store ...")
     uri = store.connect()
-    exp_id = store.call(tracking.experiment_id, experiment, uri, create=not resume)
+    exp_id = store.call(experiment_id, experiment, uri, create=not resume)
     if resume:
         previous = store.call(tracking.find_resumable_search, exp_id, experiment)
         parent, ray_path = previous.run_id, previous.ray_experiment

@@ -19,6 +19,14 @@ __all__ = ["ModelSpec", "build_model", "load_model", "save_model"]
 WEIGHTS_FILE = "model.pt"
 SPEC_FILE = "model.json"
 
+
+def model_files(directory: str | Path) -> list[Path]:
+    """The files a saved model is made of: its weights, its spec, and the space file's code for a user model."""
+    from .user_model import CODE_FILE
+
+    return [Path(directory) / name for name in (WEIGHTS_FILE, SPEC_FILE, CODE_FILE)
+            if name != CODE_FILE or (Path(directory) / name).is_file()]
+
 # torch loads in the functions that need it: the spec alone (publishing a model) needs no torch
 _ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "leaky_relu": "LeakyReLU", "gelu": "GELU"}
 

@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.model.network import SPEC_FILE, WEIGHTS_FILE, ModelSpec
-from hpsearch.model.user_model import CODE_FILE as USER_CODE_FILE
+from hpsearch.model.network import SPEC_FILE, ModelSpec, model_files
 from hpsearch.tracking.schema import (
     TAG_DATA_PATH,
     TAG_MODEL_VERSION,
@@ -78,9 +77,8 @@ def log_pyfunc(client: MlflowClient, run_id: str, model_dir: Path, preprocessing
     with tempfile.TemporaryDirectory() as tmp:
         files = Path(tmp) / "files"
         files.mkdir()
-        for name in (WEIGHTS_FILE, SPEC_FILE, USER_CODE_FILE):  # the space file's code, for its own model
-            if name != USER_CODE_FILE or (Path(model_dir) / name).is_file():
-                (files / name).write_bytes((Path(model_dir) / name).read_bytes())
+        for path in model_files(model_dir):  # the space file's code too, for its own model
+            (files / path.name).write_bytes(path.read_bytes())
         (files / PREPROCESSING_FILE).write_text(json.dumps(preprocessing, indent=2))
         saved = Path(tmp) / MODEL_PATH
         mlflow.pyfunc.save_model(

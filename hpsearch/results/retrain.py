@@ -26,12 +26,11 @@ from mlflow.entities import Metric, Param
 from hpsearch.data.dataset import preprocessing_state
 from hpsearch.data.sources import Dataset, Split, load_dataset
 from hpsearch.errors import ConfigError
-from hpsearch.model.network import save_model
+from hpsearch.model.network import model_files, save_model
 from hpsearch.model.user_model import UserModel
 from hpsearch.results import publish
 from hpsearch.results.export import search_of
 from hpsearch.space import Search, load_space
-from hpsearch.tracking import tracker as tracking
 from hpsearch.tracking.schema import (
     KIND_RETRAIN,
     MLFLOW_RUN_NAME,
@@ -40,6 +39,7 @@ from hpsearch.tracking.schema import (
     TAG_KIND,
     TAG_SOURCE_TRIAL,
 )
+from hpsearch.tracking.store import connect, experiment_id
 from hpsearch.training.fit import TrialConfig, evaluate, fit, model_spec
 
 __all__ = ["RetrainResult", "load_data", "retrain"]
@@ -69,8 +69,8 @@ def retrain(document: dict[str, Any], *, source: Path, epochs: int | None = None
     config = TrialConfig.from_params(document["hyperparameters"], max_epochs=epochs or settings["epochs"],
                                      seed=settings["seed"], metric=settings["metric"], mode=settings["mode"],
                                      user_model=user)
-    client, uri = tracking.connect(tracking_uri or provenance.get("tracking_uri"))
-    exp_id = tracking.experiment_id(client, document["experiment"], uri)
+    client, uri = connect(tracking_uri or provenance.get("tracking_uri"))
+    exp_id = experiment_id(client, document["experiment"], uri)
     run_id = _start_run(client, exp_id, document, config, source, full_data)
     on_event(f"retraining {document['trial']} of experiment {document['experiment']!r} for {config.max_epochs} "
              f"epochs{' on train + validation' if full_data else ''}: run {run_id}")
@@ -151,9 +151,8 @@ def _train_and_log(client: Any, run_id: str, config: TrialConfig, data: Dataset,
         client.log_batch(run_id, metrics=history[start : start + 1000])
     with tempfile.TemporaryDirectory() as directory:
         save_model(model, spec, Path(directory), code=config.user_model.code if config.user_model else None)
-        for name in tracking.MODEL_FILES:
-            if (Path(directory) / name).is_file():
-                client.log_artifact(run_id, str(Path(directory) / name), "model")
+        for path in model_files(directory):
+            client.log_artifact(run_id, str(path), "model")
         publish.log_pyfunc(client, run_id, Path(directory), preprocessing_state(data.preprocessor))
     metrics = {k: float(v) for k, v in last.items() if k != "epoch"}
     return metrics, test_metrics, f"runs:/{run_id}/{publish.MODEL_PATH}"

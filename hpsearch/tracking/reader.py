@@ -10,9 +10,10 @@ writes the runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.errors import NotFoundError
+from hpsearch.errors import NotFoundError, TrackingError
 from hpsearch.tracking.schema import (
     EPOCHS_TRAINED,
     KIND_SEARCH,
@@ -21,18 +22,20 @@ from hpsearch.tracking.schema import (
     SPACE_PREFIX,
     TAG_ERROR,
     TAG_KIND,
+    TAG_SPACE_FILE,
     TAG_STATUS,
     TAG_TRIAL_ID,
     Status,
     TrialRecord,
     rank,
 )
+from hpsearch.tracking.store import check_store_exists, connect
 
 if TYPE_CHECKING:  # the history's classes load without MLflow (MLflow loads only where a client is opened)
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
-__all__ = ["SearchHistory", "child_runs", "find_search", "load_search", "read_trials"]
+__all__ = ["SearchHistory", "child_runs", "find_search", "latest_space_file", "load_search", "read_trials"]
 
 
 @dataclass
@@ -165,3 +168,22 @@ def _last_step(client: MlflowClient, run_id: str, curves: dict[str, Any]) -> int
     if "val_loss" in curves:
         return max((step for step, _ in curves["val_loss"]), default=0)
     return max((m.step for m in client.get_metric_history(run_id, "val_loss")), default=0)
+
+
+def latest_space_file(tracking_uri: str | None, experiment: str) -> Path:
+    """The space file the latest search of ``experiment`` was started from (for ``hpsearch resume``).
+
+    Refuses, before any data is loaded and without writing anything, where there is nothing to resume: no store
+    here, no search in the experiment, or a latest search that finished.
+    """
+    shown = check_store_exists(tracking_uri)
+    client, _ = connect(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = latest_searches(client, [found.experiment_id], 1) if found else []
+    if not runs:
+        raise TrackingError(f"experiment {experiment!r} has no search to resume in {shown}")
+    run = runs[0]
+    if run.info.status == "FINISHED":
+        raise TrackingError(f"the latest search of experiment {experiment!r} ({run.info.run_id}) finished: nothing "
+                            f"to resume; a new search: python -m hpsearch run {run.data.tags[TAG_SPACE_FILE]}")
+    return Path(run.data.tags[TAG_SPACE_FILE])

@@ -1,4 +1,4 @@
-"""The only module that writes to MLflow: the store, the search's parent run and one child run per trial.
+"""What a search writes to MLflow: its parent run and one child run per trial (:class:`TrialTracker`).
 
 All writes come from the driver, so trials need no access to the tracking store and the trial -> run mapping
 lives in one place (:class:`TrialTracker`). Per-epoch metrics are buffered and written with ``log_batch`` about
@@ -11,24 +11,15 @@ nobody waits for) and return plain values. This module loads MLflow only inside 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import functools
 import json
-import logging
 import math
-import os
-import sqlite3
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.errors import MachineError, TrackingError, machine_failure
-from hpsearch.model.user_model import (
-    CODE_FILE as USER_CODE_FILE,  # the space file's code, beside its own model's weights
-)
+from hpsearch.errors import TrackingError
+from hpsearch.model.network import model_files as saved_model_files
 from hpsearch.tracking.reader import child_runs, latest_searches, read_trials
 from hpsearch.tracking.schema import (
     ENDED,
@@ -61,141 +52,10 @@ if TYPE_CHECKING:
 
     from hpsearch.tracking.store import Store
 
-__all__ = ["DEFAULT_STORE", "TrialRecord", "TrialTracker", "connect", "default_tracking_uri", "registry_uri_for",
-           "tracking_uri_from"]
+__all__ = ["TrialRecord", "TrialTracker"]
 
-DEFAULT_STORE = Path("mlruns")
-SQLITE_BUSY_TIMEOUT_S = 60
-_QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 FLUSH_INTERVAL_S = 1.0
-MODEL_FILES = ("model.pt", "model.json", USER_CODE_FILE)
 
-for _noisy in ("alembic", "mlflow.store.db.utils"):  # schema creation on a new store is not news
-    logging.getLogger(_noisy).setLevel(logging.WARNING)
-# MLflow logs the traceback of a database error before it raises it; hpsearch reports the error in one line.
-logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-
-
-def tracking_uri_from(tracking_uri: str | None) -> str | None:
-    """The store a command uses: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI`` as MLflow's own tools read it,
-    else None (the local store in ./mlruns)."""
-    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
-
-
-def registry_uri_for(tracking_uri: str) -> str:
-    """The model registry: ``MLFLOW_REGISTRY_URI`` where set (as MLflow reads it), else the tracking store."""
-    return os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri
-
-
-def default_tracking_uri(store: Path = DEFAULT_STORE) -> str:
-    """``sqlite:///ABS/mlruns/mlflow.db``: the local store, an SQLite database beside its artifacts."""
-    return f"sqlite:///{(store / 'mlflow.db').resolve()}"
-
-
-def connect(tracking_uri: str | None) -> tuple[MlflowClient, str]:
-    """A client for ``tracking_uri`` (or ``MLFLOW_TRACKING_URI``, or the default local store), checked to answer.
-
-    Returns the client and the URI it uses. The default store's folder is created here, not before:
-    nothing is written until the space file and the data have been checked. The default SQLite store runs in
-    WAL mode with a generous busy timeout, so two searches can write to it at once.
-    """
-    tracking_uri = tracking_uri_from(tracking_uri)
-    if tracking_uri is None or tracking_uri.startswith("sqlite:"):
-        _fast_wal_commits()
-    if tracking_uri is None:
-        tracking_uri = f"{default_tracking_uri()}?timeout={SQLITE_BUSY_TIMEOUT_S}"
-        try:
-            DEFAULT_STORE.mkdir(exist_ok=True)
-            with _store_lock(DEFAULT_STORE):  # two searches starting at once must not both create the tables
-                _enable_wal(DEFAULT_STORE / "mlflow.db")
-                _check_reachable(tracking_uri)
-        except (OSError, sqlite3.OperationalError) as err:  # a read-only folder, a full disk, no permission
-            raise MachineError(f"cannot create or open the tracking store {DEFAULT_STORE.resolve()}: "
-                               f"{machine_failure(err) or err}") from None
-    else:
-        _check_reachable(tracking_uri)
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri), tracking_uri
-
-
-@contextlib.contextmanager
-def _store_lock(store: Path) -> Iterator[None]:
-    with open(store / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _enable_wal(database: Path) -> None:
-    """WAL lets readers and one writer work at once; the setting is stored in the database file itself."""
-    with sqlite3.connect(database, timeout=SQLITE_BUSY_TIMEOUT_S) as connection:
-        connection.execute("PRAGMA journal_mode=WAL")
-
-
-@functools.cache
-def _fast_wal_commits() -> None:
-    """Commit to SQLite stores in WAL mode without an fsync each time (``synchronous=NORMAL``).
-
-    Every MLflow call is a transaction; with SQLite's default (FULL) each one waits for the disk: about 9 ms a
-    call here against 3 ms. In WAL mode, NORMAL is what SQLite recommends: a commit survives the process being
-    killed, and a power cut can lose the last commits but never corrupts the database. Stores not in WAL mode
-    (where NORMAL could corrupt on a power cut) keep their setting.
-    """
-    import sqlalchemy  # MLflow's SQL stores load it anyway; a tracking server does not need it
-
-    @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
-    def _on_connect(connection: Any, _record: Any) -> None:
-        if isinstance(connection, sqlite3.Connection):
-            cursor = connection.cursor()
-            if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
-                cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-
-def _check_reachable(tracking_uri: str) -> None:
-    """Fail in seconds, not after MLflow's minutes of retries, when the store does not answer."""
-    from mlflow import MlflowClient
-
-    saved = {k: os.environ.get(k) for k in _QUICK_HTTP}
-    os.environ.update(_QUICK_HTTP)
-    try:
-        MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
-    except Exception as err:  # noqa: BLE001 - any failure here means the store is unusable
-        lines = [line for line in str(err).splitlines() if line.strip()]
-        message = lines[0][:300] if lines else type(err).__name__
-        if tracking_uri.startswith("sqlite:") and (reason := machine_failure(err)) and "unable to open" not in reason:
-            # a database that exists but refuses writes (read-only, a full disk): the machine, not the URI
-            raise MachineError(f"tracking store {tracking_uri} cannot be written: {reason}") from None
-        raise TrackingError(f"tracking store {tracking_uri} cannot be reached: {message}") from None
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def experiment_id(client: MlflowClient, name: str, tracking_uri: str, *, create: bool = True) -> str:
-    """The id of experiment ``name``, created when missing; with ``create=False`` (a resume) a missing experiment
-    is an error.
-
-    An SQLite store keeps its artifacts in ``artifacts/`` beside its database (``mlruns/artifacts`` for the
-    default store): MLflow's own default, ``./mlruns`` in the working directory, would write where the user
-    did not point (``MLFLOW_TRACKING_URI=sqlite:///elsewhere/m.db`` and still a ``./mlruns``).
-    """
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    if not create:
-        raise TrackingError(f"experiment {name!r} has no search to resume; run it without --resume")
-    artifact_location = None
-    database = tracking_uri.split("?")[0].removeprefix("sqlite:///")
-    if tracking_uri.startswith("sqlite:///") and database not in ("", ":memory:"):
-        artifact_location = (Path(database).parent / "artifacts").resolve().as_uri()
-    return client.create_experiment(name, artifact_location=artifact_location)
 
 
 class TrialTracker:
@@ -312,8 +172,7 @@ class TrialTracker:
         model_files = []
         if model_dir is not None and error is None:
             record.model_dir = model_dir
-            model_files = [str(Path(model_dir) / name) for name in MODEL_FILES
-                           if name != USER_CODE_FILE or (Path(model_dir) / name).is_file()]
+            model_files = [str(path) for path in saved_model_files(model_dir)]
         tags[TAG_STATUS] = record.status
         metrics = [*self._pending.pop(trial_id, []), (EPOCHS_TRAINED, record.epochs, int(time.time() * 1000), 0)]
         tags = {**self._pending_tags.pop(trial_id, {}), **tags}
@@ -437,44 +296,6 @@ def find_resumable_search(client: MlflowClient, experiment_id: str, experiment: 
                             "nothing to resume: run it without --resume to start a new search")
     client.update_run(run.info.run_id, status="RUNNING")
     return ResumableSearch(run.info.run_id, run.data.tags[TAG_RAY_EXPERIMENT], dict(run.data.params))
-
-
-def latest_space_file(tracking_uri: str | None, experiment: str) -> Path:
-    """The space file the latest search of ``experiment`` was started from (for ``hpsearch resume``).
-
-    Refuses, before any data is loaded and without writing anything, where there is nothing to resume: no store
-    here, no search in the experiment, or a latest search that finished.
-    """
-    shown = check_store_exists(tracking_uri)
-    client, _ = connect(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    runs = latest_searches(client, [found.experiment_id], 1) if found else []
-    if not runs:
-        raise TrackingError(f"experiment {experiment!r} has no search to resume in {shown}")
-    run = runs[0]
-    if run.info.status == "FINISHED":
-        raise TrackingError(f"the latest search of experiment {experiment!r} ({run.info.run_id}) finished: nothing "
-                            f"to resume; a new search: python -m hpsearch run {run.data.tags[TAG_SPACE_FILE]}")
-    return Path(run.data.tags[TAG_SPACE_FILE])
-
-
-def check_store_exists(tracking_uri: str | None) -> str:
-    """For commands that only read or continue (``resume``): the store must be there already, as a connection
-    would create it. Returns the store as the user knows it (``mlruns/mlflow.db``, or their URI)."""
-    shown = tracking_uri or str(DEFAULT_STORE / "mlflow.db")
-    database = (DEFAULT_STORE / "mlflow.db") if tracking_uri is None else _sqlite_file(tracking_uri)
-    if database is not None and not database.is_file():
-        raise TrackingError(f"no tracking store at {shown} in {Path.cwd()}: no search was run here "
-                            "(run one with: python -m hpsearch run SPACE_FILE), or pass --tracking-uri")
-    return shown
-
-
-def _sqlite_file(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///PATH`` URI (None for other stores and in-memory databases)."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    path = tracking_uri.removeprefix("sqlite:///").split("?")[0]
-    return Path(path) if path and path != ":memory:" else None
 
 
 def start_search_run(client: MlflowClient, experiment_id: str, name: str, params: dict[str, Any],
