@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from hpsearch.data.dataset import ArrayInput, Dataset, Split
-from hpsearch.data.sources import _encode_target, _split_indices, infer_task
+from hpsearch.data.targets import encode_target, infer_task, split_indices
 from hpsearch.errors import DataError
 
 __all__ = ["prepare_arrays"]
@@ -38,8 +38,8 @@ def prepare_arrays(X: Any, y: Any, *, task: str | None, split: tuple[float, floa
     notes = [f"task: {task} (given in the space file)" if task else f"task: {inferred} ({reason})",
              f"examples of shape {tuple(X.shape[1:])}, used as given (no tabular preprocessing)"]
     task = task or inferred
-    y_enc, classes = _encode_target(y_raw, task, source)
-    idx_train, idx_val, idx_test = _split_indices(y_enc, task, split, seed)
+    y_enc, classes = encode_target(y_raw, task, source)
+    idx_train, idx_val, idx_test = split_indices(y_enc, task, split, seed)
     mean, std = 0.0, 1.0
     if task == "regression":
         mean, std = float(y_enc[idx_train].mean()), float(y_enc[idx_train].std() or 1.0)

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from hpsearch.data.dataset import Split
+from hpsearch.figures.layout import PLOTS_DIR, TRIAL_PNG, TRIALS_DIR, BestModelFacts, PlotsLogged
 from hpsearch.model.network import ModelSpec, load_model
 from hpsearch.tracking import tracker as tracking
 from hpsearch.tracking.reader import load_search
@@ -30,35 +31,7 @@ from hpsearch.training import architecture
 if TYPE_CHECKING:
     from hpsearch.tracking.store import Store
 
-__all__ = ["BestModelFacts", "PendingPlots", "PlotsLogged", "best_model_facts", "start_search_plots"]
-
-PLOTS_DIR = "plots"
-TRIALS_DIR = "trials"
-FIGURES_FILE = "figures.json"
-TRIAL_PNG = "loss_curve.png"
-
-
-@dataclass
-class PlotsLogged:
-    """What was drawn and logged, and what it cost (seconds)."""
-
-    files: list[str] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-    importances: dict[str, float] = field(default_factory=dict)
-    per_trial_s: float = 0.0
-    total_s: float = 0.0
-
-
-@dataclass
-class BestModelFacts:
-    """What the best model's figures need, computed where torch and the model are: the figures need neither."""
-
-    summary: str
-    dot: str
-    task: str
-    classes: list[Any]
-    y_true: np.ndarray | None = None  # on the test split: class indices, or the target in its own units
-    y_pred: np.ndarray | None = None
+__all__ = ["PendingPlots", "best_model_facts", "start_search_plots"]
 
 
 def best_model_facts(model_dir: str, test: Split | None) -> BestModelFacts:

@@ -9,7 +9,6 @@ from its runs' histories (all but the best model's, which need the test split).
 from __future__ import annotations
 
 import base64
-import html
 import json
 import os
 import tempfile
@@ -20,6 +19,7 @@ from typing import Any
 import plotly.io as pio
 from mlflow import MlflowClient
 
+from hpsearch.figures import html
 from hpsearch.figures.study import describe_space
 from hpsearch.figures.visualize import FIGURES_FILE, PLOTS_DIR
 from hpsearch.show import DEFAULT_TOP, number, trials_table
@@ -67,9 +67,9 @@ def _page(client: MlflowClient, parent_run_id: str, top: int) -> tuple[str, list
                          "where the search ran (apt-get install graphviz); its text summary is")
     title = f"hpsearch report: {history.experiment} / {history.run_name}"
     body = [
-        f"<h1>{_e(title)}</h1>",
-        f"<p>Search run <code>{_e(parent_run_id)}</code>, started {_e(_when(history.start_ms))}; "
-        f"optimising <b>{_e(history.metric)}</b> ({_e(history.mode)}).</p>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>Search run <code>{html.escape(parent_run_id)}</code>, started {html.escape(_when(history.start_ms))}; "
+        f"optimising <b>{html.escape(history.metric)}</b> ({html.escape(history.mode)}).</p>",
         _outcome(history),
         "<h2>Best trials</h2>", _best_table(history, top),
         "<h2>Search settings</h2>", _settings(history),
@@ -77,9 +77,8 @@ def _page(client: MlflowClient, parent_run_id: str, top: int) -> tuple[str, list
         "<h2>Static images</h2>", _images(images),
     ]
     if architecture:
-        body += ["<h2>Best model architecture</h2>", f"<pre>{_e(architecture)}</pre>"]
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
-            f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>"), notes
+        body += ["<h2>Best model architecture</h2>", f"<pre>{html.escape(architecture)}</pre>"]
+    return html.page(title, "".join(body), style=_STYLE), notes
 
 
 # ----------------------------------------------------------------------------------------------- sections
@@ -89,10 +88,10 @@ def _outcome(history: SearchHistory) -> str:
     tests = {k.removeprefix("best_"): v for k, v in history.metrics.items() if k.startswith("best_test_")}
     parts = [", ".join(f"{n} {s}" for s, n in counts.items() if n) or f"{len(history.trials)} trials"]
     if best:
-        parts.append(f"best trial <b>{_e(best)}</b>: {_e(history.metric)} = "
+        parts.append(f"best trial <b>{html.escape(best)}</b>: {html.escape(history.metric)} = "
                      f"{number(history.metrics.get(f'best_{history.metric}', float('nan')))}")
     if tests:
-        parts.append("on the test split " + ", ".join(f"{_e(k)} = {number(v)}" for k, v in tests.items()))
+        parts.append("on the test split " + ", ".join(f"{html.escape(k)} = {number(v)}" for k, v in tests.items()))
     return f"<p>{'; '.join(parts)}.</p>"
 
 
@@ -115,16 +114,14 @@ def _settings(history: SearchHistory) -> str:
 def _interactive(figures: list[tuple[str, Any]]) -> str:
     if not figures:
         return "<p>No figures.</p>"
-    return "".join(f"<h3>{_e(title)}</h3>" + pio.to_html(fig, full_html=False, include_plotlyjs=i == 0,
-                                                          default_height="480px")
-                   for i, (title, fig) in enumerate(figures))
+    return html.plotly_figures(figures, "h3")
 
 
 def _images(images: dict[str, str]) -> str:
     if not images:
         return "<p>No images were logged for this search.</p>"
-    cells = [f"<figure><img alt='{_e(name)}' src='data:image/png;base64,{data}'><figcaption>{_e(name)}"
-             f"</figcaption></figure>" for name, data in images.items()]
+    cells = [f"<figure><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>"
+             f"<figcaption>{html.escape(name)}</figcaption></figure>" for name, data in images.items()]
     return f"<div class='grid'>{''.join(cells)}</div>"
 
 
@@ -142,7 +139,7 @@ def _figures(history: SearchHistory, plots_dir: Path) -> list[tuple[str, Any]]:
     if logged.is_file():
         return [(f["title"], pio.from_json(json.dumps(f["figure"]))) for f in json.loads(logged.read_text())]
     from hpsearch.figures import plots
-    from hpsearch.figures.drawing import PlotsLogged
+    from hpsearch.figures.layout import PlotsLogged
     from hpsearch.figures.visualize import search_plots
 
     drawn = search_plots(history, PlotsLogged())
@@ -151,17 +148,12 @@ def _figures(history: SearchHistory, plots_dir: Path) -> list[tuple[str, Any]]:
 
 
 def _row(cells: list[Any], best: bool = False) -> str:
-    return f"<tr{' class=best' if best else ''}>" + "".join(f"<td>{_e(str(c))}</td>" for c in cells) + "</tr>"
+    return f"<tr{' class=best' if best else ''}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
 
 
 def _table(header: list[str], rows: list[str]) -> str:
-    return "<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>" + "".join(rows) + "</table>"
+    return "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" + "".join(rows) + "</table>"
 
 
 def _when(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000)) if ms else "at an unknown time"
-
-
-def _e(text: str) -> str:
-    return html.escape(text)
-

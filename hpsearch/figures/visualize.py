@@ -15,10 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import plotly.io as pio
-
-from hpsearch.figures import plots
-from hpsearch.figures.drawing import FIGURES_FILE, PLOTS_DIR, TRIAL_PNG, TRIALS_DIR, BestModelFacts, PlotsLogged
+from hpsearch.figures import html, plots
+from hpsearch.figures.layout import FIGURES_FILE, PLOTS_DIR, TRIAL_PNG, TRIALS_DIR, BestModelFacts, PlotsLogged
 from hpsearch.figures.study import rebuild_study
 from hpsearch.tracking.reader import SearchHistory
 from hpsearch.tracking.schema import TAG_BEST_RUN_ID
@@ -48,11 +46,7 @@ def draw_search_plots(history: SearchHistory, best: BestModelFacts | None, folde
 
 def interactive_page(title: str, figures: list[tuple[str, Any]]) -> str:
     """One HTML page of plotly figures, plotly.js inline once: opens without a server or a network."""
-    parts = [f"<h2>{_escape(name)}</h2>" + pio.to_html(fig, full_html=False, include_plotlyjs=i == 0,
-                                                        default_height="480px")
-             for i, (name, fig) in enumerate(figures)]
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_escape(title)}</title></head>"
-            f"<body style='font-family: sans-serif'><h1>{_escape(title)}</h1>{''.join(parts)}</body></html>")
+    return html.page(title, f"<h1>{html.escape(title)}</h1>" + html.plotly_figures(figures))
 
 
 # ---------------------------------------------------------------------------------------------- figures
@@ -122,9 +116,3 @@ def _write(figures: list[plots.Plot], out: Path, logged: PlotsLogged) -> None:
     if logged.skipped:
         (out / "skipped.txt").write_text("".join(f"{k}: {v}\n" for k, v in logged.skipped.items()))
     logged.files = sorted(f"{PLOTS_DIR}/{p.name}" for p in out.iterdir())
-
-
-def _escape(text: str) -> str:
-    import html
-
-    return html.escape(text)
