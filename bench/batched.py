@@ -103,6 +103,7 @@ _MLFLOW_COUNT = """
 import collections, json, sys, time
 from pathlib import Path
 import mlflow
+from hpsearch.execution.progress import QUIET, Progress
 from hpsearch.execution.search import run_search
 from hpsearch.space import load_space
 calls, seconds = collections.Counter(), collections.Counter()
@@ -119,7 +120,7 @@ for name in ("create_run", "log_batch", "log_artifact", "log_artifacts", "log_te
     setattr(mlflow.MlflowClient, name, timed)
 space = Path(sys.argv[1])
 search = load_space(space).replace(num_samples=int(sys.argv[2]))
-outcome = run_search(search, space, executor="batched", plots=False, on_event=lambda line: None)
+outcome = run_search(search, space, executor="batched", plots=False, progress=Progress(QUIET, live=False))
 print(json.dumps({"trials": len(outcome.trials), "calls": dict(calls), "seconds": dict(seconds)}))
 """
 

@@ -78,7 +78,7 @@ def _run_search(args: argparse.Namespace, store) -> int:  # noqa: ANN001 - hpsea
 
     try:
         outcome = run_search(search, args.space_file, experiment=args.experiment, tracking_uri=args.tracking_uri,
-                             resume=args.resume, max_failures=args.max_failures, on_event=display.message,
+                             resume=args.resume, max_failures=args.max_failures,
                              address=args.address, storage=args.storage,
                              progress=display, plots=not args.no_plots, executor=search.executor,
                              store=store)

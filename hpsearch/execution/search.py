@@ -93,7 +93,6 @@ def run_search(
     resume: bool = False,
     max_failures: int = 0,
     executor: str = "ray",
-    on_event: Callable[[str], None] = print,
     progress: Progress | None = None,
     plots: bool = True,
     address: str | None = None,
@@ -105,7 +104,7 @@ def run_search(
     Every check that can fail on the user's input (space, data, metric, resources, cluster, tracking store)
     runs before the first run is written, so a mistake leaves nothing half-written. Raises
     :class:`SearchInterrupted` when the search was stopped before every trial ended (Ctrl-C). ``progress`` shows
-    the trials as they go (plain lines on stdout when not given); ``plots`` logs the figures to the parent run.
+    the search's lines and its trials as they go (plain lines on stdout when not given); ``plots`` logs the figures to the parent run.
     ``address`` is an existing Ray cluster (``auto``, ``HOST:PORT``); ``storage`` replaces ``results_dir`` for
     checkpoints (a shared folder or an object store URI, as several nodes need).
     ``executor`` is ``"ray"`` (Ray Tune), ``"local"`` (in-process, :mod:`~hpsearch.execution.inprocess`),
@@ -113,6 +112,7 @@ def run_search(
     (:mod:`hpsearch.tracking.store`; by default in this process, for ``tracking_uri``).
     """
     progress = progress or Progress(live=False)
+    on_event = progress.message  # one voice: every line of the search goes through the progress display
     tracking_uri = tracking_uri_from(tracking_uri)  # MLFLOW_TRACKING_URI, as MLflow's own tools
     store = store or LocalStore(tracking_uri)
     started = time.monotonic()
