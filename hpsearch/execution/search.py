@@ -104,7 +104,8 @@ def run_search(
     Every check that can fail on the user's input (space, data, metric, resources, cluster, tracking store)
     runs before the first run is written, so a mistake leaves nothing half-written. Raises
     :class:`SearchInterrupted` when the search was stopped before every trial ended (Ctrl-C). ``progress`` shows
-    the search's lines and its trials as they go (plain lines on stdout when not given); ``plots`` logs the figures to the parent run.
+    the search's lines and its trials as they go (plain lines on stdout when not given); ``plots`` logs the
+    figures to the parent run.
     ``address`` is an existing Ray cluster (``auto``, ``HOST:PORT``); ``storage`` replaces ``results_dir`` for
     checkpoints (a shared folder or an object store URI, as several nodes need).
     ``executor`` is ``"ray"`` (Ray Tune), ``"local"`` (in-process, :mod:`~hpsearch.execution.inprocess`),
