@@ -104,12 +104,12 @@ def test_a_tracking_server_that_goes_away_mid_search_is_one_line_and_exit_3(tmp_
 
 def test_a_bug_keeps_its_traceback_and_never_exits_with_the_code_for_every_trial_failed(
         workdir, monkeypatch, capsys):
-    import hpsearch.space.search
+    import hpsearch.space
 
     def a_bug(path):
         return {}["missing"]
 
-    monkeypatch.setattr(hpsearch.space.search, "load_space", a_bug)
+    monkeypatch.setattr(hpsearch.space, "load_space", a_bug)
     assert main(["run", str(write_space(workdir, SPACE))]) == EXIT_INTERNAL_ERROR
 
     err = capsys.readouterr().err
