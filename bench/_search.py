@@ -4,7 +4,7 @@
 
 Runs :func:`hpsearch.cli.main` in this process (so the wall time measured outside includes every import and
 start-up, as for a user), and writes to OUT.json: the time the driver waits on the tracking store's calls (and
-apart: opening the store, publishing the best model), the driver's peak
+apart: opening the store, publishing the best model), the CPU time of the store's own process, the driver's peak
 and sampled resident memory, the best validation metric, and each trial's config and epochs (for the ideal time).
 ``--no-tracking`` replaces the store by one that does nothing (no MLflow anywhere); ``--lever`` undoes one
 optimisation (driver-side only) to measure what it pays.
@@ -18,6 +18,7 @@ import resource
 import sys
 import time
 import uuid
+from pathlib import Path
 
 from hpsearch.tracking.store import Store  # no MLflow, no torch: the CLI's import order is kept
 
@@ -39,7 +40,7 @@ def _cpu_s() -> float:
 
 
 class _NullStore(Store):
-    """A tracking store that records nothing (tracking off): no MLflow anywhere."""
+    """A tracking store that records nothing (tracking off): no MLflow anywhere, no process of its own."""
 
     uri = "null://"
     _ANSWERS = {"experiment_id": lambda: "0", "start_search_run": lambda: uuid.uuid4().hex,
@@ -52,9 +53,19 @@ class _NullStore(Store):
         return self._ANSWERS.get(fn.__name__, lambda: None)()
 
 
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process (from /proc), 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _timed_store(store, seconds: dict, calls: list) -> object:
     """Add up the seconds the driver waits on the store: opening it, publishing the best model, and the rest."""
-    real_connect, real_call, real_send = store.connect, store.call, store.send
+    real_connect, real_call, real_send, real_close = store.connect, store.call, store.send, store.close
+    real_submit = store.submit
 
     def connect():
         start = time.perf_counter()
@@ -75,8 +86,30 @@ def _timed_store(store, seconds: dict, calls: list) -> object:
 
         return call
 
+    def submit(fn, *args, **kwargs):
+        """A submitted call costs the driver its hand-over and, later, any wait for its answer."""
+        pending = timed(real_submit)(fn, *args, **kwargs)
+        real_result = pending.result
+
+        def result():
+            start = time.perf_counter()
+            try:
+                return real_result()
+            finally:
+                seconds["tracking_s"] += time.perf_counter() - start
+
+        pending.result = result
+        return pending
+
+    def close():
+        process = getattr(store, "_process", None)
+        if process is not None:
+            seconds["store_process_cpu_s"] = _process_cpu_s(process.pid)
+        real_close()
+
     # a sent call is timed as the driver pays it: handing it over, not its writing
-    store.connect, store.call, store.send = connect, timed(real_call), timed(real_send)
+    store.connect, store.call, store.send, store.close = connect, timed(real_call), timed(real_send), close
+    store.submit = submit
     return store
 
 
@@ -98,14 +131,14 @@ def main(argv: list[str]) -> int:
     from hpsearch.tracking import store
     from hpsearch.tracking import tracker as tracking
 
-    seconds = {"connect_s": 0.0, "publish_s": 0.0, "tracking_s": 0.0}
+    seconds = {"connect_s": 0.0, "publish_s": 0.0, "tracking_s": 0.0, "store_process_cpu_s": 0.0}
     calls: list[str] = []
-    real_store = store.LocalStore
+    real_start = store.StoreProcess.start
 
     def start(uri):
-        return _NullStore() if tracking_off else _timed_store(real_store(uri), seconds, calls)
+        return _NullStore() if tracking_off else _timed_store(real_start(uri), seconds, calls)
 
-    store.LocalStore = start
+    store.StoreProcess.start = start
     samples: list[float] = []
     real_ended = tracking.TrialTracker.trial_ended
 
@@ -119,7 +152,7 @@ def main(argv: list[str]) -> int:
     real_run_search = cli_run._run_search
 
     def run_search_command(cli_args, search_store):
-        """As the CLI does: load the runner (and undo a lever), then search."""
+        """As the CLI does, after the store's fork: load the runner (and undo a lever), then search."""
         from hpsearch.execution import search as runner
 
         real_run = runner.run_search

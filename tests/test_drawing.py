@@ -1,23 +1,47 @@
-"""The figures: a search run as a program logs every one of them to its runs."""
+"""The drawer: a search run as a program draws its figures in a forked process, and logs every one of them.
+
+Each search runs as its own ``python`` process (as a user runs it): the drawer forks only where no Ray runs in
+the process, and the test process may hold the suite's Ray.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from mlflow import MlflowClient
 
-from tests.conftest import REPO, SPACES
+from tests.conftest import SPACES
+from tests.processes import env_logging_imports, imports
 
 
-def _search(workdir: Path) -> None:
-    """Run a search as a user does."""
+def _search(workdir: Path, kill_drawer: bool = False) -> dict[str, list[int]]:
+    """Run a search as a user does; returns the processes that imported matplotlib, plotly: the driver's pid or
+    another's. With ``kill_drawer``, the drawer (the driver's child that loads matplotlib) is killed as it starts."""
+    log = workdir / "imports.log"
     args = ["run", str(SPACES / "reference.py"), "--num-samples", "4", "--max-epochs", "2", "--executor", "local"]
-    result = subprocess.run([sys.executable, "-m", "hpsearch", *args], cwd=workdir, text=True, capture_output=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    driver = subprocess.Popen([sys.executable, "-m", "hpsearch", *args], cwd=workdir, text=True,
+                              env=env_logging_imports(log, "matplotlib", "plotly"),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = []
+    threading.Thread(target=lambda: output.extend(driver.stdout), daemon=True).start()
+    killed = None
+    while kill_drawer and killed is None and driver.poll() is None:
+        drawer = next((pid for pid, ppid, name in imports(log) if name == "matplotlib" and ppid == driver.pid), None)
+        if drawer is not None:
+            os.kill(drawer, signal.SIGKILL)
+            killed = drawer
+        time.sleep(0.05)
+    assert driver.wait(timeout=300) == 0, "".join(output)[-3000:]
+    assert not kill_drawer or killed is not None
+    loaded = imports(log)
+    return {"driver": [name for pid, _, name in loaded if pid == driver.pid],
+            "drawers": sorted({pid for pid, ppid, name in loaded if name == "matplotlib" and ppid == driver.pid})}
 
 
 def _artifacts(workdir: Path) -> tuple[list[str], dict[str, list[str]]]:
@@ -31,12 +55,23 @@ def _artifacts(workdir: Path) -> tuple[list[str], dict[str, list[str]]]:
     return listing(parent.info.run_id), {c.info.run_name: listing(c.info.run_id) for c in children}
 
 
-def test_a_search_logs_every_figure_to_its_run_and_each_trials_loss_curve_to_the_trials_run(workdir: Path):
-    _search(workdir)
+def test_a_search_draws_its_figures_in_a_drawer_and_the_driver_never_loads_matplotlib(workdir: Path):
+    loaded = _search(workdir)
+    assert loaded["driver"] == [] and len(loaded["drawers"]) == 1
     parent, children = _artifacts(workdir)
     for name in ("learning_curves.png", "best_so_far.png", "parallel_coordinates.png", "param_importances.png",
                  "best_trial_loss.png", "confusion_matrix.png", "interactive.html", "figures.json",
                  "architecture.txt"):
         assert f"plots/{name}" in parent
+    assert len(children) == 4
+    assert all(plots == ["plots/loss_curve.png"] for plots in children.values())
+
+
+def test_when_the_drawer_dies_the_driver_draws_every_figure_itself(workdir: Path):
+    loaded = _search(workdir, kill_drawer=True)
+    assert len(loaded["drawers"]) == 1
+    assert "matplotlib" in loaded["driver"]  # drawn here, after all
+    parent, children = _artifacts(workdir)
+    assert {"plots/learning_curves.png", "plots/figures.json", "plots/interactive.html"} <= set(parent)
     assert len(children) == 4
     assert all(plots == ["plots/loss_curve.png"] for plots in children.values())

@@ -288,11 +288,9 @@ def test_a_trial_whose_run_lost_its_params_to_a_kill_gets_them_when_it_resumes(t
     # what a kill between the run's creation and its params leaves
     run_id = client.create_run(experiment, tags={"mlflow.parentRunId": parent, "hpsearch.trial_id": "t1",
                                                  "hpsearch.status": "running"}).info.run_id
-    store = LocalStore(client=client)
-    tracker = TrialTracker.resume(store, experiment, parent, max_epochs=2)
+    tracker = TrialTracker.resume(LocalStore(client=client), experiment, parent, max_epochs=2)
     assert tracker.trial_started("t1", {"lr": 0.01, "units_0": 8}).run_id == run_id
     tracker.flush()
-    store.flush()  # the params are sent, not waited for
     assert client.get_run(run_id).data.params == {"lr": "0.01", "units_0": "8"}
 
 
@@ -388,8 +386,7 @@ def test_a_resumed_trial_writes_the_epoch_of_its_checkpoint_that_an_interruption
         client.log_metric(run_id, "val_loss", 1.0 / epoch, step=epoch)
     client.log_metric(run_id, "epochs_trained", 2)
     client.set_terminated(run_id, "KILLED")
-    store = LocalStore(client=client)
-    tracker = TrialTracker.resume(store, experiment, parent, max_epochs=5)
+    tracker = TrialTracker.resume(LocalStore(client=client), experiment, parent, max_epochs=5)
     settings = {"max_epochs": 5, "seed": 0, "metric": "val_loss", "mode": "min", "early_stopping_patience": None}
     callback = _ray_callback()(tracker, settings, 1, "val_loss", "min", Progress(stream=io.StringIO(), live=False))
     trial = Trial("ray_trial", config={"n_layers": 1, "units_0": 8, "lr": 0.01}, trial_id="t1", stub=True)
@@ -398,5 +395,4 @@ def test_a_resumed_trial_writes_the_epoch_of_its_checkpoint_that_an_interruption
     callback.on_trial_start(0, [trial], trial)
     callback.on_trial_result(0, [trial], trial, {"epoch": 4, "val_loss": 0.25, "train_loss": 0.2})
     tracker.flush()
-    store.flush()  # the metrics are sent, not waited for
     assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2, 3, 4]

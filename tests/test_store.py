@@ -1,31 +1,95 @@
-"""The tracking store: every trial lands in MLflow, and writes the driver does not wait for are never lost."""
+"""The tracking store's own process: MLflow loads there, never in the driver, and nothing is lost on the way.
+
+Each check runs as its own ``python`` process (as a user runs a search): the store's process is forked only
+where no Ray runs, and the test process may hold the suite's Ray.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
-from hpsearch.tracking import tracker as tracking
-from hpsearch.tracking.store import LocalStore, experiment_id
+from hpsearch.tracking.store import LocalStore, Pending
 from hpsearch.tracking.tracker import TrialTracker
 from tests.conftest import REPO, SPACES
-from tests.processes import living_children
+from tests.processes import alive, env_logging_imports, imports, living_children
+
+CALLS = """
+import json, os, sys
+from hpsearch.tracking import tracker as tracking
+from hpsearch.errors import TrackingError
+from hpsearch.tracking.store import StoreProcess, experiment_id
+
+def children():  # the living processes this one started (the store's process), read from /proc
+    found = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = open(f"/proc/{name}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == str(os.getpid()) and fields[0] != "Z":
+            found.append(int(name))
+    return found
+
+store = StoreProcess.start(sys.argv[1])
+print(json.dumps({"pid": children()[0]}), flush=True)
+uri = store.connect()
+first = store.call(experiment_id, "exp", uri)
+again = store.call(experiment_id, "exp", uri)
+try:
+    store.call(tracking.find_resumable_search, first, "exp")
+    error = None
+except TrackingError as err:
+    error = str(err)
+store.send(tracking.find_resumable_search, first, "exp")  # fails in the store: raised by the next call
+try:
+    store.call(experiment_id, "exp", uri)
+    sent_error = None
+except TrackingError as err:
+    sent_error = str(err)
+after = store.call(experiment_id, "exp", uri)  # reported once
+other = store.submit(experiment_id, "other", uri)  # answers read later, after calls made since
+failing = store.submit(tracking.find_resumable_search, first, "exp")
+between = store.call(experiment_id, "exp", uri)
+try:
+    failing.result()
+    submitted_error = None
+except TrackingError as err:
+    submitted_error = str(err)
+submitted = [other.result(), other.result(), store.call(experiment_id, "other", uri)]
+if len(sys.argv) > 2:  # stay, to be killed
+    input()
+store.close()
+print(json.dumps({"uri": uri, "same_experiment": first == again == after == between, "error": error,
+                  "sent_error": sent_error, "submitted_error": submitted_error,
+                  "submitted_answered": len(set(submitted)) == 1 and submitted[0] != first,
+                  "ended": children() == [], "mlflow": "mlflow" in sys.modules}))
+"""
+
+
+def _python(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", script, *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
 
 
 @pytest.mark.parametrize("executor", ["local", "ray"])
-def test_a_search_tracks_every_trial_and_ends_the_ray_it_started_before_it_returns(workdir: Path, executor: str):
-    """Every trial's run is closed with its params, metrics and model; none of the Ray processes the search
-    started is left when the command prints the search's end."""
+def test_a_search_tracks_every_trial_from_a_driver_that_never_loads_mlflow(workdir: Path, executor: str):
+    """MLflow loads in a process the driver forks, never in the driver; on Ray too (Tune's usage statistics would
+    import MLflow's integration into the driver). The Ray the search started is ended before the search returns:
+    none of its processes is left when the command prints the search's end."""
+    log = workdir / "imports.log"
     driver = subprocess.Popen(
         [sys.executable, "-m", "hpsearch", "run", str(SPACES / "reference.py"), "--num-samples", "3",
          "--max-epochs", "2", "--executor", executor, "--no-plots"],
-        cwd=workdir, env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}, text=True,
+        cwd=workdir, env=env_logging_imports(log, "mlflow", PYTHONUNBUFFERED="1"), text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     output, ray_left = [], None
     for line in driver.stdout:
@@ -34,6 +98,9 @@ def test_a_search_tracks_every_trial_and_ends_the_ray_it_started_before_it_retur
             ray_left = {pid: name for pid, name in living_children(driver.pid).items()
                         if name in ("gcs_server", "raylet")}
     assert driver.wait(timeout=300) == 0, "".join(output)[-3000:]
+    mlflow_loaded_by = [(pid, ppid) for pid, ppid, name in imports(log) if name == "mlflow"]
+    assert driver.pid not in {pid for pid, _ in mlflow_loaded_by}
+    assert any(ppid == driver.pid for _, ppid in mlflow_loaded_by)  # the store's process, forked by the driver
     assert ray_left == {}
     client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("reference").experiment_id])
@@ -43,30 +110,90 @@ def test_a_search_tracks_every_trial_and_ends_the_ray_it_started_before_it_retur
     assert all(client.list_artifacts(r.info.run_id, "model") for r in trials)
 
 
-def test_a_sent_write_returns_at_once_and_its_error_is_raised_by_the_next_call(tmp_path: Path):
-    """Writes nobody waits for (a trial's metrics) go to MLflow's asynchronous logging; one that fails is not lost
-    in MLflow's thread: the next call raises MLflow's own error, and the store goes on."""
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
-    store = LocalStore(client=client)
-    missing = "fedcba9876543210fedcba9876543210"
-    store.send(tracking.log_test_metrics, missing, {"test_loss": 1.0})  # no such run: fails in MLflow's thread
-    with pytest.raises(MlflowException, match=missing):
-        store.call(experiment_id, "e", store.uri)
-    assert store.call(experiment_id, "e", store.uri) == experiment  # reported once
+def test_the_store_process_answers_in_order_and_its_errors_reach_the_driver_for_sent_and_submitted_calls(
+        workdir: Path):
+    result = _python(CALLS, f"sqlite:///{workdir / 'store.db'}", cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answer["same_experiment"] and answer["ended"] and not answer["mlflow"]
+    assert answer["error"] == "experiment 'exp' has no search to resume; run it without --resume"
+    assert answer["sent_error"] == answer["submitted_error"] == answer["error"]
+    assert answer["submitted_answered"]
 
 
-def test_every_metric_sent_for_a_trial_is_in_its_run_when_the_trial_ends(tmp_path: Path):
+def test_the_store_process_ends_when_the_driver_is_killed(workdir: Path):
+    driver = subprocess.Popen([sys.executable, "-c", CALLS, f"sqlite:///{workdir / 'store.db'}", "stay"],
+                              cwd=workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    child = json.loads(driver.stdout.readline())["pid"]
+    time.sleep(1)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive(child)
+
+
+def test_a_trial_whose_run_id_wait_ctrl_c_cut_still_gets_its_run_id_when_asked_again(tmp_path: Path):
+    """A Ctrl-C can land while the driver waits for a trial's run id: the abort that follows needs that id."""
+    class SlowStore(LocalStore):  # answers a submitted call only on the second read, as if cut by Ctrl-C once
+        def submit(self, fn, *args, **kwargs):
+            value, reads = self.call(fn, *args, **kwargs), []
+
+            def read():
+                reads.append(1)
+                if len(reads) == 1:
+                    raise KeyboardInterrupt
+                return value
+
+            return Pending(read)
+
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
     parent = client.create_run(experiment).info.run_id
-    tracker = TrialTracker(LocalStore(client=client), experiment, parent, max_epochs=30)
-    run_id = tracker.trial_started("t1", {"lr": 0.1}).run_id
-    for epoch in range(1, 31):
-        tracker.epoch_reported("t1", {"epoch": epoch, "val_loss": 1.0 / epoch, "train_loss": 2.0 / epoch})
-        tracker.flush()  # each epoch sent on its own
-    tracker.trial_ended("t1")
-    run = client.get_run(run_id)
-    assert run.info.status == "FINISHED" and run.data.tags["hpsearch.status"] == "completed"
-    assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == list(range(1, 31))
-    assert run.data.metrics["epochs_trained"] == 30
+    tracker = TrialTracker(SlowStore(client=client), experiment, parent, max_epochs=2)
+    assert tracker.trial_started("t1", {"lr": 0.1}).run_id == ""
+    with pytest.raises(KeyboardInterrupt):
+        tracker.record("t1")
+    run_id = tracker.record("t1").run_id
+    assert client.get_run(run_id).data.params == {"lr": "0.1"}
+    tracker.close_open_runs()
+    assert client.get_run(run_id).info.status == "KILLED"
+
+
+FAILING_CALLS = """
+import json, sys, traceback
+from hpsearch.tracking import tracker as tracking
+from hpsearch.tracking.store import StoreProcess, experiment_id
+
+store = StoreProcess.start(sys.argv[1])
+uri = store.connect()
+experiment = store.call(experiment_id, "exp", uri)
+shown = {}
+try:  # a run id that does not exist: MLflow raises in the store's process
+    store.call(tracking.log_test_metrics, "0123456789abcdef0123456789abcdef", {"test_loss": 1.0})
+except Exception as err:
+    shown["called"] = "".join(traceback.format_exception(err))
+store.send(tracking.log_test_metrics, "fedcba9876543210fedcba9876543210", {"test_loss": 1.0})
+try:  # the sent call's error arrives with this call's answer
+    store.call(experiment_id, "exp", uri)
+except Exception as err:
+    shown["sent"] = "".join(traceback.format_exception(err))
+shown["after"] = store.call(experiment_id, "exp", uri) == experiment
+store.close()
+print(json.dumps(shown))
+"""
+
+
+def test_an_error_in_the_store_process_shows_its_own_traceback_and_the_call_even_when_reported_later(
+        workdir: Path):
+    result = _python(FAILING_CALLS, f"sqlite:///{workdir / 'store.db'}", cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    shown = json.loads(result.stdout.strip().splitlines()[-1])
+    assert shown["after"], "a failed call does not stop the store"
+    for key, run_id in (("called", "0123456789abcdef0123456789abcdef"), ("sent", "fedcba9876543210fedcba9876543210")):
+        text = shown[key]
+        assert f"hpsearch.tracking.tracker.log_test_metrics('{run_id}'" in text, text
+        assert "tracker.py" in text and "in log_test_metrics" in text, "the store process's own traceback"
+    assert "sent earlier without waiting" in shown["sent"] and "sent earlier" not in shown["called"]

@@ -17,6 +17,8 @@ from hpsearch.errors import HpsearchError
 
 __all__ = ["add_commands"]
 
+#: The modules whose functions the search's store process runs (by name): imported there while this one loads torch.
+STORE_MODULES = ("hpsearch.tracking.tracker", "hpsearch.tracking.reader", "hpsearch.results.publish")
 EXIT_ALL_TRIALS_FAILED = 1
 EXIT_INTERRUPTED = 130
 
@@ -47,9 +49,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hpsearch.tracking.store import LocalStore
+    from hpsearch.tracking.store import StoreProcess
 
-    store = LocalStore(args.tracking_uri)
+    # MLflow loads and opens the store in a process of its own while this one loads torch (hpsearch.tracking.store)
+    store = StoreProcess.start(args.tracking_uri, preload=STORE_MODULES)
     try:
         return _run_search(args, store)
     finally:

@@ -142,14 +142,21 @@ def run_search(
     if executor in ("local", "batched") and (resume or max_failures or storage or (address and executor == "local")):
         raise SpaceError("--resume, --max-failures, --address and --storage need the Ray executor; "
                          "use --executor ray", field="executor")
-    return _run_checked(search, space_file, data, metric, mode, experiment, executor, started,
-                        plots=plots, store=store, tracking_uri=tracking_uri, results_dir=results_dir, resume=resume,
-                        max_failures=max_failures, on_event=on_event, progress=progress, address=address,
-                        storage=storage)
+    drawer = drawing.Drawer.start() if plots else None  # its imports overlap with Ray's start and the trials
+    try:
+        outcome = _run_checked(search, space_file, data, metric, mode, experiment, executor, started, drawer,
+                               plots=plots, store=store, tracking_uri=tracking_uri, results_dir=results_dir,
+                               resume=resume,
+                               max_failures=max_failures, on_event=on_event, progress=progress, address=address,
+                               storage=storage)
+    finally:
+        if drawer is not None:
+            drawer.close()
+    return outcome
 
 
 def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, mode: str, experiment: str,
-                 executor: str, started: float, *, plots: bool, store: Store,
+                 executor: str, started: float, drawer: drawing.Drawer | None, *, plots: bool, store: Store,
                  tracking_uri: str | None, results_dir: Path, resume: bool, max_failures: int,
                  on_event: Callable[[str], None], progress: Progress, address: str | None,
                  storage: str | None) -> SearchOutcome:
@@ -187,6 +194,8 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
                             {**_search_params(search, data, metric, mode), "executor": executor}, space_file, ray_path,
                             _data_record(data))
         tracker = tracking.TrialTracker(store, exp_id, parent, search.max_epochs)
+        if drawer is not None:  # each trial's loss curve is drawn as it ends, while the next ones train
+            tracker.on_ended = drawer.trial_ended
         on_event(f"search {parent} in experiment {experiment!r}: {search.num_samples} trials, "
                  f"up to {search.max_epochs} epochs each, " + _where(executor, on_ray))
         if search.scheduler is not None:
@@ -211,8 +220,8 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
         if outcome.best is not None:
             outcome.test_metrics = after.step("test", _test_report_of, store, outcome.best, data) or {}
         pending = None
-        if plots:
-            pending = after.step("plots", drawing.start_search_plots, store, parent, outcome.best, data.test)
+        if plots:  # drawn in the drawer's process (if any) while the best model is published
+            pending = after.step("plots", drawing.start_search_plots, store, parent, outcome.best, data.test, drawer)
         for line in after.step("publish", store.call, publish.on_search_end, outcome.best, experiment=experiment,
                                parent_run_id=parent, metric=metric, mode=mode, space_file=space_file,
                                data=_data_field(search), preprocessing=preprocessing_state(data.preprocessor)) or []:

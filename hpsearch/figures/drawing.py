@@ -1,37 +1,51 @@
-"""When a search's figures are drawn, and how they reach MLflow.
+"""Where and when a search's figures are drawn, and how they reach MLflow.
 
-Once the trials have ended, :func:`start_search_plots` reads the search back from MLflow, computes what the
-figures need from the best model (predictions, the architecture, with the torch the driver has loaded) and draws
-every figure (:mod:`hpsearch.figures.visualize` says what is drawn) here, in the driver; :meth:`PendingPlots.log` logs
-the files before the parent run is closed. Drawing costs about a second per search plus tens of milliseconds per
-trial. (An earlier design drew them in a forked process of its own while the search ran; measured side by side
-in ``bench/machinery.py``, it did not pay: docs/benchmarks.md.)
+Drawing costs about a second per search plus tens of milliseconds per trial, all of it Python (matplotlib's
+layout and rendering; :mod:`hpsearch.figures.visualize` says what is drawn). So the runner starts a :class:`Drawer`, a
+second process, when a search starts: each trial's loss-curve PNG is drawn there as the trial ends, while the
+next trials train; once the trials have ended, :func:`start_search_plots` reads the search back from MLflow and
+hands it to the drawer, the runner publishes the best model meanwhile, and :meth:`PendingPlots.log` logs the
+files before the parent run is closed. The driver never imports matplotlib or plotly; what the figures need from
+the best model (predictions, the architecture) it computes itself, with the torch it has loaded.
+
+The drawer is forked, so it starts with the driver's imports already done, and only where forking is safe:
+before Ray runs in this process (a fork would copy Ray's threads in an unknown state). Elsewhere (a library
+caller that already started Ray, ``hpsearch report``) the same drawing runs in-process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
+import os
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from hpsearch import lifeline
 from hpsearch.data.dataset import Split
 from hpsearch.figures.layout import PLOTS_DIR, TRIAL_PNG, TRIALS_DIR, BestModelFacts, PlotsLogged
 from hpsearch.model.network import ModelSpec, load_model
 from hpsearch.tracking import tracker as tracking
 from hpsearch.tracking.reader import load_search
+from hpsearch.tracking.schema import TrialRecord
 from hpsearch.training import architecture
 
 if TYPE_CHECKING:
     from hpsearch.tracking.store import Store
 
-__all__ = ["PendingPlots", "best_model_facts", "start_search_plots"]
+__all__ = ["Drawer", "PendingPlots", "best_model_facts", "start_search_plots"]
 
 
 def best_model_facts(model_dir: str, test: Split | None) -> BestModelFacts:
@@ -54,30 +68,97 @@ def _predictions(model: torch.nn.Module, spec: ModelSpec, split: Split) -> tuple
     return np.asarray(split.y).astype(int), predicted.numpy()
 
 
+class Drawer:
+    """A forked process that draws the figures while the driver goes on, and the folder it draws into.
+
+    It ignores Ctrl-C (the driver decides what an interruption means) and ends with the driver, even a killed one
+    (:mod:`hpsearch.lifeline`); :meth:`close` ends it and removes the folder. Create it with :meth:`start`, which
+    returns None where forking is not safe.
+    """
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="hpsearch-plots-"))
+        self.drawn: dict[str, Future] = {}  # run id -> its loss-curve PNG, drawn as the trial ended
+        # One process: a second one (the search's figures in two halves at once) finished the figures sooner but
+        # slowed the search more, on 2 cores, than it saved (bench: tiny search 8.5 s against 7.9 s).
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker,
+                                         initargs=(os.getpid(),))
+        self._pool.submit(bool)  # fork now, so that it loads the plotting libraries while the search runs
+
+    @classmethod
+    def start(cls) -> Drawer | None:
+        ray = sys.modules.get("ray")
+        if os.name != "posix" or (ray is not None and ray.is_initialized()):
+            return None
+        sys.stdout.flush(), sys.stderr.flush()  # nothing buffered is written twice
+        return cls()
+
+    def trial_ended(self, record: Any) -> None:
+        """Draw an ended trial's loss-curve PNG now, from its :class:`~hpsearch.tracking.schema.TrialRecord` (it is
+        logged with the search's figures). Only for trials whose every epoch this process saw: not resumed ones."""
+        if record.curves:
+            trial = TrialRecord(record.trial_id, record.run_id, record.name, {}, record.status,
+                                curves=dict(record.curves))
+            path = self.folder / TRIALS_DIR / record.run_id / TRIAL_PNG
+            with contextlib.suppress(BrokenProcessPool):  # a dead drawer: the end of the search draws it here
+                self.drawn[record.run_id] = self._pool.submit(_draw_trial, trial, path)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        return self._pool.submit(fn, *args)
+
+    def close(self) -> None:
+        """End the process once its current figure is done (figures not started are dropped); remove the folder."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _start_worker(driver: int) -> None:
+    # A killed driver does not close the pool, and the worker's own copy of its queue's pipe keeps it waiting.
+    lifeline.exit_with_parent(driver)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from hpsearch.figures import visualize  # matplotlib, plotly and Optuna's plots, loaded while the search runs
+
+    visualize.warm_up()
+
+
+def _draw_trial(trial: TrialRecord, path: Path) -> float:
+    from hpsearch.figures import plots
+
+    started = time.monotonic()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plots.trial_loss_png(trial, str(path))
+    return time.monotonic() - started
+
+
 @dataclass
 class PendingPlots:
-    """A search's figures, drawn into ``folder``, not yet logged."""
+    """Figures being drawn (by a :class:`Drawer`, or already drawn in-process) into ``folder``, not yet logged."""
 
     parent_run_id: str
     folder: Path
     runs: list[str]
     started: float
-    drawn: PlotsLogged
+    args: tuple  # what draw_search_plots needs, to draw everything here if the drawer dies
+    owns_folder: bool = True  # False: the drawer's folder, which the drawer removes
+    figures: Future | None = None  # the search's figures, in the drawer
+    trials: dict[str, Future] = field(default_factory=dict)  # the trials' PNGs drawn as they ended
+    drawn: PlotsLogged | None = None  # already drawn, in-process
 
     def log(self, store: Store, on_event: Callable[[str], None] = print) -> PlotsLogged:
-        """Log the files to the runs, and say what was logged or skipped.
+        """Wait for the drawing, log the files to the runs, and say what was logged or skipped.
 
         ``on_event`` gets these lines as details (the command line shows them with ``--verbose`` only): a
         figure skipped for a reason that is no mistake (Graphviz not installed, too few trials) is said on
         every search otherwise, and ``report`` says it where it matters.
         """
         try:
-            logged = self.drawn
+            logged = self.drawn or self._wait()
             files = [(run_id, str(png), PLOTS_DIR) for run_id in self.runs
                      if (png := self.folder / TRIALS_DIR / run_id / TRIAL_PNG).exists()]
             store.call(tracking.log_files, [*files, (self.parent_run_id, str(self.folder / PLOTS_DIR), PLOTS_DIR)])
         finally:
-            shutil.rmtree(self.folder, ignore_errors=True)
+            if self.owns_folder:
+                shutil.rmtree(self.folder, ignore_errors=True)
         logged.total_s = time.monotonic() - self.started
         for name, reason in logged.skipped.items():
             on_event(f"plot {name} skipped: {reason}")
@@ -85,9 +166,21 @@ class PendingPlots:
                  f"at the end of the search ({logged.per_trial_s * 1000:.0f} ms per trial for its loss curve)")
         return logged
 
+    def _wait(self) -> PlotsLogged:
+        assert self.figures is not None
+        try:
+            logged = self.figures.result()
+            seconds = [future.result() for future in self.trials.values()]
+        except BrokenProcessPool:  # the drawer died (killed, out of memory): draw everything here instead
+            return _draw_again(*self.args)
+        if seconds:
+            logged.per_trial_s = sum(seconds) / len(seconds)
+        return logged
 
-def start_search_plots(store: Store, parent_run_id: str, best: Any, test: Split | None) -> PendingPlots:
-    """Read the finished search back from MLflow and draw its figures into a new temporary folder.
+
+def start_search_plots(store: Store, parent_run_id: str, best: Any, test: Split | None,
+                       drawer: Drawer | None = None) -> PendingPlots:
+    """Read the finished search back from MLflow and start drawing its figures (in ``drawer`` if given).
 
     Args:
         store: the tracking store the search wrote to.
@@ -95,19 +188,37 @@ def start_search_plots(store: Store, parent_run_id: str, best: Any, test: Split 
         best: the best trial's record (``run_id``, ``model_dir``; None when its model is only in MLflow), or
             None when no trial scored.
         test: the test split, for the best model's confusion matrix or predicted-vs-true plot.
+        drawer: the process to draw in; None draws here and now, into a new temporary folder.
     """
     started = time.monotonic()
     history = store.call(load_search, parent_run_id)
-    folder = Path(tempfile.mkdtemp(prefix="hpsearch-plots-"))
+    folder = drawer.folder if drawer else Path(tempfile.mkdtemp(prefix="hpsearch-plots-"))
+    facts = None
+    if best is not None:
+        model_dir = best.model_dir or store.call(tracking.download_model, best.run_id, folder / "best")
+        facts = best_model_facts(model_dir, test)
+    runs = [t.run_id for t in history.trials]
+    args = (history, facts, folder)
+    pending = PendingPlots(parent_run_id, folder, runs, started, args, owns_folder=drawer is None)
+    if drawer is None:
+        pending.drawn = _draw(*args, set())
+        return pending
+    pending.trials = {run_id: future for run_id, future in drawer.drawn.items() if run_id in runs}
     try:
-        facts = None
-        if best is not None:
-            model_dir = best.model_dir or store.call(tracking.download_model, best.run_id, folder / "best")
-            facts = best_model_facts(model_dir, test)
-        from hpsearch.figures import visualize  # matplotlib, plotly and Optuna's plots: only where figures are drawn
+        pending.figures = drawer.submit(_draw, *args, set(pending.trials))
+    except BrokenProcessPool:  # the drawer died before the end of the search
+        pending.drawn = _draw_again(*args)
+    return pending
 
-        drawn = visualize.draw_search_plots(history, facts, folder)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    return PendingPlots(parent_run_id, folder, [t.run_id for t in history.trials], started, drawn)
+
+def _draw(*args: Any) -> PlotsLogged:
+    from hpsearch.figures import visualize  # matplotlib, plotly and Optuna's plots: only where figures are drawn
+
+    return visualize.draw_search_plots(*args)
+
+
+def _draw_again(history: Any, facts: BestModelFacts | None, folder: Path) -> PlotsLogged:
+    """Every figure, here, into a folder emptied of what a dead drawer may have left half-written."""
+    shutil.rmtree(folder / PLOTS_DIR, ignore_errors=True)
+    shutil.rmtree(folder / TRIALS_DIR, ignore_errors=True)
+    return _draw(history, facts, folder, set())

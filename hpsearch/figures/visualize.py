@@ -10,32 +10,37 @@ plots never fail a search whose results are already tracked.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+from optuna.distributions import FloatDistribution, IntDistribution, distribution_to_json
+
 from hpsearch.figures import html, plots
 from hpsearch.figures.layout import FIGURES_FILE, PLOTS_DIR, TRIAL_PNG, TRIALS_DIR, BestModelFacts, PlotsLogged
 from hpsearch.figures.study import rebuild_study
 from hpsearch.tracking.reader import SearchHistory
-from hpsearch.tracking.schema import TAG_BEST_RUN_ID
+from hpsearch.tracking.schema import TAG_BEST_RUN_ID, Status, TrialRecord
 from hpsearch.training import architecture
 
-__all__ = ["draw_search_plots", "interactive_page", "search_plots"]
+__all__ = ["draw_search_plots", "interactive_page", "search_plots", "warm_up"]
 
 PNG_DPI = 100
 
 
-def draw_search_plots(history: SearchHistory, best: BestModelFacts | None, folder: Path) -> PlotsLogged:
+def draw_search_plots(history: SearchHistory, best: BestModelFacts | None, folder: Path,
+                      already_drawn: set[str] = frozenset()) -> PlotsLogged:
     """Every figure of a search as files: ``folder/plots/`` for the search, ``folder/trials/RUN_ID/`` per trial.
 
-    Needs neither the tracking store nor torch: everything comes in as arguments.
+    Needs neither the tracking store nor torch (it runs in the :class:`~hpsearch.figures.drawing.Drawer`): everything
+    comes in as arguments. Trials in ``already_drawn`` got their loss-curve PNG when they ended.
     """
     logged = PlotsLogged()
     out = folder / PLOTS_DIR
     out.mkdir(parents=True, exist_ok=True)
-    logged.per_trial_s = _draw_trial_pngs(history, folder / TRIALS_DIR)
+    logged.per_trial_s = _draw_trial_pngs(history, folder / TRIALS_DIR, already_drawn)
     figures = search_plots(history, logged)
     if best is not None:
         figures += _best_model_plots(history, best, out, logged)
@@ -44,16 +49,40 @@ def draw_search_plots(history: SearchHistory, best: BestModelFacts | None, folde
     return logged
 
 
+def warm_up() -> None:
+    """Draw two figures of a made-up three-trial search and throw them away.
+
+    The first figures a process draws pay for loading fonts, plotly's validators and Optuna's plotting code
+    (about 0.4 s): the drawer pays it while the search runs, not at its end.
+    """
+    trials = [TrialRecord(f"t{i}", f"run{i}", f"trial_{i}",
+                          {"n_layers": "1", "units_0": str(8 * (i + 1)), "lr": str(10.0 ** -(i + 1))},
+                          Status.COMPLETED, epochs=2, metrics={"train_loss": 0.5 + i, "val_loss": 0.6 + i},
+                          curves={key: [(1, 1.0 + i + offset), (2, 0.5 + i + offset)] for key, offset in
+                                  (("train_loss", 0.0), ("val_loss", 0.1))}, start_ms=1000 * i, end_ms=1000 * i + 500)
+              for i in range(3)]
+    space = {f"space.{name}": distribution_to_json(dist) for name, dist in
+             {"n_layers": IntDistribution(1, 2), "units_0": IntDistribution(4, 64, log=True),
+              "units_1": IntDistribution(4, 64, log=True), "lr": FloatDistribution(1e-4, 0.1, log=True)}.items()}
+    history = SearchHistory("warm-up", "warm-up", "warm-up", {**space, "metric": "val_loss", "mode": "min"}, {}, {},
+                            trials)
+    figures = [plots.learning_curves(history), plots.parallel_coordinates(rebuild_study(history), history.metric)]
+    for plot in figures:  # the two whose first drawing costs most (Optuna's plots load on first use)
+        plot.png.savefig(io.BytesIO(), format="png", dpi=PNG_DPI)
+        plot.interactive.to_json()
+    plots.close(figures)
+
+
 def interactive_page(title: str, figures: list[tuple[str, Any]]) -> str:
     """One HTML page of plotly figures, plotly.js inline once: opens without a server or a network."""
     return html.page(title, f"<h1>{html.escape(title)}</h1>" + html.plotly_figures(figures))
 
 
 # ---------------------------------------------------------------------------------------------- figures
-def _draw_trial_pngs(history: SearchHistory, folder: Path) -> float:
+def _draw_trial_pngs(history: SearchHistory, folder: Path, already_drawn: set[str]) -> float:
     """Each child run's own loss-curve PNG, unless it has one already; returns the mean seconds per PNG."""
     started = time.monotonic()
-    trials = [t for t in history.trials if t.curves]
+    trials = [t for t in history.trials if t.curves and t.run_id not in already_drawn]
     for trial in trials:
         (folder / trial.run_id).mkdir(parents=True)
         plots.trial_loss_png(trial, str(folder / trial.run_id / TRIAL_PNG))

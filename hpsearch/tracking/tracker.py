@@ -4,9 +4,9 @@ All writes come from the driver, so trials need no access to the tracking store 
 lives in one place (:class:`TrialTracker`). Per-epoch metrics are buffered and written with ``log_batch`` about
 once a second instead of one call per metric.
 
-The functions that take a ``client`` run through :meth:`hpsearch.tracking.store.Store.call` (or ``send``, for the writes
-nobody waits for) and return plain values. This module loads MLflow only inside them, so that importing it (for
-:class:`TrialTracker` and :class:`TrialRecord`) does not.
+The functions that take a ``client`` run next to the MLflow client, through
+:meth:`hpsearch.tracking.store.Store.call` (in the driver, or in the store's own process), and return plain
+values. This module loads MLflow only inside them, so the driver that imports it never loads MLflow.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,7 +51,7 @@ from hpsearch.tracking.schema import (
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from hpsearch.tracking.store import Store
+    from hpsearch.tracking.store import Pending, Store
 
 __all__ = ["TrialRecord", "TrialTracker"]
 
@@ -77,14 +78,21 @@ class TrialTracker:
         self._pending: dict[str, list[tuple[str, float, int, int]]] = {}  # trial id -> (key, value, time ms, step)
         self._pending_tags: dict[str, dict[str, str]] = {}  # trial id -> tags
         self._last_flush = time.monotonic()
+        self._opening: dict[str, Pending] = {}  # trial id -> its run's id, on its way from the store
+        self.on_ended: Callable[[TrialRecord], None] | None = None  # called once per trial, after its run is closed
 
     def __getstate__(self) -> dict[str, Any]:
-        """Ray Tune pickles its callbacks (and this tracker) into its snapshot: the store stays here."""
-        return {**self.__dict__, "store": None}
+        """Ray Tune pickles its callbacks (and this tracker) into its snapshot: the store and the hook stay here."""
+        return {**self.__dict__, "on_ended": None, "store": None, "_opening": {}}
 
     def record(self, trial_id: str) -> TrialRecord:
-        """The trial's record."""
-        return self.records[trial_id]
+        """The trial's record, with its run id once the store has answered (the first time, it may wait for it)."""
+        record = self.records[trial_id]
+        opening = self._opening.get(trial_id)
+        if opening is not None:
+            record.run_id = opening.result()
+            del self._opening[trial_id]  # only once answered: a Ctrl-C in the wait leaves it to be read again
+        return record
 
     @classmethod
     def resume(cls, store: Store, experiment_id: str, parent_run_id: str, max_epochs: int) -> TrialTracker:
@@ -104,7 +112,12 @@ class TrialTracker:
         return len(orphans)
 
     def trial_started(self, trial_id: str, params: dict[str, Any]) -> TrialRecord:
-        """Open the trial's child run and log its full effective configuration as params."""
+        """Open the trial's child run and log its full effective configuration as params.
+
+        The driver does not wait for the run: its id is read when the trial's first metrics are written (at most
+        once a second, :meth:`flush`) or when it ends (:meth:`record`), by when the store has long answered.
+        Until then the record's ``run_id`` is empty (a store in this process answers at once).
+        """
         if trial_id in self.records:  # a trial that resumes keeps its run
             record = self.record(trial_id)
             if record.status == Status.RUNNING:
@@ -114,9 +127,13 @@ class TrialTracker:
                 self.store.send(_reopen_run, record.run_id, missing)
             return record
         name = f"trial_{len(self.records):03d}"
-        run_id = self.store.call(_open_trial_run, self.experiment_id, self.parent_run_id, name, trial_id,
-                                 {k: str(v) for k, v in params.items()})
-        record = self.records[trial_id] = TrialRecord(trial_id, run_id, name, params)
+        opening = self.store.submit(_open_trial_run, self.experiment_id, self.parent_run_id, name, trial_id,
+                                    {k: str(v) for k, v in params.items()})
+        record = self.records[trial_id] = TrialRecord(trial_id, "", name, params)
+        if opening.done():
+            record.run_id = opening.result()
+        else:
+            self._opening[trial_id] = opening
         return record
 
     def epoch_reported(self, trial_id: str, metrics: dict[str, Any]) -> None:
@@ -154,8 +171,8 @@ class TrialTracker:
         """Tag the trial completed / stopped / failed, attach its model, and close its run (once).
 
         Its last metrics, ``epochs_trained`` and its tags go in one ``log_batch`` after the model files, so a
-        run tagged completed always has its model. That batch goes to MLflow's asynchronous logging, which MLflow
-        writes before it ends the run: calls made after this one find the run closed.
+        run tagged completed always has its model. The driver does not wait for the writing (Ray Tune's loop
+        starts the next trial meanwhile); calls made after this one find the run closed.
         """
         record = self.record(trial_id)
         if record.status in ENDED:
@@ -178,6 +195,8 @@ class TrialTracker:
         tags = {**self._pending_tags.pop(trial_id, {}), **tags}
         self.store.send(_close_trial_run, record.run_id, error=error, model_files=model_files, metrics=metrics,
                         tags=tags)
+        if self.on_ended is not None:
+            self.on_ended(record)
         return record
 
     def flush(self) -> None:

@@ -1,0 +1,44 @@
+"""Forked helper processes end with the process that forked them, however it ends.
+
+A search forks two helpers (:mod:`hpsearch.tracking.store`'s MLflow process and :mod:`hpsearch.figures.drawing`'s
+drawer). When the driver ends normally it closes them; when it is killed (``kill -9``, the out-of-memory killer, a
+machine's scheduler) nothing tells them, and a helper blocked on a queue that its own copy of the pipe keeps open
+waited forever: a 330 MB process per kill, piling up.
+
+The watch is by parent pid, the portable POSIX way: a process whose parent ends is adopted by another one (init
+or a subreaper), so :func:`os.getppid` changes. A pipe's end-of-file would tell sooner, but every process forked
+later inherits the pipe's write end and keeps it open. Linux's ``PR_SET_PDEATHSIG`` fires when the forking
+*thread* ends, not the process, and is Linux only.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+__all__ = ["CHECK_INTERVAL_S", "exit_with_parent", "parent_gone"]
+
+CHECK_INTERVAL_S = 0.5
+
+
+def parent_gone(parent_pid: int) -> bool:
+    """Whether the process that forked this one (its pid read *before* the fork) has ended."""
+    return os.getppid() != parent_pid
+
+
+def exit_with_parent(parent_pid: int, interval_s: float = CHECK_INTERVAL_S) -> threading.Thread:
+    """In a forked child: end this process (at once, no clean-up) within ``interval_s`` of its parent's end.
+
+    ``parent_pid`` is the parent's pid read before the fork, so that a parent killed while the child starts is
+    noticed too. The watch runs on a daemon thread, so it works while the child's main thread is blocked.
+    """
+
+    def watch() -> None:
+        while not parent_gone(parent_pid):
+            time.sleep(interval_s)
+        os._exit(0)
+
+    thread = threading.Thread(target=watch, name="hpsearch-lifeline", daemon=True)
+    thread.start()
+    return thread
