@@ -2,8 +2,12 @@
 drawer) against the simple design (MLflow in the driver with its own asynchronous logging, figures drawn in the
 driver), side by side.
 
-    git worktree add --detach /tmp/mach_base 0ab091e     # a checkout of the commit with the machinery
-    PYTHONPATH=. python bench/machinery.py --base /tmp/mach_base --repeats 8
+The two designs are two commits: 897f281 (with the machinery) and c7b8ba6 (the same code with it removed), so the
+figures differ by the machinery alone. Run it from a checkout of the simple one:
+
+    git worktree add --detach /tmp/premach 897f281      # the machinery
+    git worktree add --detach /tmp/postmach c7b8ba6     # the simple design
+    cd /tmp/postmach && PYTHONPATH=. python bench/machinery.py --base /tmp/premach --repeats 3
 
 Each run is ``python -m hpsearch run SPACE -q`` as a user runs it (imports and start-up included), with
 ``PYTHONPATH`` pointing at one tree or the other, in a folder of its own per design whose MLflow store was created
