@@ -135,8 +135,8 @@ def main(argv: list[str]) -> int:
     calls: list[str] = []
     real_start = store.StoreProcess.start
 
-    def start(uri):
-        return _NullStore() if tracking_off else _timed_store(real_start(uri), seconds, calls)
+    def start(uri, **options):
+        return _NullStore() if tracking_off else _timed_store(real_start(uri, **options), seconds, calls)
 
     store.StoreProcess.start = start
     samples: list[float] = []
