@@ -343,7 +343,7 @@ def test_a_trial_ended_in_mlflow_but_running_in_rays_snapshot_is_not_counted_or_
     from ray.tune.experiment import Trial
 
     from hpsearch.execution.progress import Progress
-    from hpsearch.execution.ray_tune import _ray_callback
+    from hpsearch.execution.ray_tune import tracking_callback
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
@@ -354,7 +354,7 @@ def test_a_trial_ended_in_mlflow_but_running_in_rays_snapshot_is_not_counted_or_
     out = io.StringIO()
     progress = Progress(stream=out, live=False)
     settings = {"max_epochs": 2, "seed": 0, "metric": "val_loss", "mode": "min", "early_stopping_patience": None}
-    callback = _ray_callback()(tracker, settings, 2, "val_loss", "min", progress)
+    callback = tracking_callback()(tracker, settings, 2, "val_loss", "min", progress)
     trial = Trial("ray_trial", config={"n_layers": 1, "units_0": 8, "lr": 0.01}, trial_id="t1", stub=True)
 
     # Ray's snapshot was saved before the trial's end: it runs the trial again from its last checkpoint
@@ -375,7 +375,7 @@ def test_a_resumed_trial_writes_the_epoch_of_its_checkpoint_that_an_interruption
     from ray.tune.experiment import Trial
 
     from hpsearch.execution.progress import Progress
-    from hpsearch.execution.ray_tune import _ray_callback
+    from hpsearch.execution.ray_tune import tracking_callback
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
@@ -388,7 +388,7 @@ def test_a_resumed_trial_writes_the_epoch_of_its_checkpoint_that_an_interruption
     client.set_terminated(run_id, "KILLED")
     tracker = TrialTracker.resume(LocalStore(client=client), experiment, parent, max_epochs=5)
     settings = {"max_epochs": 5, "seed": 0, "metric": "val_loss", "mode": "min", "early_stopping_patience": None}
-    callback = _ray_callback()(tracker, settings, 1, "val_loss", "min", Progress(stream=io.StringIO(), live=False))
+    callback = tracking_callback()(tracker, settings, 1, "val_loss", "min", Progress(stream=io.StringIO(), live=False))
     trial = Trial("ray_trial", config={"n_layers": 1, "units_0": 8, "lr": 0.01}, trial_id="t1", stub=True)
     trial.run_metadata.last_result = {"epoch": 3, "val_loss": 0.3, "train_loss": 0.2}  # restored with its checkpoint
 

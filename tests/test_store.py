@@ -26,7 +26,8 @@ CALLS = """
 import json, os, sys
 from hpsearch.tracking import tracker as tracking
 from hpsearch.errors import TrackingError
-from hpsearch.tracking.store import StoreProcess, experiment_id
+from hpsearch.tracking.store import StoreProcess
+from hpsearch.tracking.connection import experiment_id
 
 def children():  # the living processes this one started (the store's process), read from /proc
     found = []
@@ -165,7 +166,8 @@ def test_a_trial_whose_run_id_wait_ctrl_c_cut_still_gets_its_run_id_when_asked_a
 FAILING_CALLS = """
 import json, sys, traceback
 from hpsearch.tracking import tracker as tracking
-from hpsearch.tracking.store import StoreProcess, experiment_id
+from hpsearch.tracking.store import StoreProcess
+from hpsearch.tracking.connection import experiment_id
 
 store = StoreProcess.start(sys.argv[1])
 uri = store.connect()

@@ -50,7 +50,7 @@ def test_stores_in_wal_mode_commit_without_fsync_and_other_sqlite_stores_keep_th
 
     import sqlalchemy
 
-    from hpsearch.tracking.store import connect
+    from hpsearch.tracking.connection import connect
 
     connect(f"sqlite:///{tmp_path / 'other.db'}")  # installs the setting for the process
     wal = tmp_path / "wal.db"

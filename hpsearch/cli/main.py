@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code (tests call it in-process; :func:`program` is the process)."""
     args = _parser().parse_args(argv)
     if hasattr(args, "tracking_uri"):  # every command: MLFLOW_TRACKING_URI when --tracking-uri is not given
-        from hpsearch.tracking.store import tracking_uri_from
+        from hpsearch.tracking.connection import tracking_uri_from
 
         args.tracking_uri = tracking_uri_from(args.tracking_uri)
     try:

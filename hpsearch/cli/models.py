@@ -134,8 +134,8 @@ def open_search(args: argparse.Namespace) -> tuple[Any, str, Any]:
     """The store and the search that ``best``, ``export`` and ``report`` look at: ``--search RUN_ID``, else the
     latest search of ``EXPERIMENT`` (of any experiment when not given). One function, so that "no store here"
     and "no such search" read the same in every command."""
+    from hpsearch.tracking.connection import DEFAULT_STORE, connect
     from hpsearch.tracking.reader import find_search
-    from hpsearch.tracking.store import DEFAULT_STORE, connect
 
     if args.tracking_uri is None and not (DEFAULT_STORE / "mlflow.db").is_file():
         raise NotFoundError(f"no MLflow store in this folder ({Path.cwd() / DEFAULT_STORE / 'mlflow.db'} does not "

@@ -66,7 +66,7 @@ def _run_search(args: argparse.Namespace, store) -> int:  # noqa: ANN001 - hpsea
     search = with_overrides(search, args)
     if args.resume and search.executor not in ("local", "batched"):  # (refused by run_search)
         # nothing to resume where no store is: say so, and create none
-        from hpsearch.tracking.store import check_store_exists
+        from hpsearch.tracking.connection import check_store_exists
 
         check_store_exists(args.tracking_uri)
     if args.max_failures < 0:

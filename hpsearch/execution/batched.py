@@ -28,7 +28,7 @@ import torch
 from hpsearch.data.sources import Dataset
 from hpsearch.execution.population_worker import PopulationWorker, StepResult
 from hpsearch.execution.progress import Progress
-from hpsearch.execution.sampling import make_pruner, make_sampler
+from hpsearch.execution.sampling import make_pruner, make_sampler, train_settings
 from hpsearch.space import Search, suggest_params
 from hpsearch.tracking import tracker as tracking
 from hpsearch.training.fit import TrialConfig
@@ -87,8 +87,7 @@ class _Search:
                  progress: Progress) -> None:
         self.search, self.metric, self.mode = search, metric, mode
         self.tracker, self.model_root, self.progress = tracker, model_root, progress
-        self.settings = {"max_epochs": search.max_epochs, "seed": search.seed, "metric": metric, "mode": mode,
-                         "early_stopping_patience": search.early_stopping_patience}
+        self.settings = train_settings(search, metric, mode)
         self.study = optuna.create_study(direction="minimize" if mode == "min" else "maximize",
                                          sampler=make_sampler(search), pruner=make_pruner(search))
 

@@ -38,7 +38,8 @@ from hpsearch.tracking import tracker as tracking  # noqa: E402
 from hpsearch.tracking.schema import ENDED, Status, TrialRecord  # noqa: E402
 from hpsearch.training.fit import TrialConfig  # noqa: E402
 
-__all__ = ["end_ray_in_background", "fit_on_ray", "keep_trials_ray_knows", "nodes", "ray_running", "start_ray"]
+__all__ = ["end_ray_in_background", "fit_on_ray", "keep_trials_ray_knows", "nodes", "ray_running", "start_ray",
+           "tracking_callback"]
 
 # Ray Tune loads only for a search that runs on it (about 1.5 s of imports the in-process executor saves).
 ray = tune = ExperimentAnalysis = ASHAScheduler = OptunaSearch = None
@@ -108,7 +109,7 @@ def fit_on_ray(search: Search, data: Dataset, metric: str, mode: str, tracker: t
     }
     trainable = tune.with_resources(tune.with_parameters(ray_trial, data=data.for_trials(), settings=settings),
                                     {"cpu": search.resources["cpu"], "gpu": search.resources["gpu"]})
-    callback = _ray_callback()(tracker, settings["train"], search.num_samples, metric, mode, progress)
+    callback = tracking_callback()(tracker, settings["train"], search.num_samples, metric, mode, progress)
     _todays_run_config = _run_config(ray_path, callback, max_failures)
     if ray_state.restorable(ray_path):
         tuner = _restore(ray_path, trainable)
@@ -239,7 +240,7 @@ def _scheduler(search: Search) -> ASHAScheduler | None:
 
 
 @functools.cache
-def _ray_callback() -> type:
+def tracking_callback() -> type:
     """:class:`_TrackingCallback` as a Ray Tune callback (Ray Tune is imported here, once)."""
     import_ray()
     return type("_TrackingCallback", (_TrackingCallback, tune.Callback), {"__module__": __name__})
@@ -248,7 +249,7 @@ def _ray_callback() -> type:
 class _TrackingCallback:
     """Hands Ray Tune's trial events to the tracker and to the progress display.
 
-    A plain class, so that this module loads without Ray: :func:`_ray_callback` mixes in ``tune.Callback``.
+    A plain class, so that this module loads without Ray: :func:`tracking_callback` mixes in ``tune.Callback``.
     """
 
     def __init__(self, tracker: tracking.TrialTracker, train_settings: dict[str, Any], total: int,

@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.utils.models import get_model_name_and_version
 
 from hpsearch.errors import ConfigError, NotFoundError
-from hpsearch.tracking.store import default_tracking_uri, registry_uri_for, tracking_uri_from
+from hpsearch.tracking.connection import default_tracking_uri, registry_uri_for, tracking_uri_from
 
 __all__ = ["KEEP_ALL", "load_pyfunc", "predict_csv"]
 

@@ -31,6 +31,7 @@ from hpsearch.model.user_model import UserModel
 from hpsearch.results import publish
 from hpsearch.results.export import search_of
 from hpsearch.space import Search, load_space
+from hpsearch.tracking.connection import connect, experiment_id
 from hpsearch.tracking.schema import (
     KIND_RETRAIN,
     MLFLOW_RUN_NAME,
@@ -39,7 +40,6 @@ from hpsearch.tracking.schema import (
     TAG_KIND,
     TAG_SOURCE_TRIAL,
 )
-from hpsearch.tracking.store import connect, experiment_id
 from hpsearch.training.fit import TrialConfig, evaluate, fit, model_spec
 
 __all__ = ["RetrainResult", "load_data", "retrain"]

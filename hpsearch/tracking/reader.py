@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import NotFoundError, TrackingError
+from hpsearch.tracking.connection import check_store_exists, connect
 from hpsearch.tracking.schema import (
     EPOCHS_TRAINED,
     KIND_SEARCH,
@@ -29,7 +30,6 @@ from hpsearch.tracking.schema import (
     TrialRecord,
     rank,
 )
-from hpsearch.tracking.store import check_store_exists, connect
 
 if TYPE_CHECKING:  # the history's classes load without MLflow (MLflow loads only where a client is opened)
     from mlflow import MlflowClient

@@ -32,7 +32,7 @@ DEFAULT_PORT = 5000
 def store_uri(tracking_uri: str | None) -> str:
     """The backend store to show: ``tracking_uri`` (or ``MLFLOW_TRACKING_URI``), or the local
     ``mlruns/mlflow.db``, which must exist."""
-    from hpsearch.tracking.store import DEFAULT_STORE, default_tracking_uri, tracking_uri_from
+    from hpsearch.tracking.connection import DEFAULT_STORE, default_tracking_uri, tracking_uri_from
 
     tracking_uri = tracking_uri_from(tracking_uri)
     if tracking_uri is not None:
