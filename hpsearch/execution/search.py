@@ -36,9 +36,9 @@ from hpsearch.model.network import load_model  # noqa: E402
 from hpsearch.results import publish
 from hpsearch.space import Search  # noqa: E402
 from hpsearch.tracking import tracker as tracking
-from hpsearch.tracking.connection import experiment_id
+from hpsearch.tracking.connection import experiment_id, tracking_uri_from
 from hpsearch.tracking.schema import Status, TrialRecord, rank  # noqa: E402
-from hpsearch.tracking.store import LocalStore, Store, tracking_uri_from  # noqa: E402
+from hpsearch.tracking.store import LocalStore, Store  # noqa: E402
 from hpsearch.training.fit import evaluate, metric_names  # noqa: E402
 from hpsearch.training.model_check import check_model  # noqa: E402
 
