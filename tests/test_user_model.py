@@ -95,14 +95,19 @@ def _predict_elsewhere(model_uri: str, kind: str, tmp_path: Path, tracking_uri: 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_a_cnn_on_digit_images_is_tracked_exported_and_served_without_its_space_file(workdir, capsys):
+def _cnn_search(workdir: Path, capsys, executor: str, epochs: int) -> tuple[Path, MlflowClient, list]:
+    """search_spaces/digits_cnn.py, 2 trials, run through the CLI: its file, a client, its trials' runs."""
     space = workdir / "digits_cnn.py"
     space.write_text((SPACES / "digits_cnn.py").read_text())
-    code = main(["run", str(space), "--executor", "local", "--num-samples", "2", "--max-epochs", "2",
+    code = main(["run", str(space), "--executor", executor, "--num-samples", "2", "--max-epochs", str(epochs),
                  "--no-plots", "-q"])
     assert code == 0, capsys.readouterr().err
     client = MlflowClient(_uri(workdir), registry_uri=_uri(workdir))
-    trials = _children(client, "digits_cnn")
+    return space, client, _children(client, "digits_cnn")
+
+
+def test_a_cnn_on_digit_images_is_tracked_exported_and_served_without_its_space_file(workdir, capsys):
+    space, client, trials = _cnn_search(workdir, capsys, "local", 2)
     assert len(trials) == 2
     for trial in trials:
         params = trial.data.params
@@ -201,12 +206,6 @@ def test_without_model_an_unknown_hyperparameter_is_still_an_error(workdir, caps
 
 
 def test_ray_workers_build_the_space_files_model_from_its_code(ray_session, workdir, capsys):
-    space = workdir / "digits_cnn.py"
-    space.write_text((SPACES / "digits_cnn.py").read_text())
-    code = main(["run", str(space), "--executor", "ray", "--num-samples", "2", "--max-epochs", "1",
-                 "--no-plots", "-q"])
-    assert code == 0, capsys.readouterr().err
-    client = MlflowClient(_uri(workdir), registry_uri=_uri(workdir))
-    trials = _children(client, "digits_cnn")
+    _, _, trials = _cnn_search(workdir, capsys, "ray", 1)
     assert [t.data.tags["hpsearch.status"] for t in trials] == ["completed", "completed"]
     assert all("channels" in t.data.params and "val_accuracy" in t.data.metrics for t in trials)

@@ -18,7 +18,7 @@ order, so the same space file and seed give the same trials and metrics, run aft
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,11 @@ import torch
 from hpsearch.data.sources import Dataset
 from hpsearch.execution.population_worker import PopulationWorker, StepResult
 from hpsearch.execution.progress import Progress
+from hpsearch.execution.ray_tune import parallel_slots
 from hpsearch.execution.sampling import make_pruner, make_sampler, train_settings
 from hpsearch.space import Search, suggest_params
 from hpsearch.tracking import tracker as tracking
-from hpsearch.training.fit import TrialConfig
+from hpsearch.training.fit import TrialConfig, early_stopping, stops_early
 
 __all__ = ["POPULATION_SIZE", "fit_batched", "population_sizes"]
 
@@ -55,8 +56,8 @@ class _Member:
     trial_id: str
     name: str
     model_dir: Path
-    best: float | None = None
-    bad_epochs: int = 0
+    config: TrialConfig
+    state: dict[str, Any] = field(default_factory=lambda: {"best": None, "bad_epochs": 0})  # as train.fit keeps it
     early_stopped: bool = False
 
 
@@ -111,7 +112,7 @@ class _Search:
             trial_id = f"batched_{trial.number:05d}"
             name = self.tracker.trial_started(trial_id, config.to_params()).name
             self.progress.trial_started(name)
-            members[trial_id] = _Member(trial, trial_id, name, self.model_root / f"trial_{trial.number:05d}")
+            members[trial_id] = _Member(trial, trial_id, name, self.model_root / f"trial_{trial.number:05d}", config)
             configs[trial_id] = config
         worker.start(configs)
         return members
@@ -138,10 +139,8 @@ class _Search:
         """Track one epoch of a member and decide: None (it goes on), or its end (True when pruned)."""
         epoch = int(metrics["epoch"])
         value = metrics[self.metric]
-        improved = member.best is None or (value < member.best if self.mode == "min" else value > member.best)
-        member.best, member.bad_epochs = (value, 0) if improved else (member.best, member.bad_epochs + 1)
-        patience = self.search.early_stopping_patience
-        early = member.early_stopped = patience is not None and member.bad_epochs >= patience
+        member.state = early_stopping(member.state, value, member.config)  # train.fit's rule, member by member
+        early = member.early_stopped = stops_early(member.state, member.config)
         if early:
             metrics = {**metrics, "early_stopped": 1}
         self.tracker.epoch_reported(member.trial_id, metrics)
@@ -220,11 +219,8 @@ def _ray_workers(search: Search, data: Dataset, threads: int) -> list[_OnRay]:
     resources, the data shipped once through Ray's object store."""
     import ray
 
-    available = ray.cluster_resources()
     resources = search.resources
-    slots = [available.get(key, 0) / resources[name] for name, key in (("cpu", "CPU"), ("gpu", "GPU"))
-             if resources[name] > 0]
-    count = max(1, min(math.floor(min(slots, default=1) + 1e-9), search.num_samples))
+    count = min(parallel_slots(resources), search.num_samples)
     actor_class = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"])(PopulationWorker)
     shared = ray.put(data.for_trials())
     device = "cuda" if resources["gpu"] > 0 else "cpu"

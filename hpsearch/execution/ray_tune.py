@@ -38,8 +38,8 @@ from hpsearch.tracking import tracker as tracking  # noqa: E402
 from hpsearch.tracking.schema import ENDED, Status, TrialRecord  # noqa: E402
 from hpsearch.training.fit import TrialConfig  # noqa: E402
 
-__all__ = ["end_ray_in_background", "fit_on_ray", "keep_trials_ray_knows", "nodes", "ray_running", "start_ray",
-           "tracking_callback"]
+__all__ = ["end_ray_in_background", "fit_on_ray", "keep_trials_ray_knows", "nodes", "parallel_slots", "ray_running",
+           "start_ray", "tracking_callback"]
 
 # Ray Tune loads only for a search that runs on it (about 1.5 s of imports the in-process executor saves).
 ray = tune = ExperimentAnalysis = ASHAScheduler = OptunaSearch = None
@@ -141,7 +141,7 @@ def _new_tuner(search: Search, metric: str, mode: str, trainable: Any, run_confi
             # start and reuses them. Without a limit it keeps one trial pending, starts an actor for it, and
             # throws that actor away when a running trial ends first: on 2 cores, one slot spent starting
             # actors that never train. It also keeps TPE from proposing configurations it cannot run yet.
-            max_concurrent_trials=_parallel_slots(search.resources),
+            max_concurrent_trials=parallel_slots(search.resources),
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
         run_config=run_config,
@@ -192,8 +192,9 @@ def _todays_run_config_class() -> type:
                 {"__reduce__": lambda self: (_todays, ()), "__copy__": shallow_copy, "__module__": __name__})
 
 
-def _parallel_slots(resources: dict[str, float]) -> int:
+def parallel_slots(resources: dict[str, float]) -> int:
     """How many trials of this size the Ray cluster runs at once (its CPUs and GPUs divided by a trial's)."""
+    import_ray()
     available = ray.cluster_resources()
     slots = [available.get(ray_key, 0) / resources[key] for key, ray_key in (("cpu", "CPU"), ("gpu", "GPU"))
              if resources[key] > 0]

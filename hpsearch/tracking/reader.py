@@ -154,7 +154,8 @@ def _record(client: MlflowClient, run: Run, curves: bool) -> TrialRecord:
     )
     if curves:
         record.curves = {key: _curve(client, run.info.run_id, key) for key in METRIC_KEYS if key in metrics}
-    record.epochs = int(metrics.get(EPOCHS_TRAINED, _last_step(client, run.info.run_id, record.curves)))
+    trained = metrics.get(EPOCHS_TRAINED)  # a trial killed before its end was written has none
+    record.epochs = int(trained if trained is not None else _last_step(client, run.info.run_id, record.curves))
     return record
 
 

@@ -27,7 +27,7 @@ from hpsearch.model.user_model import UserModel
 from hpsearch.space import DEFAULT_PARAMS, TRAINING_PARAMS, decode_sizes
 from hpsearch.training.optim import Optimizer, make_optimizer
 
-__all__ = ["TrialConfig", "evaluate", "fit", "metric_names", "model_spec"]
+__all__ = ["TrialConfig", "early_stopping", "evaluate", "fit", "metric_names", "model_spec", "stops_early"]
 
 TRAIN_STATE_FILE = "train_state.pt"
 EVAL_BATCH = 8192
@@ -172,12 +172,12 @@ def fit(
     save = functools.partial(_save, model=model, spec=spec, optimizer=optimizer, generator=generator, code=code)
     if resume_from is not None:
         state = _restore(resume_from, model, optimizer, generator, device)
-        if state["epoch"] >= config.max_epochs or _stops(state, config):
+        if state["epoch"] >= config.max_epochs or stops_early(state, config):
             # The checkpoint of the trial's last epoch, and the kill came before its end was recorded: that
             # epoch is reported again (its metrics are the same), instead of training past the trial's end.
             metrics = {"epoch": state["epoch"], "train_loss": state.get("train_loss", math.nan),
                        **evaluate(model, data.val, spec, prefix="val_")}
-            report({**metrics, "early_stopped": 1} if _stops(state, config) else metrics,
+            report({**metrics, "early_stopped": 1} if stops_early(state, config) else metrics,
                    functools.partial(save, state=dict(state)))
             return model
 
@@ -186,8 +186,8 @@ def fit(
         if not math.isfinite(train_loss):
             raise NonFiniteLossError(f"training loss became {train_loss} at epoch {epoch} (lr={config.lr:g})")
         metrics = {"epoch": epoch, "train_loss": train_loss, **evaluate(model, data.val, spec, prefix="val_")}
-        state = {**_early_stopping(state, metrics[config.metric], config), "epoch": epoch, "train_loss": train_loss}
-        stop = _stops(state, config)
+        state = {**early_stopping(state, metrics[config.metric], config), "epoch": epoch, "train_loss": train_loss}
+        stop = stops_early(state, config)
         if stop:
             metrics["early_stopped"] = 1
         report(metrics, functools.partial(save, state=dict(state)))
@@ -196,8 +196,8 @@ def fit(
     return model
 
 
-def _stops(state: dict[str, Any], config: TrialConfig) -> bool:
-    """Whether early stopping ends the trial after the epoch ``state`` holds."""
+def stops_early(state: dict[str, Any], config: TrialConfig) -> bool:
+    """Whether early stopping ends the trial after the epoch ``state`` holds (``fit`` and the batched executor)."""
     return config.early_stopping_patience is not None and state["bad_epochs"] >= config.early_stopping_patience
 
 
@@ -259,7 +259,8 @@ def _tensors(split: Split, device: str | torch.device) -> tuple[torch.Tensor, to
     return torch.as_tensor(split.X, device=device), torch.as_tensor(split.y, device=device)
 
 
-def _early_stopping(state: dict[str, Any], value: float, config: TrialConfig) -> dict[str, Any]:
+def early_stopping(state: dict[str, Any], value: float, config: TrialConfig) -> dict[str, Any]:
+    """``state`` (``best``, ``bad_epochs``) after an epoch whose search metric is ``value``."""
     best = state["best"]
     improved = best is None or (value < best if config.mode == "min" else value > best)
     return {**state, "best": value if improved else best, "bad_epochs": 0 if improved else state["bad_epochs"] + 1}
