@@ -7,10 +7,9 @@
 
 from __future__ import annotations
 
-import sys
-
 from hpsearch.data.dataset import Dataset
 from hpsearch.errors import SpaceError
+from hpsearch.execution.ray_tune import ray_running
 from hpsearch.space import Layers, Search
 
 __all__ = ["AUTO_LOCAL_BUDGET", "AUTO_MAX_VALUES", "AUTO_MAX_WIDTH", "choose_executor", "runs_on_ray", "widest_layer"]
@@ -24,11 +23,9 @@ def choose_local_or_ray(executor: str, search: Search, n_train: int, *, resume: 
     """``"ray"`` or ``"local"``: ``auto`` picks local for a small CPU budget when no Ray is running here."""
     if executor != "auto":
         return executor
-    ray = sys.modules.get("ray")
-    ray_running = ray is not None and ray.is_initialized()
     budget = search.num_samples * search.max_epochs * n_train
     small = budget <= AUTO_LOCAL_BUDGET and search.resources["gpu"] == 0
-    return "local" if small and not resume and not ray_running else "ray"
+    return "local" if small and not resume and not ray_running() else "ray"
 
 
 #: ``auto`` chooses batched when no hidden layer can be wider than this ...
@@ -82,5 +79,4 @@ def widest_layer(search: Search) -> int:
 
 def runs_on_ray(search: Search, address: str | None) -> bool:
     """Whether the populations run on Ray: a cluster named, GPUs per trial, or a Ray this process already runs."""
-    ray = sys.modules.get("ray")
-    return address is not None or search.resources["gpu"] > 0 or (ray is not None and ray.is_initialized())
+    return address is not None or search.resources["gpu"] > 0 or ray_running()
