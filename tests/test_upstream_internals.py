@@ -79,3 +79,20 @@ def test_the_installed_torch_has_the_fused_ops_that_hpsearch_calls_directly():
     for name in ("sgd", "adam", "adamw"):
         assert torch_fused_op(name) is getattr(torch, f"_fused_{name}_")
         assert FusedOptimizer(name, [torch.zeros(2, requires_grad=True)], lr=0.1, weight_decay=0.0).op is not None
+
+
+def test_optuna_tpe_still_computes_log_ndtr_where_hpsearch_vectorises_it():
+    """TPE's acquisition calls ``_truncnorm._log_ndtr`` (Optuna 5.1: a Python call per number); hpsearch replaces
+    it with scipy's ufunc, which must answer what Optuna's own per-number function answers."""
+    import numpy as np
+    import optuna
+    from optuna.samplers._tpe import _truncnorm
+
+    from hpsearch.upstream_internals import TESTED_OPTUNA, vectorise_tpe_log_ndtr
+
+    assert optuna.__version__.startswith(TESTED_OPTUNA + "."), f"Optuna {optuna.__version__}: check TPE again"
+    assert "_log_ndtr(" in inspect.getsource(_truncnorm._log_gauss_mass)
+    assert vectorise_tpe_log_ndtr()
+    x = np.linspace(-45.0, 45.0, 901)
+    optunas_own = np.array([_truncnorm._log_ndtr_single(float(v)) for v in x])
+    assert np.allclose(_truncnorm._log_ndtr(x), optunas_own, rtol=1e-6, atol=1e-300)

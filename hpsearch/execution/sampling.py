@@ -11,6 +11,7 @@ import optuna
 from hpsearch.model.user_model import UserModel
 from hpsearch.space import Search, suggest_params
 from hpsearch.training.fit import TrialConfig
+from hpsearch.upstream_internals import vectorise_tpe_log_ndtr
 
 __all__ = ["make_pruner", "make_sampler", "sample_config", "train_settings"]
 
@@ -24,6 +25,7 @@ def make_sampler(search: Search) -> optuna.samplers.BaseSampler:
         return optuna.samplers.RandomSampler(seed=search.seed)
     # TPE's random start-up phase scaled to the budget, so that short searches still use TPE
     startup = min(10, max(2, search.num_samples // 3))
+    vectorise_tpe_log_ndtr()  # the same proposals, about 3x cheaper (hpsearch.upstream_internals)
     return optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=startup)
 
 
