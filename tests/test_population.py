@@ -17,7 +17,7 @@ from hpsearch.data.sources import load_dataset
 from hpsearch.errors import NonFiniteLossError
 from hpsearch.model.network import load_model
 from hpsearch.training.fit import TrialConfig, evaluate, fit
-from hpsearch.training.population import Population
+from hpsearch.training.population import Population, stacks_by_width
 
 EPOCHS = 3
 TASKS = {"multiclass": "digits", "regression": "diabetes", "binary": "breast_cancer"}
@@ -91,6 +91,30 @@ def test_padded_members_match_their_solo_runs_with_every_activation(activation, 
     together = _together(Population(configs, data, dtype=float64), EPOCHS)
     for member_id, config in configs.items():
         _assert_same(together[member_id], _solo(config, data))
+
+
+def test_members_of_far_apart_widths_train_in_stacks_of_their_own_and_still_match_their_solo_runs(float64):
+    """Padding a 4-unit member to 256 units would cost what a 256-unit member costs: it gets a stack of its own."""
+    data = _data(TASKS["multiclass"], float64=True)
+    settings = dict(optimizer="adam", max_epochs=2)
+    configs = {"tiny": TrialConfig(hidden_sizes=(4, 4), lr=1e-2, seed=1, **settings),
+               "small": TrialConfig(hidden_sizes=(6, 4), lr=3e-3, seed=2, **settings),
+               "huge": TrialConfig(hidden_sizes=(256, 256), lr=1e-3, seed=3, **settings)}
+    assert [set(stack) for stack in stacks_by_width(configs, data)] == [{"tiny", "small"}, {"huge"}]
+    together = _together(Population(configs, data, dtype=float64), 2)
+    for member_id, config in configs.items():
+        _assert_same(together[member_id], _solo(config, data))
+
+
+def test_stacks_trained_on_two_threads_report_exactly_what_one_thread_reports():
+    """Groups (here: four optimizers, two depths) train at once on threads; nothing they share can differ."""
+    data = _data("digits")
+    configs = {f"{optimizer}{depth}": TrialConfig(hidden_sizes=(24,) * depth, optimizer=optimizer, dropout=0.2,
+                                                  seed=depth, max_epochs=2)
+               for optimizer in ("sgd", "adam", "adamw", "rmsprop") for depth in (1, 2)}
+    one = _together(Population(configs, data), 2)
+    two = _together(Population(configs, data, threads=2), 2)
+    assert two == one and len(one) == 8
 
 
 def test_a_member_whose_loss_turns_nan_fails_alone_and_the_others_go_on(float64):

@@ -18,6 +18,7 @@ order, so the same space file and seed give the same trials and metrics, run aft
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,9 @@ def fit_batched(search: Search, data: Dataset, metric: str, mode: str, tracker: 
             workers = _ray_workers(search, data, per_trial)
         else:
             torch.set_num_threads(per_trial)  # as a Ray trial with these CPUs
-            workers = [_InProcess(PopulationWorker(data.for_trials(), threads=per_trial, write_here=True))]
+            slots = max(1, _cores() // per_trial)  # stacks trained at once: as many as Ray would run trials
+            workers = [_InProcess(PopulationWorker(data.for_trials(), threads=per_trial, write_here=True,
+                                                   groups_at_once=slots))]
         _Search(search, metric, mode, tracker, model_root, progress).run(workers)
     finally:
         torch.set_num_threads(threads)
@@ -169,6 +172,11 @@ class _Search:
         self.study.tell(member.trial, state=optuna.trial.TrialState.FAIL)
         self.progress.trial_ended(record.name, record.status, record.epochs, record.metrics.get(self.metric),
                                   record.error)
+
+
+def _cores() -> int:
+    """The cores this process may run on (a container's or ``taskset``'s limit, where the OS tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 # ------------------------------------------------------------------------------------------------ workers

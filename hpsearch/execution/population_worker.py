@@ -30,12 +30,16 @@ class PopulationWorker:
         data: the trials' data (:meth:`Dataset.for_trials`).
         device: ``"cuda"`` when the trial resources ask for a GPU and one is here, else ``"cpu"``.
         threads: torch's intra-op threads, as a trial with these CPUs gets.
+        groups_at_once: stacks of the population trained at once, on threads of their own (the slots of this
+            machine, in-process; 1 in an actor, which has one trial's resources).
         write_here: models are written straight to the paths the driver names (same machine); otherwise their
             files come back as bytes, for the driver to write (an actor on another node).
     """
 
-    def __init__(self, data: Dataset, *, device: str = "cpu", threads: int = 1, write_here: bool = False) -> None:
+    def __init__(self, data: Dataset, *, device: str = "cpu", threads: int = 1, write_here: bool = False,
+                 groups_at_once: int = 1) -> None:
         torch.set_num_threads(threads)
+        self.groups_at_once = groups_at_once
         self.data = data
         self.device = device if device == "cpu" or torch.cuda.is_available() else "cpu"
         self.write_here = write_here
@@ -43,7 +47,7 @@ class PopulationWorker:
 
     def start(self, configs: dict[str, TrialConfig]) -> None:
         """A new population (the previous one, all of whose members have ended, is dropped)."""
-        self.population = Population(configs, self.data, device=self.device)
+        self.population = Population(configs, self.data, device=self.device, threads=self.groups_at_once)
 
     def step(self, stop: dict[str, str]) -> StepResult:
         """Save and remove the members in ``stop`` (id -> model folder), then train one epoch of the rest.

@@ -140,7 +140,7 @@ class StoreProcess(Store):
     def start(cls, tracking_uri: str | None, preload: tuple[str, ...] = ()) -> Store:
         """A store in its own process where forking is safe and pays (POSIX, MLflow not loaded yet, no Ray);
         elsewhere a :class:`LocalStore`. ``preload`` names the modules whose functions it will run: imported
-        while the driver loads torch."""
+        (and their ``warm_up()`` run, where they have one) while the driver loads torch."""
         ray = sys.modules.get("ray")
         if os.name != "posix" or "mlflow" in sys.modules or (ray is not None and ray.is_initialized()):
             return LocalStore(tracking_uri)
@@ -328,8 +328,11 @@ def _warm_up(tracking_uri: str | None, preload: tuple[str, ...]) -> None:
 
     import mlflow  # noqa: F401
 
-    for module in preload:
-        importlib.import_module(module)
+    for module in preload:  # a module may have work of its own to do ahead (its ``warm_up()``)
+        warm_up = getattr(importlib.import_module(module), "warm_up", None)
+        if callable(warm_up):
+            with contextlib.suppress(Exception):  # ahead of time only: the work is done again when needed
+                warm_up()
 
     if tracking_uri is None or tracking_uri.startswith("sqlite:"):
         import sqlalchemy.orm
