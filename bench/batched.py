@@ -42,7 +42,12 @@ def part_medium(cfg: argparse.Namespace, root: Path) -> dict:
                 wall, figures = _run(rb.SPACES / "digits.py", work, executor, "--num-samples", trials,
                                      "--max-epochs", epochs, "--seed", str(seed))
                 row["wall"].append(wall), row["acc"].append(figures["best_val_accuracy"])
-    return _compare(rows, trials, epochs)
+    result = _compare(rows, trials, epochs)
+    # the floor of any search here: the same command with 1 trial of 1 epoch (imports, data, store, publishing)
+    floor = [_run(rb.SPACES / "digits.py", work, "batched", "--num-samples", "1", "--max-epochs", "1")[0]
+             for _ in range(cfg.repeats)]
+    result["batched_1x1_wall"] = rb.median(floor)
+    return result
 
 
 def part_large(cfg: argparse.Namespace, root: Path) -> dict:
@@ -61,14 +66,18 @@ def part_tiny200(cfg: argparse.Namespace, root: Path) -> dict:
     trials = "24" if cfg.quick else "200"
     work = rb.fresh(root, "tiny200")
     rb.warm_store(work)
-    rows: dict[str, dict[str, list]] = {e: {"wall": [], "acc": []} for e in ("batched", "ray")}
+    rows: dict[str, dict[str, list]] = {e: {"wall": [], "acc": [], "store": [], "driver": []} for e in ("batched", "ray")}
     for _ in range(cfg.repeats):
         for executor, row in rows.items():
             wall, figures = _run(rb.SPACES / "reference.py", work, executor, "--num-samples", trials)
             row["wall"].append(wall), row["acc"].append(figures["best_val_accuracy"])
+            row["store"].append(figures["store_process_cpu_s"]), row["driver"].append(figures["driver_cpu_s"])
     result = _compare(rows, trials, "3")
     for executor in ("batched", "ray"):
         result[executor]["trials_per_min"] = int(trials) / result[executor]["wall"] * 60
+        # the MLflow store's process: its CPU per trial is the floor of a search's time per trial on 2 cores
+        result[executor]["store_cpu_ms_per_trial"] = 1000 * rb.median(rows[executor]["store"]) / int(trials)
+        result[executor]["driver_cpu_s"] = rb.median(rows[executor]["driver"])
     return result
 
 
