@@ -43,6 +43,7 @@ __all__ = ["Population", "group_key"]
 _ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
                 "leaky_relu": F.leaky_relu, "gelu": F.gelu}
 _LEAKY_SLOPE = 0.01  # nn.LeakyReLU's default, as build_model builds it
+_OUTPUT_MULTIPLE = 16  # the output layer is padded to a multiple of this width: _padded_outputs says why
 _FUSED_ADAM = torch_fused_op("adam")  # None where torch is not the tested release: the public function then
 
 
@@ -69,7 +70,7 @@ class Population:
         self._order = list(configs)
         self._specs = {i: model_spec(c, data) for i, c in configs.items()}
         self._kept: dict[str, list[torch.Tensor]] = {}  # weights of members that left, unpadded, on the CPU
-        self._train = _tensors(data.train, data.task, self.device, dtype)
+        self._train = _table(data.train, data.task, data.n_outputs, self.device, dtype)
         self._val = _tensors(data.val, data.task, self.device, dtype)
         keys: dict[tuple, dict[str, TrialConfig]] = {}
         for member_id, config in configs.items():
@@ -89,7 +90,7 @@ class Population:
         """
         results: dict[str, dict[str, float]] = {}
         for group in self._groups:
-            losses = dict(zip(group.ids, group.train_epoch(*self._train), strict=True))
+            losses = dict(zip(group.ids, group.train_epoch(self._train), strict=True))
             bad = [i for i, loss in losses.items() if not math.isfinite(loss)]
             for member_id in bad:
                 lr = group.configs[member_id].lr
@@ -154,7 +155,9 @@ class _Group:
         self.activation, self.optimizer, self.batch_size = first.activation, first.optimizer, first.batch_size
         self.task = data.task
         self.widths = [max(c.hidden_sizes[layer] for c in configs.values()) for layer in range(len(first.hidden_sizes))]
-        self.shapes = list(zip([data.n_features, *self.widths], [*self.widths, data.n_outputs], strict=True))
+        self.n_features, self.n_outputs = data.n_features, data.n_outputs
+        self.shapes = list(zip([data.n_features, *self.widths], [*self.widths, _padded_outputs(data.n_outputs)],
+                               strict=True))
         self.sizes = {i: list(zip([data.n_features, *c.hidden_sizes], [*c.hidden_sizes, data.n_outputs], strict=True))
                       for i, c in configs.items()}
         self.generators = {i: torch.Generator().manual_seed(c.seed) for i, c in configs.items()}
@@ -171,7 +174,9 @@ class _Group:
     # ----------------------------------------------------------------------------------------- setting up
     def _initial_weights(self, config: TrialConfig, data: Dataset) -> list[torch.Tensor]:
         """The member's weights as ``fit`` initialises them, padded to the group's widths: ``[W0, b0, ...]``."""
-        torch.manual_seed(config.seed)
+        # fit seeds with torch.manual_seed, which also seeds every GPU and takes a stack trace per device kind (a
+        # millisecond); build_model draws from the CPU generator only, so seeding that one gives the same weights
+        torch.default_generator.manual_seed(config.seed)
         model = build_model(model_spec(config, data))
         padded = []
         for layer, (n_in, n_out) in zip([m for m in model if isinstance(m, nn.Linear)], self.shapes, strict=True):
@@ -202,8 +207,10 @@ class _Group:
         """Views, gradient buffer, hyperparameters and masks for the current members (after a change)."""
         configs = [self.configs[i] for i in self.ids]
         self.weights_ = self._blocks(self.params)
+        self.transposed = [weight.transpose(1, 2) for weight in self.weights_[::2]]
         self.grads = torch.zeros_like(self.params)
         self.grad_blocks = self._blocks(self.grads)
+        self.buffers: dict[int, _Buffers] = {}  # by batch length: the last batch of an epoch can be shorter
         self.scratch = torch.empty_like(self.params)
         self.lr = self._spread([c.lr for c in configs])
         decays = [c.weight_decay for c in configs]
@@ -228,45 +235,58 @@ class _Group:
         return masks
 
     # ------------------------------------------------------------------------------------------- training
-    def train_epoch(self, X: torch.Tensor, y: torch.Tensor) -> list[float]:
-        """One shuffled pass for every member; returns each member's mean training loss."""
+    def train_epoch(self, table: torch.Tensor) -> list[float]:
+        """One shuffled pass for every member over ``table`` (features, then targets: :func:`_table`); returns
+        each member's mean training loss.
+
+        Each member's shuffled copy of the table is gathered once per epoch (one ``index_select`` for all of
+        them, as ``fit`` gathers its one), so that a batch is a slice of it, not a gather.
+        """
         self.epoch += 1
-        n = len(X)
+        n = len(table)
         members = len(self.ids)
-        orders = torch.stack([torch.randperm(n, generator=self.generators[i]) for i in self.ids]).to(X.device)
-        targets = F.one_hot(y, self.shapes[-1][1]).to(self.dtype) if self.task == "multiclass" else y.unsqueeze(1)
-        total = torch.zeros(members, dtype=self.dtype, device=X.device)
+        orders = torch.stack([torch.randperm(n, generator=self.generators[i]) for i in self.ids]).to(table.device)
+        shuffled = table.index_select(0, orders.view(-1)).view(members, n, -1)
+        total = torch.zeros(members, dtype=self.dtype, device=table.device)
         for start in range(0, n, self.batch_size):
-            # each member's batch gathered in its own order: batch by batch, so that the rows stay in the cache
-            rows = orders[:, start : start + self.batch_size].reshape(-1)
-            xb = X.index_select(0, rows).view(members, -1, X.shape[1])
-            tb = targets.index_select(0, rows).view(members, -1, targets.shape[1])
-            total += self._step(xb, tb)
+            batch = shuffled[:, start : start + self.batch_size]
+            total.add_(self._step(batch[..., : self.n_features], batch[..., self.n_features :]))
         return (total / n).tolist()
 
     def _step(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Forward, backward and update for one batch; returns each member's summed loss over the batch."""
+        """Forward, backward and update for one batch; returns each member's summed loss over the batch.
+
+        The intermediate tensors go to buffers kept from step to step (:class:`_Buffers`); the gradient is of the
+        batch's summed loss until the weight gradients, whose products scale it by ``1 / batch`` for free.
+        """
+        buffers = self._buffers(x.shape[1])
         W, b = self.weights_[::2], self.weights_[1::2]
         inputs, pre, post, masks = [x], [], [], []
         for layer in range(len(self.widths)):
-            z = torch.baddbmm(b[layer], inputs[-1], W[layer])
-            a = _ACTIVATIONS[self.activation](z)
+            z = torch.baddbmm(b[layer], inputs[-1], W[layer], out=buffers.hidden[layer])
+            a = _activate(self.activation, z)  # in place but for gelu, whose gradient needs z
             mask = self._mask(layer, z.shape)
             pre.append(z), post.append(a), masks.append(mask)
             inputs.append(a if mask is None else a * mask)
-        out = torch.baddbmm(b[-1], inputs[-1], W[-1])
-        loss, grad = _loss_and_grad(self.task, out, target)
+        out = torch.baddbmm(b[-1], inputs[-1], W[-1], out=buffers.out)
+        loss = _loss_and_grad(self.task, out[..., : self.n_outputs], target, buffers.grad[..., : self.n_outputs])
+        grad, scale = buffers.grad, 1 / x.shape[1]
         gW, gb = self.grad_blocks[::2], self.grad_blocks[1::2]
         for layer in reversed(range(len(W))):
-            torch.bmm(inputs[layer].transpose(1, 2), grad, out=gW[layer])
-            torch.sum(grad, 1, keepdim=True, out=gb[layer])
+            torch.baddbmm(gW[layer], inputs[layer].transpose(1, 2), grad, beta=0, alpha=scale, out=gW[layer])
+            torch.bmm(buffers.mean, grad, out=gb[layer])  # the bias's gradient: the batch mean, as a product
             if layer:
-                grad = torch.bmm(grad, W[layer].transpose(1, 2))
+                grad = torch.bmm(grad, self.transposed[layer], out=buffers.hidden_grad[layer - 1])
                 if masks[layer - 1] is not None:
                     grad.mul_(masks[layer - 1])
                 grad = _activation_grad(self.activation, grad, pre[layer - 1], post[layer - 1])
         self._update()
         return loss
+
+    def _buffers(self, batch: int) -> _Buffers:
+        if batch not in self.buffers:
+            self.buffers[batch] = _Buffers(len(self.ids), batch, self.shapes, self.activation, self.dtype, self.device)
+        return self.buffers[batch]
 
     def _mask(self, layer: int, shape: torch.Size) -> torch.Tensor | None:
         """Dropout (each member its own rate) times the padding mask of one hidden layer's outputs, or None."""
@@ -330,7 +350,7 @@ class _Group:
                 h = _ACTIVATIONS[self.activation](torch.baddbmm(b[layer], h, W[layer]))
                 if self.unit_masks[layer] is not None:
                     h = h * self.unit_masks[layer]
-            chunks.append(torch.baddbmm(b[-1], h, W[-1]))
+            chunks.append(torch.baddbmm(b[-1], h, W[-1])[..., : self.n_outputs])
         out = torch.cat(chunks, 1)  # (members, n, outputs)
         if self.task == "multiclass":
             picked = torch.log_softmax(out, 2).gather(2, y.view(1, -1, 1).expand(members, -1, 1))
@@ -388,23 +408,58 @@ def _tensors(split: Split, task: str, device: torch.device, dtype: torch.dtype) 
     return torch.as_tensor(split.X, device=device, dtype=dtype), y if task == "multiclass" else y.to(dtype)
 
 
-def _loss_and_grad(task: str, out: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each member's loss summed over the batch, and the gradient of its batch-mean loss w.r.t. ``out``.
+class _Buffers:
+    """The tensors one step of a group writes, kept from step to step (for one batch length and member count):
+    allocating them anew each step costs more than the elementwise work they hold."""
+
+    def __init__(self, members: int, batch: int, shapes: list[tuple[int, int]], activation: str, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        def empty(*shape: int) -> torch.Tensor:
+            return torch.empty(shape, dtype=dtype, device=device)
+
+        self.hidden = [empty(members, batch, n_out) for _, n_out in shapes[:-1]]  # pre-activations, then outputs
+        self.hidden_grad = [empty(members, batch, n_out) for _, n_out in shapes[:-1]]
+        self.out = empty(members, batch, shapes[-1][1])
+        self.grad = torch.zeros_like(self.out)  # the padded outputs' columns stay zero: no gradient flows there
+        self.mean = torch.full((members, 1, batch), 1 / batch, dtype=dtype, device=device)
+
+
+def _padded_outputs(n_outputs: int) -> int:
+    """The output layer's width in the stack: a multiple of 16.
+
+    MKL's batched products with a narrow last dimension take a slow path: on this machine (one AVX2 core) the
+    output layer of 10 classes cost 115-120 us a product at 16 members of 64 units and batch 64, and 34-39 us padded
+    to 16; a single output (regression, binary) 75-85 us, also about 35 padded. The padded columns have zero
+    weights and biases, the loss reads only the real ones, and their gradient stays zero, so they stay zero.
+    """
+    return -(-n_outputs // _OUTPUT_MULTIPLE) * _OUTPUT_MULTIPLE
+
+
+def _table(split: Split, task: str, n_outputs: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A split as one ``(n, features + targets)`` tensor: the targets one-hot for a multiclass task, so that one
+    gather shuffles both and a batch's targets are what its loss needs."""
+    X, y = _tensors(split, task, device, dtype)
+    targets = F.one_hot(y, n_outputs).to(dtype) if task == "multiclass" else y.unsqueeze(1)
+    return torch.cat([X, targets], 1)
+
+
+def _loss_and_grad(task: str, out: torch.Tensor, target: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Each member's loss summed over the batch; writes the gradient of that sum w.r.t. ``out`` into ``grad``.
 
     The losses of ``train.fit``: cross-entropy (``target`` one-hot), binary cross-entropy on logits, and mean
-    squared error on the standardised target.
+    squared error on the standardised target (``fit`` takes their batch mean: :meth:`_Group._step` divides).
     """
-    batch = out.shape[1]
     if task == "multiclass":
         log_p = torch.log_softmax(out, 2)
-        loss = -(log_p * target).sum((1, 2))
-        return loss, log_p.exp_().sub_(target).div_(batch)
-    logits, target = out.squeeze(2), target.squeeze(2)
+        torch.exp(log_p, out=grad).sub_(target)
+        return (log_p * target).sum((1, 2)).neg_()
     if task == "binary":
-        loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(1)
-        return loss, torch.sigmoid(logits).sub_(target).div_(batch).unsqueeze(2)
-    error = logits - target
-    return error.pow(2).sum(1), error.mul(2 / batch).unsqueeze(2)
+        torch.sigmoid(out, out=grad).sub_(target)
+        return F.binary_cross_entropy_with_logits(out, target, reduction="none").sum((1, 2))
+    error = torch.sub(out, target, out=grad)
+    loss = error.pow(2).sum((1, 2))
+    error.mul_(2)
+    return loss
 
 
 def _accuracy(correct: torch.Tensor) -> torch.Tensor:
@@ -412,8 +467,22 @@ def _accuracy(correct: torch.Tensor) -> torch.Tensor:
     return correct.float().mean(1)
 
 
+def _activate(name: str, z: torch.Tensor) -> torch.Tensor:
+    """``act(z)``, in place (``z`` then holds the output) but for gelu, whose gradient needs ``z`` itself."""
+    if name == "relu":
+        return z.relu_()
+    if name == "leaky_relu":
+        return F.leaky_relu_(z, _LEAKY_SLOPE)
+    if name == "gelu":
+        return F.gelu(z)
+    return z.tanh_() if name == "tanh" else z.sigmoid_()
+
+
 def _activation_grad(name: str, grad: torch.Tensor, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """The gradient w.r.t. a layer's pre-activation ``z`` from the one w.r.t. its output ``a = act(z)``."""
+    """The gradient w.r.t. a layer's pre-activation ``z`` from the one w.r.t. its output ``a = act(z)``.
+
+    ``z`` may be ``a`` itself (:func:`_activate` works in place): only gelu reads ``z``, and leaky ReLU only its
+    sign, which ``a`` shares."""
     if name == "relu":
         return grad.mul_(torch.sign(a))  # 1 where z > 0, else 0: cheaper than a boolean mask
     if name == "leaky_relu":
