@@ -163,29 +163,40 @@ class _Group:
         self.generators = {i: torch.Generator().manual_seed(c.seed) for i, c in configs.items()}
         self.dropout_generator = torch.Generator(device=device).manual_seed(first.seed)
         self.epoch, self.steps = 0, 0
-        with torch.random.fork_rng(devices=[]):
-            blocks = [self._initial_weights(config, data) for config in configs.values()]
-        self.params = torch.cat([torch.stack([b[k] for b in blocks]).reshape(-1) for k in range(len(blocks[0]))])
+        self.params = torch.zeros(sum(len(configs) * (n_in + 1) * n_out for n_in, n_out in self.shapes),
+                                  dtype=dtype, device=device)
+        self._initialise(data)
         self.state = {name: torch.zeros_like(self.params) for name in _STATE[self.optimizer]}
         if self.optimizer in ("adam", "adamw"):  # the fused kernel's step counter: a float32 tensor, as torch keeps it
             self.state["step"] = torch.zeros((), dtype=torch.float32, device=device)
         self._refresh()
 
     # ----------------------------------------------------------------------------------------- setting up
-    def _initial_weights(self, config: TrialConfig, data: Dataset) -> list[torch.Tensor]:
-        """The member's weights as ``fit`` initialises them, padded to the group's widths: ``[W0, b0, ...]``."""
-        # fit seeds with torch.manual_seed, which also seeds every GPU and takes a stack trace per device kind (a
-        # millisecond); build_model draws from the CPU generator only, so seeding that one gives the same weights
-        torch.default_generator.manual_seed(config.seed)
-        model = build_model(model_spec(config, data))
-        padded = []
-        for layer, (n_in, n_out) in zip([m for m in model if isinstance(m, nn.Linear)], self.shapes, strict=True):
-            weight = torch.zeros(n_in, n_out, dtype=self.dtype, device=self.device)
-            bias = torch.zeros(1, n_out, dtype=self.dtype, device=self.device)
-            weight[: layer.in_features, : layer.out_features] = layer.weight.detach().T
-            bias[0, : layer.out_features] = layer.bias.detach()
-            padded += [weight, bias]
-        return padded
+    def _initialise(self, data: Dataset) -> None:
+        """Every member's weights as ``fit`` initialises them, padded with zeros to the group's widths.
+
+        ``fit`` seeds torch's generators and builds the model; building constructs the ``nn.Linear`` layers in
+        order, each drawing its weights with ``reset_parameters``. Here the CPU generator alone is seeded (the model
+        is built on the CPU; ``torch.manual_seed`` also seeds every GPU kind and takes a stack trace for each, a
+        millisecond), and one model built per shape is drawn again with ``reset_parameters`` layer by layer: the
+        same draws from the same generator, a third of building a model (16 members: 8 ms to set up, now 4).
+        """
+        blocks = self._blocks(self.params)
+        models: dict[tuple[int, ...], list[nn.Linear]] = {}
+        with torch.random.fork_rng(devices=[]):
+            for member, config in enumerate(self.configs.values()):
+                torch.default_generator.manual_seed(config.seed)
+                linears = models.get(config.hidden_sizes)
+                if linears is None:
+                    model = build_model(model_spec(config, data))
+                    linears = models[config.hidden_sizes] = [m for m in model if isinstance(m, nn.Linear)]
+                else:
+                    for layer in linears:
+                        layer.reset_parameters()
+                with torch.no_grad():
+                    for layer, weight, bias in zip(linears, blocks[::2], blocks[1::2], strict=True):
+                        weight[member, : layer.in_features, : layer.out_features] = layer.weight.T
+                        bias[member, 0, : layer.out_features] = layer.bias
 
     def _blocks(self, flat: torch.Tensor, members: int | None = None) -> list[torch.Tensor]:
         """Views of a flat buffer as ``[W0, b0, W1, b1, ...]`` stacked over ``members``."""
@@ -200,8 +211,11 @@ class _Group:
 
     def _spread(self, values: list[float]) -> torch.Tensor:
         """Per-member values as a flat buffer of the parameters' layout (each weight gets its member's value)."""
-        column = torch.tensor(values, dtype=self.dtype, device=self.device).view(-1, 1, 1)
-        return torch.cat([column.expand(block.shape).reshape(-1) for block in self._blocks(self.params)])
+        members = len(values)
+        per_block = torch.tensor(values * (2 * len(self.shapes)), dtype=self.dtype, device=self.device)
+        repeats = torch.tensor([size for n_in, n_out in self.shapes for size in (n_in * n_out, n_out)],
+                               device=self.device).repeat_interleave(members)
+        return per_block.repeat_interleave(repeats, output_size=len(self.params))
 
     def _refresh(self) -> None:
         """Views, gradient buffer, hyperparameters and masks for the current members (after a change)."""
@@ -211,6 +225,7 @@ class _Group:
         self.grads = torch.zeros_like(self.params)
         self.grad_blocks = self._blocks(self.grads)
         self.buffers: dict[int, _Buffers] = {}  # by batch length: the last batch of an epoch can be shorter
+        self.shuffled: torch.Tensor | None = None
         self.scratch = torch.empty_like(self.params)
         self.lr = self._spread([c.lr for c in configs])
         decays = [c.weight_decay for c in configs]
@@ -246,7 +261,9 @@ class _Group:
         n = len(table)
         members = len(self.ids)
         orders = torch.stack([torch.randperm(n, generator=self.generators[i]) for i in self.ids]).to(table.device)
-        shuffled = table.index_select(0, orders.view(-1)).view(members, n, -1)
+        if self.shuffled is None or self.shuffled.shape != (members * n, table.shape[1]):
+            self.shuffled = table.new_empty(members * n, table.shape[1])  # kept: a fresh one pages in each epoch
+        shuffled = torch.index_select(table, 0, orders.view(-1), out=self.shuffled).view(members, n, -1)
         total = torch.zeros(members, dtype=self.dtype, device=table.device)
         for start in range(0, n, self.batch_size):
             batch = shuffled[:, start : start + self.batch_size]
