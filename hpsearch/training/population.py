@@ -156,6 +156,7 @@ class _Group:
         self.task = data.task
         self.widths = [max(c.hidden_sizes[layer] for c in configs.values()) for layer in range(len(first.hidden_sizes))]
         self.n_features, self.n_outputs = data.n_features, data.n_outputs
+        self.n_targets = data.n_outputs if data.task == "multiclass" else 1  # the table's columns after the features
         self.shapes = list(zip([data.n_features, *self.widths], [*self.widths, _padded_outputs(data.n_outputs)],
                                strict=True))
         self.sizes = {i: list(zip([data.n_features, *c.hidden_sizes], [*c.hidden_sizes, data.n_outputs], strict=True))
@@ -264,14 +265,16 @@ class _Group:
         if self.shuffled is None or self.shuffled.shape != (members * n, table.shape[1]):
             self.shuffled = table.new_empty(members * n, table.shape[1])  # kept: a fresh one pages in each epoch
         shuffled = torch.index_select(table, 0, orders.view(-1), out=self.shuffled).view(members, n, -1)
-        total = torch.zeros(members, dtype=self.dtype, device=table.device)
+        for buffers in self.buffers.values():
+            buffers.loss.zero_()
         for start in range(0, n, self.batch_size):
             batch = shuffled[:, start : start + self.batch_size]
-            total.add_(self._step(batch[..., : self.n_features], batch[..., self.n_features :]))
+            self._step(batch[..., : self.n_features], batch[..., self.n_features :])
+        total = sum(buffers.loss.sum((1, 2)) for buffers in self.buffers.values())
         return (total / n).tolist()
 
-    def _step(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Forward, backward and update for one batch; returns each member's summed loss over the batch.
+    def _step(self, x: torch.Tensor, target: torch.Tensor) -> None:
+        """Forward, backward and update for one batch; adds each member's losses to the batch length's buffer.
 
         The intermediate tensors go to buffers kept from step to step (:class:`_Buffers`); the gradient is of the
         batch's summed loss until the weight gradients, whose products scale it by ``1 / batch`` for free.
@@ -286,7 +289,7 @@ class _Group:
             pre.append(z), post.append(a), masks.append(mask)
             inputs.append(a if mask is None else a * mask)
         out = torch.baddbmm(b[-1], inputs[-1], W[-1], out=buffers.out)
-        loss = _loss_and_grad(self.task, out[..., : self.n_outputs], target, buffers.grad[..., : self.n_outputs])
+        _loss_and_grad(self.task, out[..., : self.n_outputs], target, buffers.grad[..., : self.n_outputs], buffers.loss)
         grad, scale = buffers.grad, 1 / x.shape[1]
         gW, gb = self.grad_blocks[::2], self.grad_blocks[1::2]
         for layer in reversed(range(len(W))):
@@ -298,11 +301,10 @@ class _Group:
                     grad.mul_(masks[layer - 1])
                 grad = _activation_grad(self.activation, grad, pre[layer - 1], post[layer - 1])
         self._update()
-        return loss
 
     def _buffers(self, batch: int) -> _Buffers:
         if batch not in self.buffers:
-            self.buffers[batch] = _Buffers(len(self.ids), batch, self.shapes, self.activation, self.dtype, self.device)
+            self.buffers[batch] = _Buffers(len(self.ids), batch, self.shapes, self.n_targets, self.dtype, self.device)
         return self.buffers[batch]
 
     def _mask(self, layer: int, shape: torch.Size) -> torch.Tensor | None:
@@ -429,7 +431,7 @@ class _Buffers:
     """The tensors one step of a group writes, kept from step to step (for one batch length and member count):
     allocating them anew each step costs more than the elementwise work they hold."""
 
-    def __init__(self, members: int, batch: int, shapes: list[tuple[int, int]], activation: str, dtype: torch.dtype,
+    def __init__(self, members: int, batch: int, shapes: list[tuple[int, int]], targets: int, dtype: torch.dtype,
                  device: torch.device) -> None:
         def empty(*shape: int) -> torch.Tensor:
             return torch.empty(shape, dtype=dtype, device=device)
@@ -439,6 +441,7 @@ class _Buffers:
         self.out = empty(members, batch, shapes[-1][1])
         self.grad = torch.zeros_like(self.out)  # the padded outputs' columns stay zero: no gradient flows there
         self.mean = torch.full((members, 1, batch), 1 / batch, dtype=dtype, device=device)
+        self.loss = torch.zeros(members, batch, targets, dtype=dtype, device=device)  # an epoch's, term by term
 
 
 def _padded_outputs(n_outputs: int) -> int:
@@ -460,23 +463,24 @@ def _table(split: Split, task: str, n_outputs: int, device: torch.device, dtype:
     return torch.cat([X, targets], 1)
 
 
-def _loss_and_grad(task: str, out: torch.Tensor, target: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """Each member's loss summed over the batch; writes the gradient of that sum w.r.t. ``out`` into ``grad``.
+def _loss_and_grad(task: str, out: torch.Tensor, target: torch.Tensor, grad: torch.Tensor, loss: torch.Tensor) -> None:
+    """Adds each sample's loss to ``loss`` (summed over the epoch: one addition a step instead of four); writes the
+    gradient of the batch's summed loss w.r.t. ``out`` into ``grad``.
 
     The losses of ``train.fit``: cross-entropy (``target`` one-hot), binary cross-entropy on logits, and mean
     squared error on the standardised target (``fit`` takes their batch mean: :meth:`_Group._step` divides).
     """
     if task == "multiclass":
         log_p = torch.log_softmax(out, 2)
-        torch.sub(log_p.exp(), target, out=grad)  # exp's own out= into the strided columns is 4x slower
-        return (log_p * target).sum((1, 2)).neg_()
-    if task == "binary":
+        loss.addcmul_(log_p, target, value=-1)
+        torch.sub(log_p.exp_(), target, out=grad)  # exp's own out= into the strided columns is 4x slower
+    elif task == "binary":
+        loss.add_(F.binary_cross_entropy_with_logits(out, target, reduction="none"))
         torch.sub(torch.sigmoid(out), target, out=grad)
-        return F.binary_cross_entropy_with_logits(out, target, reduction="none").sum((1, 2))
-    error = torch.sub(out, target, out=grad)
-    loss = error.pow(2).sum((1, 2))
-    error.mul_(2)
-    return loss
+    else:
+        error = torch.sub(out, target, out=grad)
+        loss.addcmul_(error, error)
+        error.mul_(2)
 
 
 def _accuracy(correct: torch.Tensor) -> torch.Tensor:
@@ -501,7 +505,7 @@ def _activation_grad(name: str, grad: torch.Tensor, z: torch.Tensor, a: torch.Te
     ``z`` may be ``a`` itself (:func:`_activate` works in place): only gelu reads ``z``, and leaky ReLU only its
     sign, which ``a`` shares."""
     if name == "relu":
-        return grad.mul_(torch.sign(a))  # 1 where z > 0, else 0: cheaper than a boolean mask
+        return grad.mul_(a.sign_())  # 1 where z > 0, else 0: cheaper than a boolean mask; a is read no more
     if name == "leaky_relu":
         return torch.where(z > 0, grad, grad * _LEAKY_SLOPE)
     if name == "tanh":
