@@ -366,11 +366,11 @@ class _Group:
         for start in range(0, len(X), EVAL_BATCH):
             h = X[start : start + EVAL_BATCH].expand(members, -1, -1)
             for layer in range(len(self.widths)):
-                h = _ACTIVATIONS[self.activation](torch.baddbmm(b[layer], h, W[layer]))
+                h = _activate(self.activation, torch.baddbmm(b[layer], h, W[layer]))
                 if self.unit_masks[layer] is not None:
-                    h = h * self.unit_masks[layer]
+                    h = h.mul_(self.unit_masks[layer])
             chunks.append(torch.baddbmm(b[-1], h, W[-1])[..., : self.n_outputs])
-        out = torch.cat(chunks, 1)  # (members, n, outputs)
+        out = torch.cat(chunks, 1) if len(chunks) > 1 else chunks[0]  # (members, n, outputs)
         if self.task == "multiclass":
             picked = torch.log_softmax(out, 2).gather(2, y.view(1, -1, 1).expand(members, -1, 1))
             loss = -picked.squeeze(2).mean(1)  # cross-entropy (F.cross_entropy on (members, classes, n) is slow)
