@@ -222,9 +222,11 @@ class _Group:
         """Views, gradient buffer, hyperparameters and masks for the current members (after a change)."""
         configs = [self.configs[i] for i in self.ids]
         self.weights_ = self._blocks(self.params)
-        self.transposed = [weight.transpose(1, 2) for weight in self.weights_[::2]]
         self.grads = torch.zeros_like(self.params)
         self.grad_blocks = self._blocks(self.grads)
+        # per layer, the views one step reads and writes, made once (a step's Python costs as much as its small ops)
+        self.layers = list(zip(self.weights_[::2], self.weights_[1::2], [w.transpose(1, 2) for w in self.weights_[::2]],
+                               self.grad_blocks[::2], self.grad_blocks[1::2], strict=True))
         self.buffers: dict[int, _Buffers] = {}  # by batch length: the last batch of an epoch can be shorter
         self.shuffled: torch.Tensor | None = None
         self.scratch = torch.empty_like(self.params)
@@ -267,9 +269,9 @@ class _Group:
         shuffled = torch.index_select(table, 0, orders.view(-1), out=self.shuffled).view(members, n, -1)
         for buffers in self.buffers.values():
             buffers.loss.zero_()
+        features, targets = shuffled[..., : self.n_features], shuffled[..., self.n_features :]
         for start in range(0, n, self.batch_size):
-            batch = shuffled[:, start : start + self.batch_size]
-            self._step(batch[..., : self.n_features], batch[..., self.n_features :])
+            self._step(features[:, start : start + self.batch_size], targets[:, start : start + self.batch_size])
         total = sum(buffers.loss.sum((1, 2)) for buffers in self.buffers.values())
         return (total / n).tolist()
 
@@ -280,23 +282,26 @@ class _Group:
         batch's summed loss until the weight gradients, whose products scale it by ``1 / batch`` for free.
         """
         buffers = self._buffers(x.shape[1])
-        W, b = self.weights_[::2], self.weights_[1::2]
         inputs, pre, post, masks = [x], [], [], []
-        for layer in range(len(self.widths)):
-            z = torch.baddbmm(b[layer], inputs[-1], W[layer], out=buffers.hidden[layer])
+        for layer, (W, b, _, _, _) in enumerate(self.layers[:-1]):
+            z = torch.baddbmm(b, inputs[-1], W, out=buffers.hidden[layer])
             a = _activate(self.activation, z)  # in place but for gelu, whose gradient needs z
             mask = self._mask(layer, z.shape)
             pre.append(z), post.append(a), masks.append(mask)
             inputs.append(a if mask is None else a * mask)
-        out = torch.baddbmm(b[-1], inputs[-1], W[-1], out=buffers.out)
-        _loss_and_grad(self.task, out[..., : self.n_outputs], target, buffers.grad[..., : self.n_outputs], buffers.loss)
+        W, b = self.layers[-1][:2]
+        torch.baddbmm(b, inputs[-1], W, out=buffers.out)
+        _loss_and_grad(self.task, buffers.out_real, target, buffers.grad_real, buffers.loss)
         grad, scale = buffers.grad, 1 / x.shape[1]
-        gW, gb = self.grad_blocks[::2], self.grad_blocks[1::2]
-        for layer in reversed(range(len(W))):
-            torch.baddbmm(gW[layer], inputs[layer].transpose(1, 2), grad, beta=0, alpha=scale, out=gW[layer])
-            torch.bmm(buffers.mean, grad, out=gb[layer])  # the bias's gradient: the batch mean, as a product
+        for layer in range(len(self.layers) - 1, -1, -1):
+            _, _, W_T, gW, gb = self.layers[layer]
+            given = inputs[layer]  # the layer's input: a hidden buffer has its transpose ready
+            kept = layer and given is buffers.hidden[layer - 1]
+            torch.baddbmm(gW, buffers.hidden_T[layer - 1] if kept else given.transpose(1, 2), grad, beta=0,
+                          alpha=scale, out=gW)
+            torch.bmm(buffers.mean, grad, out=gb)  # the bias's gradient: the batch mean, as a product
             if layer:
-                grad = torch.bmm(grad, self.transposed[layer], out=buffers.hidden_grad[layer - 1])
+                grad = torch.bmm(grad, W_T, out=buffers.hidden_grad[layer - 1])
                 if masks[layer - 1] is not None:
                     grad.mul_(masks[layer - 1])
                 grad = _activation_grad(self.activation, grad, pre[layer - 1], post[layer - 1])
@@ -304,7 +309,8 @@ class _Group:
 
     def _buffers(self, batch: int) -> _Buffers:
         if batch not in self.buffers:
-            self.buffers[batch] = _Buffers(len(self.ids), batch, self.shapes, self.n_targets, self.dtype, self.device)
+            self.buffers[batch] = _Buffers(len(self.ids), batch, self.shapes, self.n_outputs, self.n_targets,
+                                           self.dtype, self.device)
         return self.buffers[batch]
 
     def _mask(self, layer: int, shape: torch.Size) -> torch.Tensor | None:
@@ -431,15 +437,17 @@ class _Buffers:
     """The tensors one step of a group writes, kept from step to step (for one batch length and member count):
     allocating them anew each step costs more than the elementwise work they hold."""
 
-    def __init__(self, members: int, batch: int, shapes: list[tuple[int, int]], targets: int, dtype: torch.dtype,
-                 device: torch.device) -> None:
+    def __init__(self, members: int, batch: int, shapes: list[tuple[int, int]], outputs: int, targets: int,
+                 dtype: torch.dtype, device: torch.device) -> None:
         def empty(*shape: int) -> torch.Tensor:
             return torch.empty(shape, dtype=dtype, device=device)
 
         self.hidden = [empty(members, batch, n_out) for _, n_out in shapes[:-1]]  # pre-activations, then outputs
+        self.hidden_T = [h.transpose(1, 2) for h in self.hidden]
         self.hidden_grad = [empty(members, batch, n_out) for _, n_out in shapes[:-1]]
         self.out = empty(members, batch, shapes[-1][1])
         self.grad = torch.zeros_like(self.out)  # the padded outputs' columns stay zero: no gradient flows there
+        self.out_real, self.grad_real = self.out[..., :outputs], self.grad[..., :outputs]
         self.mean = torch.full((members, 1, batch), 1 / batch, dtype=dtype, device=device)
         self.loss = torch.zeros(members, batch, targets, dtype=dtype, device=device)  # an epoch's, term by term
 
