@@ -201,9 +201,3 @@ def test_a_population_trains_on_the_gpu_and_matches_the_cpu_closely(optimizer):
         assert gpu[member_id][-1]["val_loss"] == pytest.approx(cpu[member_id][-1]["val_loss"], rel=1e-3)
     model, _ = on_gpu.model("narrow")
     assert next(model.parameters()).device.type == "cpu"
-
-
-def test_adam_members_need_a_positive_learning_rate():
-    data = _data(TASKS["multiclass"])
-    with pytest.raises(ValueError, match="lr > 0"):
-        Population({"a": TrialConfig(hidden_sizes=(8,), lr=0.0, optimizer="adam")}, data)

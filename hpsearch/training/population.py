@@ -250,10 +250,6 @@ class _Group:
         if self.optimizer in ("adam", "adamw"):  # the fused kernel's step counter: a float32 tensor, as torch keeps it
             self.state["step"] = torch.zeros((), dtype=torch.float32, device=device)
         self._refresh()
-        if self.optimizer in ("adam", "adamw"):  # the master copy of the weights: see _update
-            if any(c.lr <= 0 for c in configs.values()):
-                raise ValueError("a population's Adam and AdamW members need lr > 0 (as a space file's lr must be)")
-            self.state["scaled"] = self.params / self.lr
 
     def cost(self) -> float:
         """An epoch's work, in the units of :func:`stacks_by_width`: the fixed cost of a stack plus its weights."""
@@ -414,30 +410,27 @@ class _Group:
         """One step of the group's optimizer on the flat buffers: torch.optim's math with per-member values.
 
         Adam and AdamW run torch's fused Adam kernel (one pass over the buffers instead of ten) with a learning
-        rate of 1 on the weights divided by each member's learning rate (``state["scaled"]``, their master copy),
-        whose product with the learning rates is then the weights: ``p / lr - step`` times ``lr`` is torch.optim's
-        ``p - lr * step``. (Stepping a zeroed buffer and adding it times the learning rates into the weights reads
-        and writes two buffers more: 2 % of the bench.) Weight decay (L2 for Adam, SGD and RMSprop; decoupled for
-        AdamW) is applied per member around it, as torch.optim applies it.
+        rate of 1 on a zeroed buffer, which leaves there minus the unscaled step; each member's learning rate then
+        scales it into the weights. Weight decay (L2 for Adam, SGD and RMSprop; decoupled for AdamW) is applied
+        per member around it, as torch.optim applies it.
         """
         self.steps += 1
         p, g, tmp, s = self.params, self.grads, self.scratch, self.state
         if self.weight_decay is not None and self.optimizer != "adamw":
             g.addcmul_(self.weight_decay, p)
         if self.optimizer in ("adam", "adamw"):
-            scaled = s["scaled"]
             if self.optimizer == "adamw":
-                scaled.mul_(self.decay)
+                p.mul_(self.decay)
             if _FUSED_ADAM is not None:  # the op itself, as hpsearch.training.optim calls it: the public
                 s["step"] += 1             # function's Python costs more than the kernel here
-                _FUSED_ADAM([scaled], [g], [s["exp_avg"]], [s["exp_avg_sq"]], [], [s["step"]], amsgrad=False,
+                _FUSED_ADAM([tmp.zero_()], [g], [s["exp_avg"]], [s["exp_avg_sq"]], [], [s["step"]], amsgrad=False,
                             lr=1.0, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], weight_decay=0.0, eps=ADAM_EPS,
                             maximize=False, grad_scale=None, found_inf=None)
             else:
-                adam([scaled], [g], [s["exp_avg"]], [s["exp_avg_sq"]], [], [s["step"]], fused=True,
+                adam([tmp.zero_()], [g], [s["exp_avg"]], [s["exp_avg_sq"]], [], [s["step"]], fused=True,
                      amsgrad=False, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], lr=1.0, weight_decay=0.0, eps=ADAM_EPS,
                      maximize=False)
-            torch.mul(scaled, self.lr, out=p)
+            p.addcmul_(tmp, self.lr)
         elif self.optimizer == "sgd":
             if self.momentum is not None:
                 buffer = s["momentum_buffer"]
