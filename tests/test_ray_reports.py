@@ -1,0 +1,61 @@
+"""A Ray trial reports its epochs to Ray Tune a few at a time and checkpoints only where needed (ASHA's decision
+epochs, its last epoch): MLflow still gets every epoch, ASHA decides at its rungs, and an ended trial's model is
+its last epoch's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from ray.tune import ExperimentAnalysis
+
+from hpsearch.cli.main import main
+from hpsearch.data.sources import load_dataset
+from hpsearch.model.network import load_model
+from hpsearch.space import load_space
+from hpsearch.training.fit import evaluate
+from tests.conftest import write_space
+
+pytestmark = pytest.mark.e2e
+
+EPOCHS = 30
+RUNGS = (2, 6, 18)  # grace period 2, reduction factor 3
+
+
+def test_a_ray_search_reports_epochs_in_batches_yet_mlflow_has_every_epoch_and_each_model_is_its_last_epochs(
+        ray_session, workdir):
+    space = write_space(workdir, f"""
+search = Search(
+    data="sklearn:breast_cancer",
+    params={{"layers": [16], "lr": loguniform(1e-5, 1e-1), "optimizer": "sgd"}},
+    num_samples=8, max_epochs={EPOCHS}, scheduler=asha(grace_period=2, reduction_factor=3), searcher="random",
+    experiment="batches",
+)
+""")
+    assert main(["run", str(space), "--executor", "ray", "--no-plots"]) == 0
+    client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("batches").experiment_id
+    children = client.search_runs([experiment], filter_string="tags.`hpsearch.kind` = 'trial'")
+    assert len(children) == 8
+    statuses = [c.data.tags["hpsearch.status"] for c in children]
+    assert "stopped" in statuses and "completed" in statuses
+    data = load_dataset(load_space(space), space)
+
+    for child in children:
+        epochs = int(child.data.metrics["epochs_trained"])
+        assert epochs == EPOCHS if child.data.tags["hpsearch.status"] == "completed" else epochs in RUNGS
+        history = client.get_metric_history(child.info.run_id, "val_loss")
+        assert [m.step for m in history] == list(range(1, epochs + 1)), "one MLflow point per epoch"
+        model_dir = client.download_artifacts(child.info.run_id, "model", str(workdir / child.info.run_id))
+        model, spec = load_model(model_dir)
+        assert evaluate(model, data.val, spec)["loss"] == pytest.approx(history[-1].value, rel=1e-5), \
+            "the trial's model is its last epoch's"
+
+    reports = [t.last_result["training_iteration"] for t in ExperimentAnalysis(str(_ray_results(workdir))).trials]
+    assert len(reports) == 8 and max(reports) <= len(RUNGS) + 2, f"reports per trial to Ray Tune: {reports}"
+
+
+def _ray_results(workdir: Path) -> Path:
+    (path,) = (workdir / "ray_results").iterdir()
+    return path
