@@ -95,3 +95,32 @@ def test_a_resumed_trial_writes_every_epoch_of_the_report_an_interruption_kept_f
                                                  EARLIER_KEY: [{"epoch": 5, "val_loss": 0.2, "train_loss": 0.2}]})
     tracker.flush()
     assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_ray_trial_checkpoints_at_asha_rungs_its_last_epoch_and_every_few_seconds_and_reports_once_a_second():
+    """Epochs of 0.1 s: a report about every second carrying the epochs since the one before, a checkpoint at each
+    rung, at the last epoch and once 5 s passed since the last one; the epochs not reported go out on a failure."""
+    from hpsearch.execution.trainable import CHECKPOINT_EVERY_S, REPORT_EVERY_S, Reporter
+
+    now = [0.0]
+    sent = []
+    reporter = Reporter(lambda metrics, save: sent.append((metrics, save is not None)), node_id="n",
+                        last_epoch=100, decision_epochs=[2, 6, 18], clock=lambda: now[0])
+    for epoch in range(1, 101):
+        now[0] += 0.1
+        reporter({"epoch": epoch, "val_loss": 1.0 / epoch}, lambda directory: None)
+    epochs = [[e["epoch"] for e in m[EARLIER_KEY]] + [m["epoch"]] for m, _ in sent]
+    assert [e for batch in epochs for e in batch] == list(range(1, 101)), "every epoch once, in order"
+    assert all(m["hpsearch_node_id"] == "n" for m, _ in sent)
+    checkpointed = [m["epoch"] for m, saved in sent if saved]
+    assert {2, 6, 18, 100} <= set(checkpointed) and len(checkpointed) <= 4 + 10 * 0.1 * 100 / CHECKPOINT_EVERY_S
+    assert all(b - a <= CHECKPOINT_EVERY_S / 0.1 + 1 for a, b in zip([0, *checkpointed], checkpointed, strict=False))
+    assert len(sent) <= 3 + 0.1 * 100 / REPORT_EVERY_S + 1 and max(len(batch) for batch in epochs) <= 11
+
+    sent.clear()
+    failing = Reporter(lambda metrics, save: sent.append((metrics, save is not None)), node_id="n", last_epoch=100,
+                       decision_epochs=[], clock=lambda: now[0])
+    failing({"epoch": 1, "val_loss": 0.5}, lambda directory: None)
+    failing.flush()
+    failing.flush()
+    assert [(m["epoch"], saved) for m, saved in sent] == [(1, False)]
