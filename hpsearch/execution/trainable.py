@@ -72,11 +72,11 @@ def ray_trial(config: dict[str, Any], data: Dataset, settings: dict[str, Any]) -
 class Reporter:
     """``fit``'s report callback for a Ray trial: batches epochs into reports, and checkpoints where needed.
 
-    ``send(metrics, save)`` reports to Ray Tune (``save`` writes a checkpoint, or is None). A report goes out at
-    every epoch in ``decision_epochs`` (where ASHA decides: each decision is taken on exactly that epoch, as
-    with a report per epoch), at the trial's last epoch (``last_epoch``, or the epoch early stopping ends it at),
-    and otherwise once :data:`REPORT_EVERY_S` has passed; the first three checkpoint, and so does a report once
-    :data:`CHECKPOINT_EVERY_S` has passed since the last checkpoint.
+    ``send(metrics, save)`` reports to Ray Tune (``save`` writes a checkpoint, or is None). A report with a
+    checkpoint goes out at every epoch in ``decision_epochs`` (where ASHA decides: each decision is taken on
+    exactly that epoch, as with a report per epoch), at the trial's last epoch (``last_epoch``, or the epoch
+    early stopping ends it at) and once :data:`CHECKPOINT_EVERY_S` has passed since the last checkpoint; one
+    without, once :data:`REPORT_EVERY_S` has passed since the last report.
     """
 
     def __init__(self, send: Callable[[dict[str, Any], Callable[[Path], None] | None], None], *, node_id: str,
