@@ -22,7 +22,7 @@ from typing import Any
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Ctrl-C raises KeyboardInterrupt at once: Tune's own handler would stop the running trials as if they had ended,
-# and their runs would be closed as finished. Trials checkpoint every epoch, so nothing is lost.
+# and their runs would be closed as finished. A resumed trial goes on from its last checkpoint.
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 from hpsearch import upstream_internals  # noqa: E402
@@ -32,7 +32,7 @@ from hpsearch.errors import SpaceError  # noqa: E402
 from hpsearch.execution import restore as ray_state  # noqa: E402
 from hpsearch.execution.progress import Progress  # noqa: E402
 from hpsearch.execution.sampling import make_sampler, train_settings  # noqa: E402
-from hpsearch.execution.trainable import NODE_ID_KEY, ray_trial  # noqa: E402
+from hpsearch.execution.trainable import NODE_ID_KEY, decision_epochs, epochs_of, ray_trial  # noqa: E402
 from hpsearch.space import Search, suggest_params  # noqa: E402
 from hpsearch.tracking import tracker as tracking  # noqa: E402
 from hpsearch.tracking.schema import ENDED, Status, TrialRecord  # noqa: E402
@@ -106,6 +106,7 @@ def fit_on_ray(search: Search, data: Dataset, metric: str, mode: str, tracker: t
         "train": train_settings(search, metric, mode),
         "threads": max(1, math.floor(search.resources["cpu"])),
         "gpu": search.resources["gpu"] > 0,
+        "decision_epochs": _decision_epochs(search),
     }
     trainable = tune.with_resources(tune.with_parameters(ray_trial, data=data.for_trials(), settings=settings),
                                     {"cpu": search.resources["cpu"], "gpu": search.resources["gpu"]})
@@ -229,6 +230,14 @@ def _searcher(search: Search, metric: str, mode: str) -> OptunaSearch:
     return OptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler)
 
 
+def _decision_epochs(search: Search) -> list[int]:
+    """The epochs at which the scheduler decides on a trial: a trial reports and checkpoints at each of them."""
+    if search.scheduler is None:
+        return []
+    return decision_epochs(search.scheduler.grace(search.max_epochs), search.scheduler.reduction_factor,
+                           search.max_epochs)
+
+
 def _scheduler(search: Search) -> ASHAScheduler | None:
     if search.scheduler is None:
         return None  # "fifo": every trial runs to the end (or to early stopping)
@@ -270,8 +279,8 @@ class _TrackingCallback:
         last = trial.last_result or {}
         if record.status == Status.RUNNING and "epoch" in last:
             # A resumed trial continues from its last checkpoint; the result that came with it may never have
-            # reached MLflow (a Ctrl-C while Ray Tune handled it): written now, or its epoch would be missing.
-            self.tracker.epoch_reported(trial.trial_id, last)
+            # reached MLflow (a Ctrl-C while Ray Tune handled it): written now, or its epochs would be missing.
+            self._epochs_reported(trial.trial_id, last)
         if record.status not in ENDED:  # Ray's snapshot can be older than the trial's end in MLflow
             self.progress.trial_started(record.name)
 
@@ -282,9 +291,14 @@ class _TrackingCallback:
             self.tracker.node_reported(trial.trial_id, str(result.get(NODE_ID_KEY, "")),
                                        hostname=str(result.get("hostname", "unknown")),
                                        node_ip=str(result.get("node_ip", "")))
-            self.tracker.epoch_reported(trial.trial_id, result)
+            self._epochs_reported(trial.trial_id, result)
             if record.epochs > before:
                 self.progress.epoch(record.name, record.epochs, record.metrics)
+
+    def _epochs_reported(self, trial_id: str, result: dict) -> None:
+        """Every epoch of a trial's report (a report carries the epochs trained since the one before) to MLflow."""
+        for metrics in epochs_of(result):
+            self.tracker.epoch_reported(trial_id, metrics)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if self._ended_before(trial):
@@ -292,7 +306,7 @@ class _TrackingCallback:
         checkpoint = trial.checkpoint
         last = trial.last_result or {}
         if "epoch" in last:  # after a kill and a resume, Ray's last result may be newer than what MLflow got
-            self.tracker.epoch_reported(trial.trial_id, last)
+            self._epochs_reported(trial.trial_id, last)
         record = self.tracker.trial_ended(trial.trial_id, model_dir=_local_dir(checkpoint) if checkpoint else None,
                                           early_stopped=bool(last.get("early_stopped")))
         self._ended(record)

@@ -1,7 +1,8 @@
 """The one training function every trial runs, and the evaluation it shares with the final test report.
 
 It imports neither Ray nor MLflow: it takes a config, the data and a ``report`` callback, so it runs on its
-own in a test in seconds, and the runner passes in a callback that reports to Ray Tune with a checkpoint.
+own in a test in seconds; the Ray executor passes in a callback that reports to Ray Tune, a few epochs at a
+time, and saves a checkpoint only where one is needed (:mod:`hpsearch.execution.trainable`).
 The loop slices in-memory tensors (shuffled once per epoch) instead of using a DataLoader, and steps with torch's
 fused optimizer kernels called directly (:mod:`hpsearch.training.optim`): at the sizes we search, per-batch Python
 overhead, not arithmetic, is what costs.

@@ -1,0 +1,126 @@
+"""A Ray trial reports its epochs to Ray Tune a few at a time and checkpoints only where needed (ASHA's decision
+epochs, its last epoch): MLflow still gets every epoch, ASHA decides at its rungs, and an ended trial's model is
+its last epoch's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from ray.tune import ExperimentAnalysis
+
+from hpsearch.cli.main import main
+from hpsearch.data.sources import load_dataset
+from hpsearch.execution.trainable import EARLIER_KEY
+from hpsearch.model.network import load_model
+from hpsearch.space import load_space
+from hpsearch.training.fit import evaluate
+from tests.conftest import write_space
+
+pytestmark = pytest.mark.e2e
+
+EPOCHS = 30
+RUNGS = (2, 6, 18)  # grace period 2, reduction factor 3
+
+
+def test_a_ray_search_reports_epochs_in_batches_yet_mlflow_has_every_epoch_and_each_model_is_its_last_epochs(
+        ray_session, workdir):
+    space = write_space(workdir, f"""
+search = Search(
+    data="sklearn:breast_cancer",
+    params={{"layers": [16], "lr": loguniform(1e-5, 1e-1), "optimizer": "sgd"}},
+    num_samples=8, max_epochs={EPOCHS}, scheduler=asha(grace_period=2, reduction_factor=3), searcher="random",
+    experiment="batches",
+)
+""")
+    assert main(["run", str(space), "--executor", "ray", "--no-plots"]) == 0
+    client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("batches").experiment_id
+    children = client.search_runs([experiment], filter_string="tags.`hpsearch.kind` = 'trial'")
+    assert len(children) == 8
+    statuses = [c.data.tags["hpsearch.status"] for c in children]
+    assert "stopped" in statuses and "completed" in statuses
+    data = load_dataset(load_space(space), space)
+
+    for child in children:
+        epochs = int(child.data.metrics["epochs_trained"])
+        assert epochs == EPOCHS if child.data.tags["hpsearch.status"] == "completed" else epochs in RUNGS
+        history = client.get_metric_history(child.info.run_id, "val_loss")
+        assert [m.step for m in history] == list(range(1, epochs + 1)), "one MLflow point per epoch"
+        model_dir = client.download_artifacts(child.info.run_id, "model", str(workdir / child.info.run_id))
+        model, spec = load_model(model_dir)
+        assert evaluate(model, data.val, spec)["loss"] == pytest.approx(history[-1].value, rel=1e-5), \
+            "the trial's model is its last epoch's"
+
+    reports = [t.last_result["training_iteration"] for t in ExperimentAnalysis(str(_ray_results(workdir))).trials]
+    assert len(reports) == 8 and max(reports) <= len(RUNGS) + 2, f"reports per trial to Ray Tune: {reports}"
+
+
+def _ray_results(workdir: Path) -> Path:
+    (path,) = (workdir / "ray_results").iterdir()
+    return path
+
+
+def test_a_resumed_trial_writes_every_epoch_of_the_report_an_interruption_kept_from_mlflow(tmp_path):
+    """Ctrl-C while Ray Tune handled a report that carried epochs 3 to 5: MLflow never got them. The resumed trial
+    writes all three from Ray's last result, and the epochs it trains again are not written twice."""
+    import io
+
+    from ray.tune.experiment import Trial
+
+    from hpsearch.execution.progress import Progress
+    from hpsearch.execution.ray_tune import tracking_callback
+    from hpsearch.tracking.store import LocalStore
+    from hpsearch.tracking.tracker import TrialTracker
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
+    parent = client.create_run(experiment).info.run_id
+    run_id = client.create_run(experiment, tags={"mlflow.parentRunId": parent, "hpsearch.trial_id": "t1",
+                                                 "hpsearch.status": "killed"}).info.run_id
+    for epoch in (1, 2):
+        client.log_metric(run_id, "val_loss", 1.0 / epoch, step=epoch)
+    client.log_metric(run_id, "epochs_trained", 2)
+    client.set_terminated(run_id, "KILLED")
+    tracker = TrialTracker.resume(LocalStore(client=client), experiment, parent, max_epochs=8)
+    settings = {"max_epochs": 8, "seed": 0, "metric": "val_loss", "mode": "min", "early_stopping_patience": None}
+    callback = tracking_callback()(tracker, settings, 1, "val_loss", "min", Progress(stream=io.StringIO(), live=False))
+    trial = Trial("ray_trial", config={"n_layers": 1, "units_0": 8, "lr": 0.01}, trial_id="t1", stub=True)
+    earlier = [{"epoch": e, "val_loss": 1.0 / e, "train_loss": 0.2} for e in (3, 4)]
+    trial.run_metadata.last_result = {"epoch": 5, "val_loss": 0.2, "train_loss": 0.2, EARLIER_KEY: earlier}
+
+    callback.on_trial_start(0, [trial], trial)
+    callback.on_trial_result(0, [trial], trial, {"epoch": 6, "val_loss": 0.15, "train_loss": 0.2,
+                                                 EARLIER_KEY: [{"epoch": 5, "val_loss": 0.2, "train_loss": 0.2}]})
+    tracker.flush()
+    assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_ray_trial_checkpoints_at_asha_rungs_its_last_epoch_and_every_few_seconds_and_reports_once_a_second():
+    """Epochs of 0.1 s: a report about every second carrying the epochs since the one before, a checkpoint at each
+    rung, at the last epoch and once 5 s passed since the last one; the epochs not reported go out on a failure."""
+    from hpsearch.execution.trainable import CHECKPOINT_EVERY_S, REPORT_EVERY_S, Reporter
+
+    now = [0.0]
+    sent = []
+    reporter = Reporter(lambda metrics, save: sent.append((metrics, save is not None)), node_id="n",
+                        last_epoch=100, decision_epochs=[2, 6, 18], clock=lambda: now[0])
+    for epoch in range(1, 101):
+        now[0] += 0.1
+        reporter({"epoch": epoch, "val_loss": 1.0 / epoch}, lambda directory: None)
+    epochs = [[e["epoch"] for e in m[EARLIER_KEY]] + [m["epoch"]] for m, _ in sent]
+    assert [e for batch in epochs for e in batch] == list(range(1, 101)), "every epoch once, in order"
+    assert all(m["hpsearch_node_id"] == "n" for m, _ in sent)
+    checkpointed = [m["epoch"] for m, saved in sent if saved]
+    assert {2, 6, 18, 100} <= set(checkpointed) and len(checkpointed) <= 4 + 10 * 0.1 * 100 / CHECKPOINT_EVERY_S
+    assert all(b - a <= CHECKPOINT_EVERY_S / 0.1 + 1 for a, b in zip([0, *checkpointed], checkpointed, strict=False))
+    assert len(sent) <= 3 + 0.1 * 100 / REPORT_EVERY_S + 1 and max(len(batch) for batch in epochs) <= 11
+
+    sent.clear()
+    failing = Reporter(lambda metrics, save: sent.append((metrics, save is not None)), node_id="n", last_epoch=100,
+                       decision_epochs=[], clock=lambda: now[0])
+    failing({"epoch": 1, "val_loss": 0.5}, lambda directory: None)
+    failing.flush()
+    failing.flush()
+    assert [(m["epoch"], saved) for m, saved in sent] == [(1, False)]
