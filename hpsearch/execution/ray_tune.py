@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +228,10 @@ def _searcher(search: Search, metric: str, mode: str) -> OptunaSearch:
     """Optuna behind Ray's ``OptunaSearch``, with the sampler the in-process executor uses too."""
     sampler = make_sampler(search)
     space = functools.partial(suggest_params, search.params)
+    # A trial retried from its checkpoint (--max-failures) trains again the epochs since that checkpoint, and
+    # OptunaSearch reports them to Optuna again: Optuna keeps the first value and warns. Expected here: not shown.
+    warnings.filterwarnings("ignore", message=r"The reported value is ignored because this `step=\d+` is already",
+                            category=UserWarning)
     return OptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler)
 
 
