@@ -62,41 +62,6 @@ def _ray_results(workdir: Path) -> Path:
     return path
 
 
-def test_a_resumed_trial_writes_every_epoch_of_the_report_an_interruption_kept_from_mlflow(tmp_path):
-    """Ctrl-C while Ray Tune handled a report that carried epochs 3 to 5: MLflow never got them. The resumed trial
-    writes all three from Ray's last result, and the epochs it trains again are not written twice."""
-    import io
-
-    from ray.tune.experiment import Trial
-
-    from hpsearch.execution.progress import Progress
-    from hpsearch.execution.ray_tune import tracking_callback
-    from hpsearch.tracking.store import LocalStore
-    from hpsearch.tracking.tracker import TrialTracker
-
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
-    parent = client.create_run(experiment).info.run_id
-    run_id = client.create_run(experiment, tags={"mlflow.parentRunId": parent, "hpsearch.trial_id": "t1",
-                                                 "hpsearch.status": "killed"}).info.run_id
-    for epoch in (1, 2):
-        client.log_metric(run_id, "val_loss", 1.0 / epoch, step=epoch)
-    client.log_metric(run_id, "epochs_trained", 2)
-    client.set_terminated(run_id, "KILLED")
-    tracker = TrialTracker.resume(LocalStore(client=client), experiment, parent, max_epochs=8)
-    settings = {"max_epochs": 8, "seed": 0, "metric": "val_loss", "mode": "min", "early_stopping_patience": None}
-    callback = tracking_callback()(tracker, settings, 1, "val_loss", "min", Progress(stream=io.StringIO(), live=False))
-    trial = Trial("ray_trial", config={"n_layers": 1, "units_0": 8, "lr": 0.01}, trial_id="t1", stub=True)
-    earlier = [{"epoch": e, "val_loss": 1.0 / e, "train_loss": 0.2} for e in (3, 4)]
-    trial.run_metadata.last_result = {"epoch": 5, "val_loss": 0.2, "train_loss": 0.2, EARLIER_KEY: earlier}
-
-    callback.on_trial_start(0, [trial], trial)
-    callback.on_trial_result(0, [trial], trial, {"epoch": 6, "val_loss": 0.15, "train_loss": 0.2,
-                                                 EARLIER_KEY: [{"epoch": 5, "val_loss": 0.2, "train_loss": 0.2}]})
-    tracker.flush()
-    assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2, 3, 4, 5, 6]
-
-
 def test_a_ray_trial_checkpoints_at_asha_rungs_its_last_epoch_and_every_few_seconds_and_reports_once_a_second():
     """Epochs of 0.1 s: a report about every second carrying the epochs since the one before, a checkpoint at each
     rung, at the last epoch and once 5 s passed since the last one; the epochs not reported go out on a failure."""

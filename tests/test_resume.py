@@ -366,10 +366,8 @@ def test_a_trial_ended_in_mlflow_but_running_in_rays_snapshot_is_not_counted_or_
     assert [r.info.status for r in client.search_runs([experiment])].count("FINISHED") == 1
 
 
-def test_a_resumed_trial_writes_the_epoch_of_its_checkpoint_that_an_interruption_kept_from_mlflow(tmp_path):
-    """Ctrl-C while Ray Tune handled a trial's result: Ray saved the checkpoint and the result with it, MLflow
-    never got that epoch. The trial resumes from that checkpoint with the next epoch: the missing one is written
-    from Ray's last result."""
+def _killed_trial_resumed(tmp_path: Path, max_epochs: int):
+    """A trial killed after 2 epochs in MLflow, its tracker resumed, and Ray Tune's tracking callback for it."""
     import io
 
     from ray.tune.experiment import Trial
@@ -386,13 +384,39 @@ def test_a_resumed_trial_writes_the_epoch_of_its_checkpoint_that_an_interruption
         client.log_metric(run_id, "val_loss", 1.0 / epoch, step=epoch)
     client.log_metric(run_id, "epochs_trained", 2)
     client.set_terminated(run_id, "KILLED")
-    tracker = TrialTracker.resume(LocalStore(client=client), experiment, parent, max_epochs=5)
-    settings = {"max_epochs": 5, "seed": 0, "metric": "val_loss", "mode": "min", "early_stopping_patience": None}
+    tracker = TrialTracker.resume(LocalStore(client=client), experiment, parent, max_epochs=max_epochs)
+    settings = {"max_epochs": max_epochs, "seed": 0, "metric": "val_loss", "mode": "min",
+                "early_stopping_patience": None}
     callback = tracking_callback()(tracker, settings, 1, "val_loss", "min", Progress(stream=io.StringIO(), live=False))
     trial = Trial("ray_trial", config={"n_layers": 1, "units_0": 8, "lr": 0.01}, trial_id="t1", stub=True)
+    return client, run_id, tracker, callback, trial
+
+
+def test_a_resumed_trial_writes_the_epoch_of_its_checkpoint_that_an_interruption_kept_from_mlflow(tmp_path):
+    """Ctrl-C while Ray Tune handled a trial's result: Ray saved the checkpoint and the result with it, MLflow
+    never got that epoch. The trial resumes from that checkpoint with the next epoch: the missing one is written
+    from Ray's last result."""
+    client, run_id, tracker, callback, trial = _killed_trial_resumed(tmp_path, max_epochs=5)
     trial.run_metadata.last_result = {"epoch": 3, "val_loss": 0.3, "train_loss": 0.2}  # restored with its checkpoint
 
     callback.on_trial_start(0, [trial], trial)
     callback.on_trial_result(0, [trial], trial, {"epoch": 4, "val_loss": 0.25, "train_loss": 0.2})
     tracker.flush()
     assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2, 3, 4]
+
+
+def test_a_resumed_trial_writes_every_epoch_of_the_report_an_interruption_kept_from_mlflow(tmp_path):
+    """Ctrl-C while Ray Tune handled a report that carried epochs 3 to 5 (a trial reports its epochs a few at a
+    time): MLflow never got them. The resumed trial writes all three from Ray's last result, and the epochs it
+    trains again are not written twice."""
+    from hpsearch.execution.trainable import EARLIER_KEY
+
+    client, run_id, tracker, callback, trial = _killed_trial_resumed(tmp_path, max_epochs=8)
+    earlier = [{"epoch": e, "val_loss": 1.0 / e, "train_loss": 0.2} for e in (3, 4)]
+    trial.run_metadata.last_result = {"epoch": 5, "val_loss": 0.2, "train_loss": 0.2, EARLIER_KEY: earlier}
+
+    callback.on_trial_start(0, [trial], trial)
+    callback.on_trial_result(0, [trial], trial, {"epoch": 6, "val_loss": 0.15, "train_loss": 0.2,
+                                                 EARLIER_KEY: [{"epoch": 5, "val_loss": 0.2, "train_loss": 0.2}]})
+    tracker.flush()
+    assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2, 3, 4, 5, 6]
