@@ -142,10 +142,12 @@ def test_python_dash_m_runs_a_search_and_reports_the_ui_command(workdir):
 def test_a_ray_search_trains_its_trials_in_as_many_actors_as_the_cluster_has_slots(
         ray_session, workdir, cpus_per_trial, slots):
     """Tune is told to run no more trials at once than the cluster (2 CPUs) has slots, and to reuse its actors:
-    each slot starts one trial actor, which trains trial after trial. Without the limit Tune starts an actor for
-    each new trial and throws it away (bench: levers). The actors are Ray worker processes (``ray::ImplicitFunc``),
-    watched through /proc while the search runs."""
-    space = write_space(workdir, "search = Search(data='sklearn:iris', num_samples=5, max_epochs=1, "
+    each slot starts one trial actor, which trains trial after trial. Without the limit, or without reuse, Tune
+    starts an actor for each new trial and throws it away (bench: levers): 8 actors here. Tune caches a finished
+    trial's actor only for a trial already waiting, so when two trials end at the same moment it may stop one actor
+    and start another a moment later (``TuneController._maybe_cache_trial_actor``): a few more than the slots, far
+    fewer than the trials. The actors are Ray worker processes (``ray::ImplicitFunc``), watched through /proc."""
+    space = write_space(workdir, "search = Search(data='sklearn:iris', num_samples=8, max_epochs=1, "
                                  f"scheduler='fifo', executor='ray', resources={{'cpu': {cpus_per_trial}}})")
     def trial_actors() -> set[int]:
         return {pid for pid, command in _commands().items() if command.startswith("ray::ImplicitFunc")}
@@ -164,9 +166,9 @@ def test_a_ray_search_trains_its_trials_in_as_many_actors_as_the_cluster_has_slo
     finally:
         done.set()
         watcher.join()
-    assert len(actors) == slots
+    assert slots <= len(actors) <= 4, f"{len(actors)} trial actors for 8 trials on {slots} slot(s)"
     _, children = _runs(_store(workdir), "space")
-    assert len(children) == 5
+    assert len(children) == 8
 
 
 def _commands() -> dict[int, str]:
