@@ -30,8 +30,10 @@ EPOCHS = 4
 SPACE = f"""
 from sklearn.datasets import make_classification
 
-def make_data():  # big enough that an epoch takes a noticeable fraction of a second
-    return make_classification(n_samples=12000, n_features=20, random_state=0)
+def make_data():
+    \"\"\"An epoch of about a second: a Ray trial reports its epochs at most once a second, so with shorter ones a
+    trial's epochs reach MLflow all at once, and no kill could land between two of them.\"\"\"
+    return make_classification(n_samples=60000, n_features=20, random_state=0)
 
 search = Search(data=make_data, params={{"layers": layers(1, 2, units=(16, 64)), "lr": loguniform(1e-3, 1e-2),
                 "batch_size": 16}}, num_samples={TRIALS}, max_epochs={EPOCHS}, scheduler="fifo", experiment="r")

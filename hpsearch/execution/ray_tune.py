@@ -33,7 +33,7 @@ from hpsearch.errors import SpaceError  # noqa: E402
 from hpsearch.execution import restore as ray_state  # noqa: E402
 from hpsearch.execution.progress import Progress  # noqa: E402
 from hpsearch.execution.sampling import make_sampler, train_settings  # noqa: E402
-from hpsearch.execution.trainable import NODE_ID_KEY, decision_epochs, epochs_of, ray_trial  # noqa: E402
+from hpsearch.execution.trainable import ENDED_MS_KEY, NODE_ID_KEY, decision_epochs, epochs_of, ray_trial  # noqa: E402
 from hpsearch.space import Search, suggest_params  # noqa: E402
 from hpsearch.tracking import tracker as tracking  # noqa: E402
 from hpsearch.tracking.schema import ENDED, Status, TrialRecord  # noqa: E402
@@ -303,7 +303,7 @@ class _TrackingCallback:
     def _epochs_reported(self, trial_id: str, result: dict) -> None:
         """Every epoch of a trial's report (a report carries the epochs trained since the one before) to MLflow."""
         for metrics in epochs_of(result):
-            self.tracker.epoch_reported(trial_id, metrics)
+            self.tracker.epoch_reported(trial_id, metrics, ended_ms=metrics.get(ENDED_MS_KEY))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if self._ended_before(trial):

@@ -27,11 +27,12 @@ import torch
 from hpsearch.data.dataset import Dataset
 from hpsearch.training.fit import TrialConfig, fit
 
-__all__ = ["CHECKPOINT_EVERY_S", "EARLIER_KEY", "NODE_ID_KEY", "REPORT_EVERY_S", "Reporter", "decision_epochs",
-           "epochs_of", "ray_trial"]
+__all__ = ["CHECKPOINT_EVERY_S", "EARLIER_KEY", "ENDED_MS_KEY", "NODE_ID_KEY", "REPORT_EVERY_S", "Reporter",
+           "decision_epochs", "epochs_of", "ray_trial"]
 
 NODE_ID_KEY = "hpsearch_node_id"  # what a trial adds to its reports: Ray's id of the node it runs on
 EARLIER_KEY = "hpsearch_earlier_epochs"  # the epochs a report carries before its own, oldest first
+ENDED_MS_KEY = "hpsearch_epoch_ended_ms"  # when an epoch ended (Unix ms): its MLflow timestamp, not the report's
 REPORT_EVERY_S = 1.0  # the longest a trained epoch waits before it reaches the driver (the live display)
 CHECKPOINT_EVERY_S = 5.0  # the most training a kill or a worker's failure costs a running trial
 
@@ -90,7 +91,7 @@ class Reporter:
         self.reported = self.checkpointed = clock()
 
     def __call__(self, metrics: dict[str, float], save: Callable[[Path], None]) -> None:
-        self.pending.append(metrics)
+        self.pending.append({**metrics, ENDED_MS_KEY: int(time.time() * 1000)})
         now = self.clock()
         epoch = int(metrics["epoch"])
         checkpoint = (epoch >= self.last_epoch or bool(metrics.get("early_stopped")) or epoch in self.decision_epochs

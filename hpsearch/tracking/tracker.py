@@ -138,8 +138,12 @@ class TrialTracker:
             self._opening[trial_id] = opening
         return record
 
-    def epoch_reported(self, trial_id: str, metrics: dict[str, Any]) -> None:
-        """Buffer one epoch's metrics (``step=epoch``); written at most once a second."""
+    def epoch_reported(self, trial_id: str, metrics: dict[str, Any], *, ended_ms: int | None = None) -> None:
+        """Buffer one epoch's metrics (``step=epoch``); written at most once a second.
+
+        ``ended_ms``: when the epoch ended (Unix ms), for an epoch reported later than that, so that MLflow's
+        time axes show when each epoch was trained; by default, now.
+        """
         record = self.records[trial_id]
         epoch = int(metrics["epoch"])
         if epoch <= record.epochs or record.status != Status.RUNNING:  # a repeated or already recorded epoch
@@ -150,8 +154,8 @@ class TrialTracker:
         for key in LOSS_KEYS:
             if key in values:
                 record.curves.setdefault(key, []).append((epoch, values[key]))
-        now = int(time.time() * 1000)
-        self._pending.setdefault(trial_id, []).extend((k, v, now, epoch) for k, v in values.items())
+        at = int(time.time() * 1000) if ended_ms is None else int(ended_ms)
+        self._pending.setdefault(trial_id, []).extend((k, v, at, epoch) for k, v in values.items())
         if time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
             self.flush()
 
