@@ -96,7 +96,7 @@ def part_tiny(cfg: argparse.Namespace, root: Path) -> dict:
     work = fresh(root, "tiny")
     cold = warm_store(work)
     rows: dict[str, dict[str, list]] = {k: {"wall": [], "best": [], "trials": [], "cpu": []} for k in
-                                        ("hpsearch (auto: in-process)", "hpsearch --executor ray",
+                                        ("hpsearch (auto: batched)", "hpsearch --executor ray",
                                          "ray_tune_recipe.py", "optuna_inprocess.py")}
     for _ in range(cfg.repeats):
         for name, run in rows.items():
@@ -240,7 +240,7 @@ def part_levers(cfg: argparse.Namespace, root: Path) -> dict:
                 "no limit on trials at once (Tune's default: one pending trial)": ["--lever", "no-concurrency-limit"],
                 "trial workers import the driver's modules (MLflow, scikit-learn, pandas)":
                     ["--lever", "heavy-worker-imports"],
-                "checkpoints: keep 4 per trial (a forced snapshot every 4th epoch)": ["--lever", "checkpoint-keep-4"],
+                "checkpoints: keep 4 per trial (a forced snapshot every 4th checkpoint)": ["--lever", "checkpoint-keep-4"],
                 "checkpoints: keep all (no forced snapshot)": ["--lever", "checkpoint-keep-all"],
                 "Ray prestarts a worker per CPU for the driver (unused by Tune's actors)": ["--lever", "prestart-workers"],
                 "Tune's callback usage tag (imports MLflow into the driver)": ["--lever", "tune-usage-tag"],

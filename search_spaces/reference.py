@@ -30,5 +30,5 @@ search = Search(
     num_samples=16,
     max_epochs=3,
     scheduler="asha",
-    executor="auto",  # a search this small runs fastest in-process (no Ray start-up); see docs/command-line.md
+    executor="auto",  # a search this small runs fastest without Ray (here: batched); see docs/command-line.md
 )
