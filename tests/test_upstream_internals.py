@@ -1,4 +1,4 @@
-"""The private internals of Ray that hpsearch relies on are still where, and what, it expects.
+"""The private internals of Ray, torch, Optuna and MLflow that hpsearch relies on are still where, and what, it expects.
 
 Each test fails when an upgrade moves one (``hpsearch/upstream_internals.py``, ``hpsearch/execution/restore.py``): the
 product then falls back to Ray's public behaviour (slower, or a resume that can end short), and these tests say
@@ -96,3 +96,16 @@ def test_optuna_tpe_still_computes_log_ndtr_where_hpsearch_vectorises_it():
     x = np.linspace(-45.0, 45.0, 901)
     optunas_own = np.array([_truncnorm._log_ndtr_single(float(v)) for v in x])
     assert np.allclose(_truncnorm._log_ndtr(x), optunas_own, rtol=1e-6, atol=1e-300)
+
+
+def test_mlflow_still_checks_a_saved_models_requirements_through_the_function_hpsearch_runs_ahead():
+    """Saving a pyfunc model, MLflow calls ``warn_dependency_requirement_mismatches(model_requirements)``; hpsearch
+    runs it once in the store's process at start-up, so that publishing the best model finds its map built."""
+    import mlflow
+    import mlflow.utils.environment
+
+    from hpsearch.upstream_internals import TESTED_MLFLOW, warm_mlflow_requirements_check
+
+    assert mlflow.__version__.startswith(TESTED_MLFLOW + "."), f"MLflow {mlflow.__version__}: check it again"
+    assert "warn_dependency_requirement_mismatches(" in inspect.getsource(mlflow.utils.environment)
+    assert warm_mlflow_requirements_check([f"mlflow=={mlflow.__version__}"])

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpsearch import upstream_internals
 from hpsearch.model.network import SPEC_FILE, ModelSpec, model_files
 from hpsearch.tracking.schema import (
     TAG_DATA_PATH,
@@ -227,21 +228,12 @@ def _beats_current(client: MlflowClient, name: str, metric: str, mode: str, valu
 
 
 def warm_up() -> None:
-    """Do now, in the store's process while the driver loads torch, what publishing the best model does first.
-
-    Saving a model, MLflow checks its pip requirements against the installed packages
-    (``mlflow.utils.requirements_utils.warn_dependency_requirement_mismatches``); its first check maps every
-    installed distribution to its modules, about 0.4 s that every search otherwise waits for at its end. The map
-    is kept for the process, so the check at publishing then costs a few ms. If MLflow moved the function, the
-    check simply happens when the model is saved.
-    """
+    """Do now, in the store's process while the driver loads torch, what publishing the best model does first:
+    load MLflow's pyfunc flavor and run its requirements check once (about 0.4 s the search's end would wait for:
+    :func:`hpsearch.upstream_internals.warm_mlflow_requirements_check`)."""
     import mlflow.pyfunc  # noqa: F401 - loaded now rather than at the search's end
 
-    try:
-        from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
-    except ImportError:
-        return
-    warn_dependency_requirement_mismatches(_requirements())
+    upstream_internals.warm_mlflow_requirements_check(_requirements())
 
 
 def _requirements() -> list[str]:
