@@ -9,7 +9,8 @@ Parts: ``tiny`` (the reference search, 16 x 3: hpsearch from search_spaces/refer
 tracking, auto executor and Ray executor, vs ../shared/reference/ray_tune_recipe.py and optuna_inprocess.py),
 ``medium`` (digits, 24 x 20: hpsearch vs bench/ray_tune_digits.py, and the framework overhead), ``loop``
 (bench/loop.py), ``tracking`` (MLflow on vs off), ``memory`` (a 200-trial tiny search's driver memory),
-``levers`` (the Ray executor's optimisations undone one at a time). Every command runs as its own process
+``levers`` (the Ray executor's optimisations undone one at a time), ``scripts``, ``startup`` and ``runcost`` (against
+the hand-written Optuna scripts, and a trial's MLflow run: bench/hand_written.py). Every command runs as its own process
 (imports and start-up included, as a user sees them) in a fresh folder; runs of one part are interleaved and
 each figure is the median over ``--repeats``. ``--write`` puts the tables into docs/benchmarks.md.
 """
@@ -34,7 +35,8 @@ REFERENCE = Path(os.environ.get("HPSEARCH_REFERENCE_DIR", REPO.parent / "shared"
 SPACES = REPO / "search_spaces"
 SEARCH = REPO / "bench" / "_search.py"
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
-PARTS = ("tiny", "medium", "tracking", "memory", "loop", "levers")
+PARTS = ("tiny", "medium", "tracking", "memory", "loop", "levers", "scripts", "startup", "runcost")
+HAND_WRITTEN = ("scripts", "startup", "runcost")  # parts of bench/hand_written.py
 
 
 CPU: list[float] = []  # CPU seconds (user + sys) of each command's process, in the order they ran
@@ -45,14 +47,14 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed(cmd: list[str], cwd: Path, timeout: int = 1800) -> tuple[float, str]:
+def timed(cmd: list[str], cwd: Path, timeout: int = 1800, env: dict[str, str] | None = None) -> tuple[float, str]:
     """Wall seconds of one command (its own process) and its stdout; fails loudly if it fails.
 
     The command's CPU time goes to ``CPU``: steadier than wall time on a busy machine, but it leaves out the
     Ray worker processes that a command does not wait for.
     """
     start, cpu = time.perf_counter(), _children_cpu()
-    result = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(cmd, cwd=cwd, env=env or ENV, capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - start
     CPU.append(_children_cpu() - cpu)
     if result.returncode != 0:
@@ -71,7 +73,13 @@ def reference(script: Path, workdir: Path, *args: str) -> tuple[float, float | N
     """A reference-style script: wall seconds, the best value it prints, and its number of trials."""
     wall, out = timed([sys.executable, str(script), *args], workdir)
     found = re.search(r"best .* (\S+) trials (\d+) wall", out)
-    return wall, float(found.group(1)) if found else None, int(found.group(2)) if found else 0
+    return wall, script_best(out), int(found.group(2)) if found else 0
+
+
+def script_best(stdout: str) -> float | None:
+    """The best value a reference script prints on its last line (``best NAME VALUE trials N wall S``)."""
+    found = re.search(r"best .* (\S+) trials (\d+) wall", stdout)
+    return float(found.group(1)) if found else None
 
 
 def fresh(root: Path, name: str) -> Path:
@@ -347,6 +355,10 @@ def render(results: dict, meta: dict[str, str]) -> str:
         for name, r in results["levers"].items():
             lines.append(f"| {name} | {f(r['wall'])} {runs(r['walls'])} | {f(r.get('peak_rss_mb', float('nan')))} |")
         lines.append("")
+    if set(HAND_WRITTEN) & set(results):
+        import hand_written
+
+        lines += hand_written.render(results)
     return "\n".join(lines)
 
 
@@ -357,6 +369,7 @@ def main() -> int:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of: {', '.join(PARTS)}")
     parser.add_argument("--write", action="store_true", help="write the tables into docs/benchmarks.md")
     parser.add_argument("--json", type=Path, help="also save the raw figures here")
+    parser.add_argument("--base", type=Path, help="scripts, startup: also run the hpsearch rows from this checkout")
     cfg = parser.parse_args()
     cfg.repeats = cfg.repeats or (1 if cfg.quick else 3)
     parts = [p for p in cfg.parts.split(",") if p]
@@ -372,7 +385,7 @@ def main() -> int:
         for part in parts:  # tables written after every part: a long run stopped half-way keeps what it measured
             print(f"-- {part}", file=sys.stderr, flush=True)
             started, t0 = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), time.perf_counter()
-            results[part] = globals()[f"part_{part}"](cfg, Path(root))
+            results[part] = _part(part)(cfg, Path(root))
             meta[part] = (f"{started} ({cfg.repeats} repeat(s), {(time.perf_counter() - t0) / 60:.1f} min"
                           + (", --quick" if cfg.quick else "") + ")")
             print(json.dumps(results[part], default=str)[:2000], file=sys.stderr, flush=True)
@@ -385,6 +398,14 @@ def main() -> int:
                 saved.write_text(json.dumps({"results": results, "meta": meta}, indent=1, default=str))
     print(text)
     return 0
+
+
+def _part(name: str):  # noqa: ANN202 - a part's function
+    if name in HAND_WRITTEN:
+        import hand_written
+
+        return getattr(hand_written, f"part_{name}")
+    return globals()[f"part_{name}"]
 
 
 def _write(text: str) -> None:

@@ -9,9 +9,10 @@ code 3. Anything else that escapes is a bug in hpsearch: its traceback, and exit
 from __future__ import annotations
 
 import errno
+from collections.abc import Mapping, Sequence
 
 __all__ = ["ClusterError", "ConfigError", "DataError", "HpsearchError", "MachineError", "NonFiniteLossError",
-           "NotFoundError", "SpaceError", "TrackingError", "describe_os_error", "machine_failure"]
+           "NotFoundError", "SpaceError", "TrackingError", "describe_os_error", "machine_failure", "nearest_name"]
 
 
 class HpsearchError(Exception):
@@ -108,3 +109,21 @@ def machine_failure(err: BaseException) -> str | None:
 def _first_line(err: BaseException) -> str:
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return (lines[0] if lines else type(err).__name__)[:300]
+
+
+def nearest_name(name: str, known: Sequence[str], aliases: Mapping[str, str] | None = None) -> str | None:
+    """The known name a typo most likely meant, for a "did you mean" (a field, a column, an experiment): a close
+    spelling in any case (difflib), the initials of its words (``learning_rate`` -> ``lr``), or one of ``aliases``
+    (a usual synonym); None when nothing is near."""
+    import difflib
+
+    by_lower = {str(k).lower(): str(k) for k in known}  # a column may be spelt Species, ID, ...
+    lowered = name.lower()
+    close = difflib.get_close_matches(lowered, list(by_lower), n=1, cutoff=0.6)
+    if close:
+        return by_lower[close[0]]
+    initials = "".join(word[0] for word in lowered.replace("-", "_").split("_") if word)
+    if len(initials) > 1 and initials in by_lower:
+        return by_lower[initials]
+    alias = (aliases or {}).get(lowered)
+    return by_lower.get(alias) if alias else None

@@ -9,15 +9,22 @@ The watch is by parent pid, the portable POSIX way: a process whose parent ends 
 or a subreaper), so :func:`os.getppid` changes. A pipe's end-of-file would tell sooner, but every process forked
 later inherits the pipe's write end and keeps it open. Linux's ``PR_SET_PDEATHSIG`` fires when the forking
 *thread* ends, not the process, and is Linux only.
+
+A helper that is another program (``hpsearch ui``'s ``mlflow ui`` and its uvicorn worker) cannot watch; it runs
+under :func:`guard` (``python -m hpsearch.lifeline PARENT_PID COMMAND...``), which watches for it and ends its
+process group when the parent is gone.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
-__all__ = ["CHECK_INTERVAL_S", "exit_with_parent", "parent_gone"]
+__all__ = ["CHECK_INTERVAL_S", "exit_with_parent", "guard", "parent_gone"]
 
 CHECK_INTERVAL_S = 0.5
 
@@ -42,3 +49,30 @@ def exit_with_parent(parent_pid: int, interval_s: float = CHECK_INTERVAL_S) -> t
     thread = threading.Thread(target=watch, name="hpsearch-lifeline", daemon=True)
     thread.start()
     return thread
+
+
+GUARD_GRACE_S = 10.0
+
+
+def guard(parent_pid: int, command: list[str]) -> int:
+    """Run ``command`` and return its exit code; if ``parent_pid`` ends first, end this process's whole group.
+
+    The caller starts the guard in a session of its own (``start_new_session``), so the group is the guard,
+    ``command`` and whatever ``command`` starts: SIGTERM to all of them, SIGKILL to what is left after
+    :data:`GUARD_GRACE_S` seconds (the guard included).
+    """
+    child = subprocess.Popen(command)
+    while child.poll() is None:
+        if parent_gone(parent_pid):
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            os.killpg(os.getpgrp(), signal.SIGTERM)
+            deadline = time.monotonic() + GUARD_GRACE_S
+            while child.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+        time.sleep(CHECK_INTERVAL_S)
+    return child.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(guard(int(sys.argv[1]), sys.argv[2:]))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from hpsearch.tracking.schema import TrialRecord
 
-__all__ = ["DEFAULT_TOP", "cell", "number", "text_table", "trials_table"]
+__all__ = ["DEFAULT_TOP", "cell", "comparison_lines", "number", "text_table", "trials_table", "verdict"]
 
 #: How many trials ``run``, ``resume``, ``best`` and ``report`` show by default (``--top``).
 DEFAULT_TOP = 5
@@ -58,7 +58,7 @@ def trials_table(ranked: Sequence[TrialRecord], metric: str, top: int) -> tuple[
     keys = list(dict.fromkeys(k for h in typed for k in h))
     varying = [k for k in keys if len({cell(h.get(k)) for h in typed}) > 1] or keys
     header = ["rank", "trial", "status", metric, "epochs", *varying]
-    rows = [[str(i + 1), t.name, t.status, number(t.metrics[metric]), str(t.epochs), *(cell(h.get(k)) for k in varying)]
+    rows = [[str(i + 1), t.name, t.status, number(t.value(metric)), str(t.epochs), *(cell(h.get(k)) for k in varying)]
             for i, (t, h) in enumerate(zip(ranked[:max(top, 1)], typed, strict=False))]
     return header, rows
 
@@ -67,3 +67,39 @@ def text_table(header: list[str], rows: list[list[str]]) -> list[str]:
     """The table as aligned text lines (two spaces between columns)."""
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
     return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
+
+
+def comparison_lines(models: Sequence[tuple[str, str, dict[str, float]]]) -> list[str]:
+    """The models a search tested, one line each with its test metrics, and which is better: the search's model
+    (the ensemble where there is one, else the best trial) or the default tree.
+
+    ``models`` are ``(kind, label, test metrics without test_)``, as :func:`hpsearch.tracking.schema.tested_models`
+    reads them from a parent run."""
+    if not models:
+        return []
+    width = max(len(label) for _, label, _ in models)
+    lines = ["on the test split (rows no trial saw):"]
+    for _, label, figures in models:
+        shown = "  ".join(f"{k}={number(v)}" for k, v in figures.items() if k != "loss")
+        lines.append(f"  {label.ljust(width)}  {shown}")
+    return lines + verdict(models)
+
+
+def verdict(models: Sequence[tuple[str, str, dict[str, float]]]) -> list[str]:
+    """One line: is the search's model ahead of the default tree, or does the tree win (said plainly)? On the test
+    RMSE of a regression, the accuracy of a classification."""
+    key = "rmse" if any("rmse" in figures for _, _, figures in models) else "accuracy"
+    tree = [figures for kind, _, figures in models if kind == "tree" and key in figures]
+    ours = [(label, figures) for kind, label, figures in models if kind != "tree" and key in figures]
+    if not tree or not ours:
+        return []
+    label, figures = ours[-1]  # the ensemble when there is one: the model the search publishes
+    mine, theirs = figures[key], tree[0][key]
+    gap = abs(mine - theirs) / abs(theirs) if theirs else 0.0
+    if mine == theirs:
+        return [f"the search's model ties with the default tree: test {key} {number(mine)}"]
+    if (mine < theirs) == (key == "rmse"):
+        return [f"the search's model ({label}) is ahead of the default tree: test {key} {number(mine)} against "
+                f"{number(theirs)} ({gap:.1%} better)"]
+    return [f"the default tree wins on this table: test {key} {number(theirs)} against {number(mine)} for the "
+            f"search's model ({label}, {gap:.1%} worse)"]

@@ -29,21 +29,26 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-__all__ = ["TESTED_MLFLOW", "TESTED_OPTUNA", "TESTED_RAY", "TESTED_TORCH", "ray_is_tested",
+__all__ = ["TESTED_MLFLOW", "TESTED_OPTUNA", "TESTED_RAY", "TESTED_TORCH", "ray_is_tested", "release_of",
            "skip_tune_callback_usage_tag", "torch_fused_op", "vectorise_tpe_log_ndtr", "warm_mlflow_requirements_check"]
 
-TESTED_RAY = "2.60"  # the Ray release (major.minor) whose private names and saved-state files were checked
-TESTED_TORCH = "2.13"  # the torch release whose fused optimizer ops were checked
-TESTED_OPTUNA = "5.1"  # the Optuna release whose TPE internals were checked
-TESTED_MLFLOW = "3.17"  # the MLflow release whose requirements check was checked
+TESTED_RAY = ("2.60",)  # the Ray releases (major.minor) whose private names and saved-state files were checked
+TESTED_TORCH = ("2.13", "2.15")  # the torch releases whose fused optimizer ops were checked
+TESTED_OPTUNA = ("5.1",)  # the Optuna releases whose TPE internals were checked
+TESTED_MLFLOW = ("3.17", "3.18")  # the MLflow releases whose requirements check was checked
+
+
+def release_of(version: str) -> str:
+    """``major.minor`` of a package's version (``2.13.0+cpu`` -> ``2.13``): what the ``TESTED_*`` tuples list."""
+    return ".".join(version.split("+")[0].split(".")[:2])
 
 
 def torch_fused_op(optimizer: str) -> Any | None:
     """torch's private fused update op for ``sgd``, ``adam`` or ``adamw`` (``torch._fused_sgd_``, ...), or None
-    where the installed torch is not the tested release or lacks it: the caller then uses the public API."""
+    where the installed torch is not a tested release or lacks it: the caller then uses the public API."""
     import torch
 
-    if ".".join(torch.__version__.split("+")[0].split(".")[:2]) != TESTED_TORCH:
+    if release_of(torch.__version__) not in TESTED_TORCH:
         return None
     return getattr(torch, f"_fused_{optimizer}_", None)
 
@@ -52,7 +57,7 @@ def ray_is_tested() -> bool:
     """Whether the installed Ray is the release whose private names and file formats hpsearch was tested on."""
     import ray
 
-    return ".".join(ray.__version__.split(".")[:2]) == TESTED_RAY
+    return release_of(ray.__version__) in TESTED_RAY
 
 
 def skip_tune_callback_usage_tag() -> bool:
@@ -130,7 +135,7 @@ def _optuna_truncnorm_module() -> Any | None:
     """``optuna.samplers._tpe._truncnorm`` when it is the one hpsearch was tested with, else None."""
     import optuna
 
-    if ".".join(optuna.__version__.split(".")[:2]) != TESTED_OPTUNA:
+    if release_of(optuna.__version__) not in TESTED_OPTUNA:
         return None
     try:
         from optuna.samplers._tpe import _truncnorm
@@ -150,7 +155,7 @@ def warm_mlflow_requirements_check(requirements: list[str]) -> bool:
     """
     import mlflow
 
-    if ".".join(mlflow.__version__.split(".")[:2]) != TESTED_MLFLOW:
+    if release_of(mlflow.__version__) not in TESTED_MLFLOW:
         return False
     try:
         from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches as check

@@ -52,6 +52,26 @@ BAD_INPUTS = [
     ("regression on text labels", f"search = Search({CSV}, target='label', task='regression')", [],
      "task 'regression' needs a numeric target, but 'label' holds"),
     ("bad experiment name", f"search = Search({IRIS}, experiment='a\\nb')", [], "experiment: must be 1 to 200"),
+    ("a data function that raises", "def load():\n    raise ValueError('cannot read')\nsearch = Search(data=load)", [],
+     "space.py:3: data: load() raised ValueError: cannot read"),
+    ("infinity in X", "import numpy as np\ndef load():\n    X = np.random.default_rng(0).normal(size=(40, 2))\n"
+     "    X[5, 1] = np.inf\n    return X, np.arange(40) % 2\nsearch = Search(data=load)", [],
+     "data=load: infinite values in column 'x1' (1 row); replace them with numbers, or with NaN"),
+    ("infinity in a csv", "search = Search(data='csv:inf.csv', target='label')", [],
+     "csv:inf.csv: infinite values in column 'size' (2 rows)"),
+    ("target column misspelt", f"search = Search({CSV}, target='lable')", [],
+     "target column 'lable' not found; the columns are: size, colour, label, score; did you mean 'label'?"),
+    ("target transform of classes", f"search = Search({IRIS}, params={{'target_transform': 'log1p'}})", [],
+     "params.target_transform: is for a regression target, but this search's task is multiclass"),
+    ("log1p of a target below -1", "import numpy as np\ndef rows():\n    return np.arange(60.0).reshape(30, 2), "
+     "np.arange(30.0) - 10\nsearch = Search(data=rows, params={'target_transform': choice(['none', 'log1p'])})", [],
+     "params.target_transform: 'log1p' needs target values above -1, but 'target' has values down to -10"),
+    ("label smoothing of a regression", "search = Search(data='sklearn:diabetes', params={'label_smoothing': 0.1})",
+     [], "params.label_smoothing: is for classification, but this search's task is regression"),
+    ("ensemble not a size", f"search = Search({IRIS}, ensemble='best')", [],
+     "space.py:2: ensemble: must be the number"),
+    ("baseline not a boolean", f"search = Search({IRIS}, baseline=1)", [],
+     "space.py:2: baseline: must be True or False"),
 ]
 
 
@@ -60,6 +80,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(ray_session, workdir
     (workdir / "table.csv").write_text(TABLE)
     (workdir / "empty.csv").write_text("")
     (workdir / "one.csv").write_text("size,label\n" + "".join(f"{i},cat\n" for i in range(20)))
+    (workdir / "inf.csv").write_text("size,label\n" + "".join(f"{'inf' if i in (3, 7) else i},{i % 2}\n"
+                                                              for i in range(20)))
     space = workdir / "space.py"
     if isinstance(body, bytes):
         space.write_bytes(body)

@@ -75,3 +75,26 @@ def test_when_the_drawer_dies_the_driver_draws_every_figure_itself(workdir: Path
     assert {"plots/learning_curves.png", "plots/figures.json", "plots/interactive.html"} <= set(parent)
     assert len(children) == 4
     assert all(plots == ["plots/loss_curve.png"] for plots in children.values())
+
+
+def test_only_the_best_trials_get_a_loss_curve_png_and_the_report_draws_those_it_lists(workdir: Path):
+    """A PNG per trial would cost a long search more than its trials: the best few get one, at the end."""
+    from hpsearch.cli.main import main
+    from hpsearch.figures.visualize import BEST_TRIALS_DRAWN
+
+    args = ["run", str(SPACES / "reference.py"), "--num-samples", str(BEST_TRIALS_DRAWN + 3), "--max-epochs", "2",
+            "--executor", "local", "-q"]
+    assert main(args) == 0
+    client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("reference").experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    ranked = sorted(children, key=lambda r: r.data.metrics["val_loss"])
+    drawn = {r.info.run_name for r in children if client.list_artifacts(r.info.run_id, "plots")}
+    assert len(children) == BEST_TRIALS_DRAWN + 3
+    assert drawn == {r.info.run_name for r in ranked[:BEST_TRIALS_DRAWN]}
+
+    assert main(["report", "reference", "-o", "report.html", "--top", "2"]) == 0
+    page = (workdir / "report.html").read_text()
+    section = page.split("Loss curves of the best trials")[1]
+    assert [name for name in (r.info.run_name for r in ranked) if f">{name}</figcaption>" in section] == \
+        [r.info.run_name for r in ranked[:2]]

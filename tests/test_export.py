@@ -96,15 +96,28 @@ def test_train_rejects_unreadable_files_in_one_line(tmp_path, capsys, name, text
 
 
 def test_preprocessing_from_json_matches_the_fitted_column_transformer():
+    """The numbers fitted column by column and applied with numpy are scikit-learn's ColumnTransformer's."""
+    from sklearn.compose import ColumnTransformer, make_column_selector
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
     frame = pd.read_csv(SPACES / "data" / "churn.csv").drop(columns=["churned"])
-    preprocessor = load_dataset(load_space(SPACES / "churn.py"), SPACES / "churn.py").preprocessor.encoder
+    data = load_dataset(load_space(SPACES / "churn.py"), SPACES / "churn.py")
+    reference = ColumnTransformer([
+        ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+         make_column_selector(dtype_include="number")),
+        ("categorical", make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")),
+         make_column_selector(dtype_exclude="number")),
+    ], sparse_threshold=0.0).fit(data.rows.X.iloc[data.rows.train].astype({"plan": object}))
     rows = frame.iloc[400:].copy()
     rows.loc[rows.index[0], "plan"] = "enterprise"  # a category never seen in training: all zeros
     rows.loc[rows.index[1]] = [np.nan, np.nan, np.nan, None, None]
-    state = preprocessing_state(preprocessor)
+    state = preprocessing_state(data.preprocessor)
     assert [c["name"] for c in state["numeric"]] == ["age", "tenure_months", "monthly_fee"]
     assert state["categorical"][0]["categories"] == ["basic", "plus", "pro"]
-    np.testing.assert_allclose(transform(state, rows), preprocessor.transform(rows).astype(np.float32), atol=1e-6)
+    expected = reference.transform(rows.astype({"plan": object})).astype(np.float32)
+    np.testing.assert_allclose(transform(state, rows), expected, atol=1e-6)
     example = input_example(state)
     assert list(example.columns) == list(frame.columns) and example.iloc[1].isna().all()
 

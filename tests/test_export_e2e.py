@@ -87,7 +87,8 @@ def test_best_ranks_trials_from_mlflow_alone(store, monkeypatch, capsys):
 
     assert main(["best", "--top", "2"]) == 0  # no experiment: the latest search in the store
     table = capsys.readouterr().out.splitlines()
-    assert table[1].split()[:5] == ["rank", "trial", "status", "val_loss", "epochs"] and len(table) == 4
+    assert table[1].split()[:5] == ["rank", "trial", "status", "val_loss", "epochs"]
+    assert table[4] == "on the test split (rows no trial saw):"  # two trials, then what the search bought
 
 
 def test_export_writes_the_best_configuration_with_provenance_and_round_trips(store, monkeypatch):
@@ -149,13 +150,13 @@ def test_retrain_on_full_data_trains_on_train_and_validation(store, monkeypatch)
     assert "test_accuracy" in run.data.metrics
 
 
-def test_registered_best_model_predicts_raw_rows_like_the_in_process_model(store, tmp_path):
-    model = load_pyfunc("models:/churn@best", _uri(store))
+def test_the_best_trials_logged_model_predicts_raw_rows_like_the_in_process_model(store, tmp_path):
+    client = _client(store)
+    best_run = _search_run(client).data.tags["hpsearch.best_run_id"]
+    model = load_pyfunc(f"runs:/{best_run}/pyfunc_model", _uri(store))
     rows = _raw_rows()
     predicted = model.predict(rows)
 
-    client = _client(store)
-    best_run = _search_run(client).data.tags["hpsearch.best_run_id"]
     network, spec = load_model(client.download_artifacts(best_run, "model", str(tmp_path)))
     data = load_dataset(load_space(CHURN), CHURN)  # the search's own preprocessing, fitted again the same way
     with torch.no_grad():
@@ -163,9 +164,11 @@ def test_registered_best_model_predicts_raw_rows_like_the_in_process_model(store
     expected = torch.sigmoid(logits).double().numpy()
     np.testing.assert_allclose(predicted["probability_yes"].to_numpy(), expected, atol=1e-6)
     assert list(predicted["prediction"]) == [spec.classes[int(p > 0.5)] for p in expected]
-    assert model.metadata.get_input_schema().input_names() == ["age", "tenure_months", "monthly_fee", "plan", "region"]
-    version = client.get_model_version_by_alias("churn", "best")
-    assert version.run_id == best_run
+    columns = list(model.metadata.metadata["hpsearch_input_columns"])
+    assert columns == ["age", "tenure_months", "monthly_fee", "plan", "region"]
+    registered = load_pyfunc("models:/churn@best", _uri(store))  # the search's model (its ensemble, refit)
+    assert list(registered.metadata.metadata["hpsearch_input_columns"]) == columns
+    assert list(registered.predict(rows).columns) == list(predicted.columns)
 
 
 def test_predict_writes_one_prediction_per_raw_csv_row(store, tmp_path, capsys):
@@ -203,7 +206,8 @@ def test_predict_rejects_a_csv_with_text_in_a_numeric_column(store, tmp_path, ca
 
 def test_mlflow_models_serve_answers_requests_in_the_forms_clients_send(store):
     """One server, every request form: records and split, whole numbers as JSON integers (int64), a column
-    null in every row, columns in another order, an extra column; text in a numeric column is HTTP 400.
+    null in every row, columns in another order, an extra column, a CSV body; text in a numeric column and
+    infinite numbers are HTTP 400.
 
     The programs are found next to the Python running the tests, so the suite needs no activated venv.
     """
@@ -223,11 +227,22 @@ def test_mlflow_models_serve_answers_requests_in_the_forms_clients_send(store):
         no_plan = ask(url, {"dataframe_records": [{**r, "plan": None} for r in records]})
         assert no_plan[1] == by_split[1]  # that row had no plan already
 
+        csv = "age,tenure_months,monthly_fee,plan,region\n41,31,23.96,plus,east\n,6,,,west\n"
+        request = urllib.request.Request(url, csv.encode(), {"Content-Type": "text/csv"})
+        with urllib.request.urlopen(request, timeout=30) as response:  # as `curl --data-binary @rows.csv`
+            assert json.loads(response.read())["predictions"] == by_split
+
         bad = {"dataframe_split": {**split, "data": [[41, "thirty", 23.96, "plus", "east"]]}}
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            ask(url, bad)
-        assert refused.value.code == 400
-        assert "column 'tenure_months', row 0: 'thirty' is not a number" in refused.value.read().decode()
+        infinite = ('{"dataframe_split": {"columns": ["age", "tenure_months", "monthly_fee", "plan", "region"], '
+                    '"data": [[1e400, -1e400, 23.96, "plus", "east"]]}}')  # JSON numbers beyond float64
+        for body, said in ((bad, "column 'tenure_months', row 0: 'thirty' is not a number"),
+                           (infinite, "column 'age', row 0: inf is not a finite number")):
+            data = (body if isinstance(body, str) else json.dumps(body)).encode()
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(urllib.request.Request(url, data, {"Content-Type": "application/json"}),
+                                       timeout=30)
+            assert refused.value.code == 400
+            assert said in refused.value.read().decode()
 
 
 def test_a_later_search_moves_the_alias_only_when_it_does_better(store):
@@ -243,11 +258,15 @@ def test_a_later_search_moves_the_alias_only_when_it_does_better(store):
     client.set_registered_model_alias("churn", "best", current.version)  # leave the store as the search left it
 
 
-def test_unknown_experiment_is_a_one_line_error(store, monkeypatch, capsys):
+def test_unknown_experiment_is_a_one_line_error_with_the_nearest_name(store, monkeypatch, capsys):
     monkeypatch.chdir(store)
     assert main(["export", "no-such-experiment", "-o", "x.yaml"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "error: no experiment 'no-such-experiment' in the tracking store; it has: 'churn'"
+    assert err == "error: no experiment 'no-such-experiment' in the tracking store (it has: 'churn')"
+    for command in (["best", "Chrun"], ["report", "chrun", "-o", "r.html"], ["resume", "chrun"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and err.endswith("did you mean 'churn'? (it has: 'churn')"), err
 
 
 def test_a_search_without_a_completed_trial_is_a_one_line_error(ray_session, workdir, capsys):

@@ -13,7 +13,7 @@ from hpsearch.execution.choice import AUTO_LOCAL_BUDGET
 from hpsearch.execution.choice import choose_local_or_ray as choose_executor
 from hpsearch.model.network import load_model
 from hpsearch.space import Search
-from tests.conftest import SPACES, write_space
+from tests.conftest import SPACES
 
 
 def test_a_local_search_writes_one_parent_and_one_child_per_trial_like_a_ray_search(workdir: Path, capsys):
@@ -43,12 +43,6 @@ def test_a_local_search_writes_one_parent_and_one_child_per_trial_like_a_ray_sea
         model, spec = load_model(client.download_artifacts(child.info.run_id, "model", str(workdir / "dl" / status)))
         assert spec.hidden_sizes == (int(child.data.params["units_0"]), int(child.data.params["units_1"]))
     assert "stopped" in statuses and "completed" in statuses  # successive halving pruned some trials
-
-
-def test_a_local_search_cannot_be_resumed_and_says_how_to_go_on(workdir: Path, capsys):
-    space = write_space(workdir, "search = Search(data='sklearn:iris', num_samples=2, max_epochs=1)")
-    assert main(["run", str(space), "--executor", "local", "--resume"]) == 2
-    assert "need the Ray executor" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("samples", "epochs", "rows", "gpu", "resume", "expected"), [

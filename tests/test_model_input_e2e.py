@@ -27,6 +27,7 @@ from mlflow.exceptions import MlflowException
 
 from hpsearch.cli.main import main
 from tests.conftest import REPO, write_space
+from tests.isolation import python_without_hpsearch
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +36,8 @@ TARGET = "progressed"
 
 def _patients() -> pd.DataFrame:
     """scikit-learn's 442 diabetes patients as a clinic's CSV has them: ages and children as whole numbers
-    (int64), sex as text, a true/false column, missing values, and a yes/no target."""
+    (int64), sex as text, a true/false column, a clinic code that is digits (``07``) in all but the last rows,
+    missing values, and a yes/no target."""
     raw = sklearn.datasets.load_diabetes(as_frame=True, scaled=False).frame
     rng = np.random.default_rng(7)
     frame = pd.DataFrame({
@@ -46,10 +48,12 @@ def _patients() -> pd.DataFrame:
         "children": rng.integers(0, 5, len(raw)),
         "smoker": rng.random(len(raw)) < 0.3,
         "s5": raw["s5"],
+        "clinic": [f"{c:02d}" for c in rng.integers(1, 13, len(raw))],
         TARGET: np.where(raw["target"] > raw["target"].median(), "yes", "no"),
     })
     frame.loc[::17, "bmi"] = np.nan
     frame.loc[::23, "sex"] = None
+    frame.loc[430:, "clinic"] = "A3"  # the file's only code that is not digits, in its last rows
     return frame
 
 
@@ -128,6 +132,19 @@ def test_the_model_gives_the_same_predictions_whatever_form_the_rows_come_in(sea
     np.testing.assert_allclose(predicted["probability_yes"], expected["probability_yes"], rtol=1e-6)
 
 
+def test_each_row_is_answered_as_if_it_came_alone(search, model):
+    """Text is read once per distinct value and rows a block at a time: a row's answer must not depend on the
+    rows beside it (missing values, a category never seen in training, ids and booleans included)."""
+    rows = _rows(search).assign(patient_id=lambda f: 1000 + 7 * np.arange(len(f))).astype({"smoker": object})
+    rows.loc[[0, 5, 9], "sex"] = "other"  # never seen in training
+    rows.loc[[2, 5], "smoker"] = None
+    together = model.predict(rows)
+    for i in [0, 1, 2, 5, 9, 17, 23, 441]:
+        alone = model.predict(rows.iloc[[i]])
+        assert alone["prediction"].iloc[0] == together["prediction"].iloc[i]
+        np.testing.assert_allclose(alone["probability_yes"].iloc[0], together["probability_yes"].iloc[i], rtol=1e-6)
+
+
 def test_a_column_null_in_every_row_is_read_as_missing_values(search, model):
     rows = _rows(search)
     empty = rows.assign(bmi=np.nan, sex=None)
@@ -150,11 +167,14 @@ def test_a_value_that_is_not_a_number_is_an_error_naming_the_column_and_the_row(
 
 
 def test_the_model_loads_and_predicts_where_hpsearch_is_not_installed(search, tmp_path):
-    """A Python without hpsearch: no site initialisation (so no editable install), site-packages on the path."""
+    """A Python where hpsearch cannot be imported (tests/isolation.py), its dependencies can."""
     script = f"""
-import importlib.util, site, sys
-sys.path += site.getsitepackages()
-assert importlib.util.find_spec("hpsearch") is None, "hpsearch is importable"
+import importlib.util, sys
+try:
+    import hpsearch
+    raise AssertionError("hpsearch is importable")
+except ModuleNotFoundError:
+    pass
 import mlflow.pyfunc, pandas as pd
 predicted = mlflow.pyfunc.load_model({str(search / 'model')!r}).predict(pd.read_csv({str(search / 'patients.csv')!r}))
 print(json.dumps({{"rows": len(predicted), "labels": sorted(set(predicted["prediction"])),
@@ -162,7 +182,7 @@ print(json.dumps({{"rows": len(predicted), "labels": sorted(set(predicted["predi
                   "code": sys.modules[type(predicted).__module__.split(".")[0]].__name__}}))
 """
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no PYTHONPATH: not this checkout either
-    done = subprocess.run([sys.executable, "-S", "-c", "import json\n" + script], cwd=tmp_path, env=env,
+    done = subprocess.run(python_without_hpsearch("import json\n" + script), cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     answer = json.loads(done.stdout.strip().splitlines()[-1])
@@ -172,7 +192,8 @@ print(json.dumps({{"rows": len(predicted), "labels": sorted(set(predicted["predi
 
 def test_the_model_says_which_types_its_inputs_are_and_needs_no_scikit_learn(search, model):
     metadata = model.metadata
-    assert metadata.get_input_schema().input_names() == ["age", "sex", "bmi", "bp", "children", "smoker", "s5"]
+    assert list(metadata.metadata["hpsearch_input_columns"]) == ["age", "sex", "bmi", "bp", "children", "smoker", "s5",
+                                                               "clinic"]
     assert metadata.metadata["hpsearch_input_types"]["age"] == "double"
     assert metadata.metadata["hpsearch_input_types"]["sex"] == "string"
     requirements = (search / "model" / "requirements.txt").read_text().split()
@@ -234,6 +255,45 @@ def test_predict_with_a_bad_request_writes_nothing_to_standard_output(search, tm
     out, err = capsys.readouterr()
     assert out == "" and "column 'bmi', row 440: 'n/a?' is not a number" in err
 
+
+
+def test_predict_reads_a_file_larger_than_a_chunk_as_one(search, tmp_path, capsys, monkeypatch):
+    """A file of several chunks: one prediction per input row, in order, the same as predicting it at once (the
+    clinic codes of the chunks of digits only are read as text, as training read them)."""
+    from hpsearch.results import predict
+
+    monkeypatch.setattr(predict, "CHUNK_ROWS", 100)  # 442 rows: 5 chunks, the last of 42
+    rows = _rows(search)
+    rows.loc[[120, 350], "sex"] = "other"  # a category never seen in training, in two chunks
+    rows = rows.astype({"age": "Int64"})
+    rows.loc[210, "age"] = None  # a gap in a column of whole numbers, in one chunk
+    rows.to_csv(tmp_path / "input.csv", index=False)
+    assert main(_predict(search, str(tmp_path / "input.csv"), "--keep", "all", "-o", str(tmp_path / "out.csv"))) == 0
+    assert "wrote 442 predictions" in capsys.readouterr().out
+    out = pd.read_csv(tmp_path / "out.csv")
+    expected = mlflow.pyfunc.load_model(str(search / "model")).predict(pd.read_csv(tmp_path / "input.csv"))
+    pd.testing.assert_frame_equal(out[rows.columns], pd.read_csv(tmp_path / "input.csv"))
+    as_text = {"dtype": str, "keep_default_na": False}  # every kept column written as the file has it: 59, not 59.0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out.csv", **as_text)[rows.columns],
+                                  pd.read_csv(tmp_path / "input.csv", **as_text))
+    assert list(out["prediction"]) == list(expected["prediction"])
+    np.testing.assert_allclose(out["probability_yes"], expected["probability_yes"], rtol=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["input.csv", "out.csv"]  # no temporary file left
+
+
+@pytest.mark.parametrize("output", ["file", "standard output"])
+def test_predict_refusing_a_later_chunk_writes_nothing(search, tmp_path, capsys, monkeypatch, output):
+    from hpsearch.results import predict
+
+    monkeypatch.setattr(predict, "CHUNK_ROWS", 100)
+    rows = _rows(search).astype({"bmi": object})
+    rows.loc[440, "bmi"] = "n/a?"  # in the fifth chunk: four chunks were good
+    rows.to_csv(tmp_path / "input.csv", index=False)
+    args = ["-o", str(tmp_path / "out.csv")] if output == "file" else []
+    assert main(_predict(search, str(tmp_path / "input.csv"), *args)) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip().endswith("column 'bmi', row 440: 'n/a?' is not a number (line 442 of the file)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["input.csv"]
 
 
 def test_predict_to_a_reader_that_stops_early_ends_quietly(search, tmp_path):

@@ -116,6 +116,7 @@ def test_the_space_is_recorded_as_optuna_distributions_and_read_back_as_them():
         "layers": CategoricalDistribution(["32", "64-32"]),
     }
     assert describe_space(space)["lr"] == "loguniform(1e-05, 0.1)"
+    assert describe_space(space)["layers"] == "layers(choices=[[32], [64, 32]])"  # as the space file wrote it
 
 
 def test_layer_widths_a_shallower_trial_lacks_may_be_zero_in_the_rebuilt_space():

@@ -83,6 +83,47 @@ def test_each_member_reports_what_it_reports_trained_alone(optimizer, task, floa
         _assert_same(together[member_id], _solo(config, data))
 
 
+@pytest.mark.parametrize(("task", "choice"), [
+    ("multiclass", {"lr_schedule": "cosine"}),
+    ("regression", {"lr_schedule": "onecycle", "optimizer": "adamw"}),
+    ("binary", {"lr_schedule": "onecycle", "optimizer": "sgd"}),
+    ("regression", {"lr_schedule": "cosine", "optimizer": "rmsprop"}),
+    ("multiclass", {"label_smoothing": 0.1}),
+    ("binary", {"label_smoothing": 0.2}),
+    ("regression", {"adam_beta2": 0.95}),
+    ("regression", {"numeric_encoding": "robust"}),
+    ("multiclass", {"numeric_encoding": "quantile"}),
+    ("binary", {"numeric_encoding": "piecewise_linear"}),
+    ("regression", {"target_transform": "log1p"}),
+    ("regression", {"numeric_embedding": "periodic"}),
+], ids=lambda value: value if isinstance(value, str) else ",".join(f"{k}={v}" for k, v in value.items()))
+def test_members_with_each_training_choice_report_what_they_report_trained_alone(task, choice, float64):
+    """Schedules, label smoothing, Adam's beta2, input encodings and target transforms in the stack; periodic
+    embeddings, which no stack has, train alone beside it. The narrow member keeps the defaults."""
+    data = _data(TASKS[task], float64=True)
+    if choice.get("target_transform") == "log1p":  # a positive target: diabetes' progress is
+        assert data.train.y.min() * data.target_std + data.target_mean > 0
+    configs = {i: dataclasses.replace(c, **choice) if i != "narrow" else c
+               for i, c in _members(choice.get("optimizer", "adam")).items()}
+    together = _together(Population(configs, data, dtype=float64), EPOCHS)
+    for member_id, config in configs.items():
+        _assert_same(together[member_id], _solo(config, data))
+
+
+def test_a_members_model_is_its_best_epochs_as_in_fit(float64):
+    """A learning rate this large makes the validation loss go up and down: the model is the best epoch's."""
+    data = _data(TASKS["regression"], float64=True)
+    config = TrialConfig(hidden_sizes=(32,), lr=0.3, optimizer="sgd", momentum=0.9, seed=3, max_epochs=6)
+    population = Population({"m": config}, data, dtype=float64)
+    reports = _together(population, 6)["m"]
+    best = min(reports, key=lambda r: r["val_loss"])
+    assert reports[-1]["best_epoch"] == best["epoch"] < 6
+    model, spec = population.model("m")
+    assert evaluate(model, data.val, spec, prefix="val_")["val_loss"] == pytest.approx(best["val_loss"], rel=1e-6)
+    alone = fit(config, data, lambda metrics, save: None)
+    assert evaluate(alone, data.val, spec, prefix="val_")["val_loss"] == pytest.approx(best["val_loss"], rel=1e-6)
+
+
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "leaky_relu", "gelu"])
 def test_padded_members_match_their_solo_runs_with_every_activation(activation, float64):
     """Sigmoid is the case where a padded unit outputs act(0) != 0: it must still add nothing."""

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,13 +67,19 @@ def _left_after(pids: set[int], seconds: float) -> dict[int, str]:
 
 
 def _start(args: list[str], cwd: Path) -> tuple[subprocess.Popen, list[str]]:
-    """``python -m hpsearch ARGS`` in a session of its own; its output lines are collected as they come."""
+    """``python -m hpsearch ARGS`` in a session of its own, as a terminal starts it (Ctrl-C, SIGTERM and SIGHUP at
+    their defaults, even where the test runs under ``nohup``); its output lines are collected as they come."""
     process = subprocess.Popen([sys.executable, "-m", "hpsearch", *args], cwd=cwd, env=ENV, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                               preexec_fn=_as_a_terminal_starts_it)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
     return process, lines
+
+
+def _as_a_terminal_starts_it() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def _wait_for(process: subprocess.Popen, lines: list[str], seen: Callable[[str], bool], timeout: float = 120) -> None:
@@ -118,10 +125,9 @@ def test_no_process_of_a_search_is_alive_15_s_after_its_driver_is_killed(workdir
 def test_the_ui_stopped_by_a_signal_leaves_no_process_and_prints_at_most_one_line(workdir: Path):
     """SIGTERM (a process manager), SIGHUP (a closed terminal) to the ``hpsearch ui`` process; Ctrl-C as a
     terminal sends it: SIGINT to the whole foreground process group. Three UIs on one store, started together
-    (each start is seconds of imports on 2 cores), each stopped its own way."""
+    (each start is seconds of imports on 2 cores), each stopped its own way. Each says at once that it starts
+    and keeps the terminal, and gives its URL once the URL answers."""
     from mlflow import MlflowClient
-
-    from hpsearch.tracking.ui import wait_until_up
 
     (workdir / "mlruns").mkdir()
     MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}").create_experiment("e")
@@ -130,8 +136,13 @@ def test_the_ui_stopped_by_a_signal_leaves_no_process_and_prints_at_most_one_lin
     servers: dict[str, set[int]] = {}
     try:
         for how, port in ports.items():
-            wait_until_up(f"http://127.0.0.1:{port}", timeout_s=120)
-            servers[how] = _descendants(uis[how][0].pid)
+            ui, lines = uis[how]
+            url = f"http://127.0.0.1:{port}"
+            _wait_for(ui, lines, lambda line, url=url: line.startswith(f"MLflow UI ready: open {url}"), timeout=300)
+            with urllib.request.urlopen(url, timeout=10) as response:  # the URL is printed once it answers
+                assert response.status == 200
+            assert lines[0].startswith("starting the MLflow UI") and "in this terminal until Ctrl-C" in lines[0]
+            servers[how] = _descendants(ui.pid)
         time.sleep(1)  # the servers' start-up messages are printed
         before = {how: len(lines) for how, (_, lines) in uis.items()}
         for how, (ui, _) in uis.items():
@@ -139,7 +150,7 @@ def test_the_ui_stopped_by_a_signal_leaves_no_process_and_prints_at_most_one_lin
                 os.killpg(ui.pid, signal.SIGINT)
             else:
                 ui.send_signal(getattr(signal, how))
-        codes = {how: ui.wait(timeout=60) for how, (ui, _) in uis.items()}
+        codes = {how: ui.wait(timeout=300) for how, (ui, _) in uis.items()}  # seconds; minutes on a busy machine
     finally:
         left = _left_after(set().union(*servers.values()), 5) if servers else []
         _kill_all(set(left) | {ui.pid for ui, _ in uis.values()} | set().union(*servers.values()))
@@ -149,3 +160,27 @@ def test_the_ui_stopped_by_a_signal_leaves_no_process_and_prints_at_most_one_lin
         assert len(servers[how]) >= 2, f"{how}: the MLflow server and its worker were seen"
         after = lines[before[how]:]
         assert len(after) <= 1, f"{how}: " + "".join(after)[-3000:]
+
+
+def test_a_killed_ui_takes_its_mlflow_server_with_it(workdir: Path):
+    """``kill -9`` of ``hpsearch ui`` (its server runs in a session of its own, out of Ctrl-C's way): the server and
+    its worker end within seconds, and nothing keeps serving the store."""
+    from mlflow import MlflowClient
+
+    from hpsearch.tracking.ui import wait_until_up
+
+    (workdir / "mlruns").mkdir()
+    MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}").create_experiment("e")
+    port = free_port()
+    ui, _ = _start(["ui", "--port", str(port)], workdir)
+    server: set[int] = set()
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}", timeout_s=180)
+        server = _descendants(ui.pid)
+        os.kill(ui.pid, signal.SIGKILL)
+        ui.wait(timeout=30)
+        left = _left_after(server, 30)
+    finally:
+        _kill_all(server | {ui.pid})
+    assert len(server) >= 2, "the MLflow server and its worker were seen"
+    assert not left, f"still serving 30 s after the ui was killed: {left}"

@@ -161,3 +161,16 @@ def test_a_resumed_search_shows_the_trials_that_ended_before_at_once():
     progress.close()
     assert shown.startswith("[2/8] 0 running | 1 completed 1 stopped | best val_loss 0.5 (trial_000)")
 
+
+
+def test_with_a_time_budget_the_status_line_shows_what_is_left_of_it_and_counts_trials_without_a_total():
+    now = [100.0]
+    left = [65.0]
+    out = io.StringIO()
+    progress = Progress(NORMAL, stream=out, clock=lambda: now[0])
+    progress.begin(total=None, metric="val_loss", mode="min", max_epochs=5, time_left=lambda: left[0])
+    progress.trial_started("trial_000")
+    now[0], left[0] = 110.0, 55.0
+    progress.trial_ended("trial_000", "stopped", 2, 0.5)
+    assert "[1] 0 running | 1 stopped | best val_loss 0.5 (trial_000) | 10s, 55s of the time budget left" in \
+        out.getvalue()

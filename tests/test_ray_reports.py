@@ -1,6 +1,6 @@
 """A Ray trial reports its epochs to Ray Tune a few at a time and checkpoints only where needed (ASHA's decision
 epochs, its last epoch): MLflow still gets every epoch, ASHA decides at its rungs, and an ended trial's model is
-its last epoch's."""
+its best epoch's."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ EPOCHS = 30
 RUNGS = (2, 6, 18)  # grace period 2, reduction factor 3
 
 
-def test_a_ray_search_reports_epochs_in_batches_yet_mlflow_has_every_epoch_at_its_time_and_each_model_is_its_last(
+def test_a_ray_search_reports_epochs_in_batches_yet_mlflow_has_every_epoch_at_its_time_and_each_model_is_its_best(
         ray_session, workdir):
     space = write_space(workdir, f"""
 search = Search(
@@ -53,8 +53,10 @@ search = Search(
             f"each epoch stamped when it ended, not when its report came (a trial sends at most 5): {times}"
         model_dir = client.download_artifacts(child.info.run_id, "model", str(workdir / child.info.run_id))
         model, spec = load_model(model_dir)
-        assert evaluate(model, data.val, spec)["loss"] == pytest.approx(history[-1].value, rel=1e-5), \
-            "the trial's model is its last epoch's"
+        best = min(history, key=lambda m: m.value)
+        assert evaluate(model, data.val, spec)["loss"] == pytest.approx(best.value, rel=1e-5), \
+            "the trial's model is its best epoch's"
+        assert child.data.metrics["best_epoch"] == best.step
 
     reports = [t.last_result["training_iteration"] for t in ExperimentAnalysis(str(_ray_results(workdir))).trials]
     assert len(reports) == 8 and max(reports) <= len(RUNGS) + 2, f"reports per trial to Ray Tune: {reports}"

@@ -168,7 +168,7 @@ def test_ctrl_c_marks_runs_killed_prints_how_to_resume_and_resume_finishes(workd
     assert returncode == 130, "".join(printed)[-2000:] + stderr[-2000:]
     result = subprocess.CompletedProcess(process.args, returncode, "".join(printed), stderr)
     kept = _finished_histories(workdir)  # the trials that had ended when Ctrl-C came (the others are KILLED)
-    assert f"python -m hpsearch run {space} --resume" in result.stderr
+    assert "resume with:\n  python -m hpsearch resume r\n" in result.stderr
     statuses = [s for _, s in _children(workdir)]
     assert "RUNNING" not in statuses and "KILLED" in statuses
     assert _rows(workdir, "SELECT status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
@@ -188,13 +188,16 @@ def test_resume_of_a_finished_search_is_a_clear_error(ray_session, workdir, caps
 
     space = write_space(workdir, "search = Search(data='sklearn:iris', num_samples=1, max_epochs=1)")
     assert main(["run", str(space)]) == 0
+    capsys.readouterr()
     assert main(["run", str(space), "--resume"]) == 2
-    assert "finished; nothing to resume" in capsys.readouterr().err
-    # the resume command says it in its own words, before loading any data
+    out, err = capsys.readouterr()
+    assert "finished (trials: 1): nothing to resume" in err and "loading data" not in out
+    # the resume command says the same, before loading any data
     assert main(["resume", "space"]) == 2
     out, err = capsys.readouterr()
     assert "loading data" not in out and "without --resume" not in err
-    assert f"finished: nothing to resume; a new search: python -m hpsearch run {space}" in err
+    assert f"nothing to resume; more trials: python -m hpsearch resume space --num-samples 2; a new search: " \
+           f"python -m hpsearch run {space}" in err
 
 
 def _files(folder: Path) -> set[str]:

@@ -89,7 +89,9 @@ def test_the_report_is_one_offline_page_with_the_settings_the_best_trial_and_the
     page = out.read_text()
     best = search["parent"].data.tags["hpsearch.best_trial"]
     assert f"best trial <b>{best}</b>" in page and "<tr class=best><td>1</td><td>" + best in page
-    assert "space.lr" not in page and "loguniform(0.0001, 0.1)" in page  # the space as a reader writes it
+    space = page.split("<h3>Space</h3>", 1)[1].split("</table>", 1)[0]  # the space as the space file wrote it
+    assert "space.lr" not in page and "loguniform(0.0001, 0.1)" in space
+    assert "layers(1, 3, units=(16, 256))" in space and "units_" not in space and "n_layers" not in space
     assert "<script src=" not in page  # plotly.js is inline: opens without a server or a network
     assert page.count("data:image/png;base64,") >= 6
 

@@ -42,6 +42,20 @@ BAD_SPACES = [
      "1 <= low <= high"),
     ("search = Search(data='sklearn:iris', params={'layers': [64, -1]})", "params.layers", "integers >= 1"),
     ("search = Search(data='sklearn:iris', params={'width': 3})", "params.width", "unknown hyperparameter"),
+    ("search = Search(data='sklearn:iris', params={'lr_schedule': 'linear'})", "params.lr_schedule",
+     "must be one of constant, cosine, onecycle, but got 'linear'"),
+    ("search = Search(data='sklearn:iris', params={'label_smoothing': 1.0})", "params.label_smoothing",
+     "must be a number in [0, 1), but got 1.0"),
+    ("search = Search(data='sklearn:iris', params={'adam_beta2': uniform(0.9, 1.5)})", "params.adam_beta2",
+     "must be a number in [0, 1), but got 1.5"),
+    ("search = Search(data='sklearn:iris', params={'numeric_encoding': choice(['standard', 'minmax'])})",
+     "params.numeric_encoding", "must be one of standard, robust, quantile, piecewise_linear, but got 'minmax'"),
+    ("search = Search(data='sklearn:iris', params={'numeric_embedding': 'linear'})", "params.numeric_embedding",
+     "must be one of none, periodic"),
+    ("search = Search(data='sklearn:iris', params={'target_transform': 'log'})", "params.target_transform",
+     "must be one of none, log1p, but got 'log'"),
+    ("search = Search(data='sklearn:iris', params={'lr_schedule': uniform(0, 1)})", "params.lr_schedule",
+     "use choice"),
     ("search = Search(data='sklearn:iris', task='ranking')", "task", "'binary', 'multiclass', 'regression'"),
     ("search = Search(data='sklearn:iris', mode='up')", "mode", "'min' or 'max'"),
     ("search = Search(data='sklearn:iris', num_samples=0)", "num_samples", "integer >= 1"),
@@ -54,6 +68,13 @@ BAD_SPACES = [
     ("search = Search(data='sklearn:iris', split=(0.8, 0.1, 0.2))", "split", "summing to 1"),
     ("search = Search(data='sklearn:iris', early_stopping_patience=0)", "early_stopping_patience", ">= 1"),
     ("search = Search(data='sklearn:iris', executor='spark')", "executor", "'ray', 'local', 'batched', 'auto'"),
+    ("search = Search(data='sklearn:iris', ensemble='yes')", "ensemble", "number of greedy selection steps"),
+    ("search = Search(data='sklearn:iris', ensemble=-1)", "ensemble", "or False to publish the best trial alone"),
+    ("search = Search(data='sklearn:iris', ensemble=2.5)", "ensemble", "an integer >= 1"),
+    ("search = Search(data='sklearn:iris', baseline='tree')", "baseline", "must be True or False"),
+    ("search = Search(data='sklearn:iris', cv=1.5)", "cv", "a number of folds from 2 to 20"),
+    ("search = Search(data='sklearn:iris', cv=50)", "cv", "or False for one validation split, but got 50"),
+    ("search = Search(data='sklearn:iris', refit='yes')", "refit", "must be True or False"),
     ("search = {'data': 'sklearn:iris'}", "space.py", "must be built with hpsearch.Search"),
     ("other = 1", "space.py", "defines no module-level `search`"),
     ("search = Search(data='sklearn:iris'\n", "space.py:", "syntax error"),
@@ -138,6 +159,23 @@ def test_grid_enumerates_choices_and_refuses_continuous_params(tmp_path: Path):
                                         "params={'lr': loguniform(1e-3, 1e-1)})", name="grid2.py"))
     with pytest.raises(SpaceError, match="params.lr: searcher 'grid' needs choices and fixed values only"):
         continuous.grid()
+
+
+def test_the_training_choices_are_accepted_as_values_and_choices_and_reach_the_trial(tmp_path: Path):
+    from hpsearch.training.fit import TrialConfig
+
+    search = load_space(write_space(tmp_path, "search = Search(data='sklearn:diabetes', params={"
+                                    "'lr_schedule': choice(['cosine', 'onecycle']), 'adam_beta2': uniform(0.9, 0.999),"
+                                    " 'numeric_encoding': choice(['robust', 'quantile', 'piecewise_linear']),"
+                                    " 'numeric_embedding': 'periodic',"
+                                    " 'target_transform': choice(['none', 'log1p'])})"))
+    config = TrialConfig.from_params(_ask(search))
+    assert config.lr_schedule in ("cosine", "onecycle") and 0.9 <= config.adam_beta2 <= 0.999
+    assert config.numeric_encoding in ("robust", "quantile", "piecewise_linear")
+    assert config.numeric_embedding == "periodic" and config.target_transform in ("none", "log1p")
+    classes = load_space(write_space(tmp_path, "search = Search(data='sklearn:iris', "
+                                     "params={'label_smoothing': uniform(0.0, 0.2)})", name="iris.py"))
+    assert 0 <= TrialConfig.from_params(_ask(classes)).label_smoothing <= 0.2
 
 
 def test_replace_checks_overrides_again():

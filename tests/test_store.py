@@ -76,9 +76,9 @@ print(json.dumps({"uri": uri, "same_experiment": first == again == after == betw
 """
 
 
-def _python(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+def _python(script: str, *args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", script, *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=timeout)
 
 
 @pytest.mark.parametrize("executor", ["local", "ray"])
@@ -199,3 +199,90 @@ def test_an_error_in_the_store_process_shows_its_own_traceback_and_the_call_even
         assert f"hpsearch.tracking.tracker.log_test_metrics('{run_id}'" in text, text
         assert "tracker.py" in text and "in log_test_metrics" in text, "the store process's own traceback"
     assert "sent earlier without waiting" in shown["sent"] and "sent earlier" not in shown["called"]
+
+
+def test_a_trial_is_written_without_the_driver_waiting_for_its_run_id_in_as_few_mlflow_calls_as_its_data_allow(
+        tmp_path: Path):
+    """While the trials run, the driver never waits on the store: a trial's writes name its run by the trial
+    until its id is back. A trial shorter than the flush interval costs MLflow a run, its model files, one
+    ``log_batch`` and its end."""
+    reads = []
+
+    class UnansweredStore(LocalStore):  # the store runs each call at once, but its answers come back late
+        def submit(self, fn, *args, **kwargs):
+            value = self.call(fn, *args, **kwargs)
+            return Pending(lambda: reads.append(fn.__name__) or value)
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
+    parent = client.create_run(experiment).info.run_id
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.pt").write_bytes(b"weights")
+    (model / "model.json").write_text("{}")
+    calls = []
+    for name in ("create_run", "log_batch", "log_artifact", "log_artifacts", "set_terminated", "set_tag",
+                 "log_metric", "log_param", "update_run", "log_text"):
+        real = getattr(client, name)
+        setattr(client, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    tracker = TrialTracker(UnansweredStore(client=client), experiment, parent, max_epochs=2)
+    tracker.trial_started("t1", {"lr": 0.1})
+    for epoch in (1, 2):
+        tracker.epoch_reported("t1", {"epoch": epoch, "train_loss": 0.5, "val_loss": 0.4 / epoch})
+    tracker.trial_ended("t1", model_dir=str(model))
+    assert reads == []
+    assert sorted(calls) == sorted(["create_run", "log_artifact", "log_artifact", "log_batch", "set_terminated"])
+    (record,) = tracker.finish()
+    assert reads == ["_open_trial_run"]
+    run = client.get_run(record.run_id)
+    assert run.info.status == "FINISHED" and run.data.params == {"lr": "0.1"}
+    assert run.data.tags["hpsearch.status"] == "completed"
+    assert [(m.step, m.value) for m in client.get_metric_history(record.run_id, "val_loss")] == [(1, 0.4), (2, 0.2)]
+    assert sorted(a.path for a in client.list_artifacts(record.run_id, "model")) == ["model/model.json",
+                                                                                      "model/model.pt"]
+
+
+UNREAD_ANSWERS = """
+import sys
+from hpsearch.tracking.store import StoreProcess
+
+store = StoreProcess.start(sys.argv[1])
+store.connect()
+# thousands of submitted calls whose answers (1 kB each) the driver reads only at the end, between writes
+pending = [store.submit(getattr, "no_such_attribute", str(i).rjust(1000)) for i in range(3000)]
+store.send(getattr, "tracking_uri")
+assert [int(p.result()) for p in pending] == list(range(3000))
+store.close()
+print("done")
+"""
+
+
+def test_the_driver_and_the_store_never_block_each_other_on_answers_the_driver_has_not_read_yet(workdir: Path):
+    """A search reads its trials' run ids only at its end: their answers must not fill the pipe meanwhile."""
+    result = _python(UNREAD_ANSWERS, f"sqlite:///{workdir / 'store.db'}", cwd=workdir, timeout=120)  # hangs if not
+    assert result.returncode == 0 and result.stdout.strip() == "done", result.stderr[-3000:]
+
+
+FAILING_WRITES = """
+import sys
+from hpsearch.tracking.store import StoreProcess
+
+store = StoreProcess.start(sys.argv[1])
+store.connect()
+# writes that all fail, each failure a 5 kB answer (a tracking server gone: every queued write fails at once),
+# then a call far larger than the pipe holds (a model), which the store must still read
+for i in range(200):
+    store.send(getattr, str(i).rjust(5000))
+try:
+    store.call(getattr, "tracking_uri", b"x" * 5_000_000)
+except AttributeError:
+    print("raised")
+store.close()
+print("done")
+"""
+
+
+def test_a_large_call_reaches_the_store_while_the_writes_before_it_all_fail(workdir: Path):
+    """The store keeps reading calls while the driver has not read the failures of the writes before them."""
+    result = _python(FAILING_WRITES, f"sqlite:///{workdir / 'store.db'}", cwd=workdir, timeout=120)  # hangs if not
+    assert result.returncode == 0 and result.stdout.split() == ["raised", "done"], result.stderr[-3000:]

@@ -76,10 +76,11 @@ def test_the_same_top_and_search_options_in_best_export_and_report():
 
 
 def _table(lines: list[str], first: int) -> list[list[str]]:
-    """The whitespace-separated cells of a text table from its header line to its first blank line."""
+    """The whitespace-separated cells of a text table from its header line to its first blank line (or the models
+    on the test split that follow it)."""
     rows = []
     for line in lines[first:]:
-        if not line.strip() or line.startswith("best trial"):
+        if not line.strip() or line.startswith(("best trial", "on the test split")):
             break
         rows.append(line.split())
     return rows
@@ -111,7 +112,7 @@ def test_a_local_search_run_best_and_report_speak_alike(workdir: Path, capsys):
     assert main(["report", "--search", run_id, "-o", "r.html"]) == 0
     assert capsys.readouterr().out.startswith("wrote r.html")
     page = (workdir / "r.html").read_text()
-    header = re.search(r"<table><tr>(.*?)</tr>", page).group(1)
+    header = re.search(r"<table><tr>(<th>rank</th>.*?)</tr>", page).group(1)  # the trials' table
     assert re.findall(r"<th>(.*?)</th>", header) == ran[0]
     assert main(["report", "alike", "-o", "r.html"]) == 0
     assert capsys.readouterr().out.startswith("overwrote r.html")
@@ -130,3 +131,18 @@ def test_gpus_per_trial_without_a_gpu_is_refused_before_ray_starts(workdir: Path
                                    "GPUs (--address)")
     assert "starting Ray" not in done.stdout
     assert sorted(p.name for p in workdir.iterdir()) == ["space.py"]
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["best", "churn", "--top", "0"], "argument --top: must be an integer >= 1, but got 0"),
+    (["report", "churn", "--top", "-2"], "argument --top: must be an integer >= 1, but got -2"),
+    (["run", "space.py", "--top", "0"], "argument --top: must be an integer >= 1, but got 0"),
+    (["run", "space.py", "--num-sample", "4"], "unrecognized arguments: --num-sample 4"),
+    (["best", "--js"], "unrecognized arguments: --js"),
+    (["train", "best.yaml", "--epoch", "3"], "unrecognized arguments: --epoch 3"),
+])
+def test_a_mistyped_or_abbreviated_option_is_an_error_not_a_guess(argv, said, workdir: Path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(f"error: {said}")

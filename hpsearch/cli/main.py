@@ -14,7 +14,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from hpsearch.cli import cluster, models, run, views
 from hpsearch.errors import HpsearchError, MachineError, describe_os_error
@@ -26,7 +26,8 @@ EXIT_ALL_TRIALS_FAILED = run.EXIT_ALL_TRIALS_FAILED  # every trial failed
 EXIT_USER_ERROR = 2
 EXIT_MACHINE_ERROR = 3  # the machine or a service failed: a read-only folder, a full disk, a store gone
 EXIT_INTERNAL_ERROR = 70  # a bug in hpsearch (sysexits' EX_SOFTWARE): never 1, which means every trial failed
-EXIT_INTERRUPTED = run.EXIT_INTERRUPTED
+EXIT_INTERRUPTED = run.EXIT_INTERRUPTED  # Ctrl-C
+EXIT_TERMINATED = run.EXIT_TERMINATED  # SIGTERM
 
 
 def program() -> NoReturn:
@@ -113,8 +114,16 @@ def parser() -> argparse.ArgumentParser:
     return _parser()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, without abbreviations (``--num-sample 4`` is a mistake, not ``--num-samples``); its
+    subcommands' parsers are of this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hpsearch", description="Hyperparameter search for PyTorch models.")
+    parser = _Parser(prog="hpsearch", description="Hyperparameter search for PyTorch models.")
     parser.add_argument("--version", action=_Version, help="print the versions of hpsearch and its engines")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     run.add_commands(commands)  # run, resume

@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hpsearch.cli.options import TRACKING_URI_HELP, add_top, positive_int
 from hpsearch.errors import NotFoundError
-from hpsearch.show import DEFAULT_TOP, number
+from hpsearch.show import number
 
 __all__ = ["add_commands", "open_search"]
 
@@ -22,8 +23,7 @@ def add_commands(commands: Any) -> None:
     """Add the four subcommands to the CLI's subparsers."""
     best = commands.add_parser("best", help="the best trials of a search, from MLflow")
     _add_search_arguments(best)
-    best.add_argument("--top", type=int, default=DEFAULT_TOP, metavar="K",
-                      help=f"best trials in the table (default {DEFAULT_TOP})")
+    add_top(best, "best trials in the table")
     best.add_argument("--json", action="store_true", help="print JSON instead of a table")
     best.set_defaults(command=_best)
 
@@ -34,7 +34,7 @@ def add_commands(commands: Any) -> None:
 
     train = commands.add_parser("train", help="retrain an exported configuration, tracked in MLflow")
     train.add_argument("config", type=Path, metavar="CONFIG", help="a file written by `hpsearch export`")
-    train.add_argument("--epochs", type=_positive_int, metavar="N", help="epochs (default: as many as the trial)")
+    train.add_argument("--epochs", type=positive_int, metavar="N", help="epochs (default: as many as the trial)")
     train.add_argument("--full-data", action="store_true", help="train on train + validation (test stays out)")
     train.add_argument("--tracking-uri", metavar="URI", help="MLflow store (default: the one the file names)")
     train.set_defaults(command=_train)
@@ -47,7 +47,7 @@ def add_commands(commands: Any) -> None:
     predict.add_argument("--keep", action="append", default=[], metavar="COLUMN",
                          help="an input column (an id) to write beside the predictions; repeat it for more, "
                               "or --keep all for every input column")
-    predict.add_argument("--tracking-uri", metavar="URI", help="MLflow store (default: sqlite in ./mlruns)")
+    predict.add_argument("--tracking-uri", metavar="URI", help=TRACKING_URI_HELP)
     predict.set_defaults(command=_predict)
 
 
@@ -55,14 +55,7 @@ def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("experiment", nargs="?", metavar="EXPERIMENT",
                         help="MLflow experiment (default: the latest search in the store)")
     parser.add_argument("--search", metavar="RUN_ID", help="a given search (its parent run id), not the latest")
-    parser.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite in ./mlruns)")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, but got {value}")
-    return value
+    parser.add_argument("--tracking-uri", metavar="URI", help=TRACKING_URI_HELP)
 
 
 # ------------------------------------------------------------------------------------------------ commands
@@ -73,19 +66,22 @@ def _best(args: argparse.Namespace) -> int:
     client, _, search = open_search(args)
     best_trial(client, search)  # no completed trial: an error, not an empty table
     everyone = rank_trials(client, search)
-    ranked = everyone[: max(args.top, 1)]
+    ranked = everyone[: args.top]
     metric, mode = search.data.params["metric"], search.data.params["mode"]
+    from hpsearch.tracking.schema import tested_models
+
+    tested = tested_models(search.data.metrics, everyone[0].name)  # the best trial, the ensemble, the tree
     if args.json:
-        rows = [{"rank": i + 1, "trial": t.name, "run_id": t.run_id, "status": t.status, metric: t.metrics[metric],
+        rows = [{"rank": i + 1, "trial": t.name, "run_id": t.run_id, "status": t.status, metric: t.value(metric),
                  "epochs": t.epochs, "hyperparameters": hyperparameters(t.params)} for i, t in enumerate(ranked)]
-        print(json.dumps({"search_run_id": search.info.run_id, "metric": metric, "mode": mode, "trials": rows},
-                         indent=2))
+        print(json.dumps({"search_run_id": search.info.run_id, "metric": metric, "mode": mode, "trials": rows,
+                          "test": {kind: figures for kind, _, figures in tested}}, indent=2))
         return 0
-    from hpsearch.show import text_table, trials_table
+    from hpsearch.show import comparison_lines, text_table, trials_table
 
     header, rows = trials_table(everyone, metric, args.top)
     print(f"search {search.info.run_id} ({search.info.run_name}): best {len(rows)} trials by {metric} ({mode})")
-    for line in text_table(header, rows):
+    for line in [*text_table(header, rows), *comparison_lines(tested)]:
         print(line)
     return 0
 
@@ -122,10 +118,10 @@ def _predict(args: argparse.Namespace) -> int:
 
     from hpsearch.results.predict import predict_csv
 
-    predictions = predict_csv(args.model_uri, args.input, args.output, keep=args.keep,
-                              tracking_uri=args.tracking_uri, on_event=lambda line: print(line, file=sys.stderr))
+    count = predict_csv(args.model_uri, args.input, args.output, keep=args.keep, tracking_uri=args.tracking_uri,
+                        on_event=lambda line: print(line, file=sys.stderr))
     if args.output is not None:  # else the predictions are on standard output, and nothing else is
-        print(f"wrote {len(predictions)} predictions to {args.output}")
+        print(f"wrote {count} predictions to {args.output}")
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hpsearch.cli.options import add_top
+from hpsearch.cli.options import TRACKING_URI_HELP, add_top
 
 __all__ = ["add_commands"]
 
@@ -15,7 +15,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     ui = commands.add_parser("ui", help="start the MLflow UI on the project's tracking store")
     ui.add_argument("--port", type=int, default=5000, metavar="P", help="port (default 5000)")
     ui.add_argument("--host", default="127.0.0.1", metavar="H", help="interface to bind (default 127.0.0.1)")
-    ui.add_argument("--tracking-uri", metavar="URI", help="MLflow backend store (default: sqlite in ./mlruns)")
+    ui.add_argument("--tracking-uri", metavar="URI", help=TRACKING_URI_HELP)
     ui.set_defaults(command=_ui)
     report = commands.add_parser("report", help="write one self-contained HTML page about a search")
     report.add_argument("experiment", nargs="?", metavar="EXPERIMENT",
@@ -24,7 +24,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         help="where to write the page (default report.html)")
     report.add_argument("--search", metavar="RUN_ID", help="a given search (its parent run id), not the latest")
     report.add_argument("--run", dest="search", help=argparse.SUPPRESS)  # its name before 0.x: still accepted
-    report.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite in ./mlruns)")
+    report.add_argument("--tracking-uri", metavar="URI", help=TRACKING_URI_HELP)
     add_top(report, "best trials in the table")
     report.set_defaults(command=_report)
 

@@ -9,21 +9,22 @@ each column is (an id, a date, a boolean, text with too many values...); the dec
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import traceback
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer, make_column_selector
 from sklearn.impute import SimpleImputer
-from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from hpsearch.data.dataset import Dataset, Split
-from hpsearch.data.targets import encode_target, infer_task, split_indices
-from hpsearch.errors import DataError, SpaceError
+from hpsearch.data.dataset import Dataset, Rows, Split
+from hpsearch.data.targets import check_target_params, encode_target, infer_task, split_indices, target_note
+from hpsearch.errors import DataError, HpsearchError, SpaceError, nearest_name
+from hpsearch.loading import give_back_freed_memory
 from hpsearch.model.columns import apply_plan, plan_columns
+from hpsearch.model.features import transform
 from hpsearch.space import Search
 
 __all__ = ["Dataset", "Preprocessing", "Split", "load_dataset"]
@@ -31,20 +32,25 @@ __all__ = ["Dataset", "Preprocessing", "Split", "load_dataset"]
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """The column plan (:mod:`hpsearch.model.columns`) and the fitted ColumnTransformer that follows it."""
+    """The column plan (:mod:`hpsearch.model.columns`) and the numbers fitted on the training rows after it: the
+    JSON ``state`` of :func:`hpsearch.data.dataset.preprocessing_state`, applied by
+    :func:`hpsearch.model.features.transform` (as the served model applies it)."""
 
-    plan: dict[str, Any]
-    encoder: ColumnTransformer
+    state: dict[str, Any]
+
+    @property
+    def plan(self) -> dict[str, Any]:
+        return self.state["plan"]
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        """Raw rows in, the network's features out (as at fit time)."""
-        return self.encoder.transform(apply_plan(self.plan, frame))
+        """Raw rows in, the network's float32 features out (as at fit time)."""
+        return transform(self.state, frame)
 
 
 def load_dataset(search: Search, space_path: Path) -> Dataset:
     """Load the search's data, split it with the search's seed and preprocess it."""
     if callable(search.data):
-        arrays = search.data()
+        arrays = _call_data_function(search.data, space_path)
         if _is_array_data(arrays):  # images, sequences: used as given (hpsearch.data.arrays)
             from hpsearch.data.arrays import prepare_arrays
 
@@ -53,8 +59,11 @@ def load_dataset(search: Search, space_path: Path) -> Dataset:
         frame, target = _frame_of(arrays, search.target, _source(search))
     else:
         frame, target = _load_frame(search, space_path)
-    return prepare(frame, target, task=search.task, split=search.split, seed=search.seed, source=_source(search),
+    data = prepare(frame, target, task=search.task, split=search.split, seed=search.seed, source=_source(search),
                    drop=search.drop)
+    check_target_params(search.params, data.task, frame[target].dropna())
+    note = target_note(search.params, data.task, target)
+    return replace(data, notes=(*data.notes, note)) if note else data
 
 
 def prepare(
@@ -67,14 +76,17 @@ def prepare(
     why, every column dropped or changed.
     """
     if target not in frame.columns:
-        columns = ", ".join(map(str, frame.columns))
-        raise DataError(f"{source}: target column {target!r} not found; the columns are: {columns}")
+        columns = [str(c) for c in frame.columns]
+        guess = nearest_name(str(target), columns)
+        raise DataError(f"{source}: target column {target!r} not found; the columns are: {', '.join(columns)}"
+                        + (f"; did you mean {guess!r}?" if guess else ""))
     _check_drop(drop, frame, target, source)
     notes = []
     missing = int(frame[target].isna().sum())
     if missing:
         notes.append(f"dropped {missing} of {len(frame)} rows: no value for target {target!r}")
-    frame = frame.dropna(subset=[target])
+    if missing:
+        frame = frame.dropna(subset=[target])
     if len(frame) < 10:
         raise DataError(f"{source}: needs at least 10 rows with a target, but has {len(frame)}")
     X, y_raw = frame.drop(columns=[target]), frame[target]
@@ -85,28 +97,36 @@ def prepare(
     task = task or inferred
     y, classes = encode_target(y_raw, task, source)
     idx_train, idx_val, idx_test = split_indices(y, task, split, seed)
-    plan, column_notes = plan_columns(X.iloc[idx_train], drop)
+    train_rows = X.iloc[idx_train]
+    plan, column_notes = plan_columns(train_rows, drop)
     notes.extend(column_notes)
     if not plan["inputs"]:
         raise DataError(f"{source}: no feature column is left: {'; '.join(column_notes)}")
-    preprocessor = Preprocessing(plan, _make_preprocessor())
-    X_train = preprocessor.encoder.fit_transform(apply_plan(plan, X.iloc[idx_train])).astype(np.float32)
-    transform = lambda idx: preprocessor.transform(X.iloc[idx]).astype(np.float32)  # noqa: E731
+    _check_no_infinity(X[[c for c in X.columns if str(c) in plan["inputs"]]], source)
+    planned = apply_plan(plan, train_rows)
+    feature_names = [str(c) for c in planned.columns]
+    preprocessor = Preprocessing(fit_state(plan, planned))
+    del train_rows, planned  # the features are built a block of rows at a time, from the table itself
+    features = lambda idx: transform(preprocessor.state, X, idx)  # noqa: E731
     mean, std = 0.0, 1.0
     if task == "regression":
         mean, std = float(y[idx_train].mean()), float(y[idx_train].std() or 1.0)
         y = ((y - mean) / std).astype(np.float32)
+    train, val, test = features(idx_train), features(idx_val), features(idx_test)
+    give_back_freed_memory()
     return Dataset(
-        train=Split(X_train, y[idx_train]),
-        val=Split(transform(idx_val), y[idx_val]),
-        test=Split(transform(idx_test), y[idx_test]),
+        train=Split(train, y[idx_train]),
+        val=Split(val, y[idx_val]),
+        test=Split(test, y[idx_test]),
         task=task,
-        feature_names=[str(c) for c in preprocessor.encoder.feature_names_in_],
+        feature_names=feature_names,
         classes=classes,
         target_mean=mean,
         target_std=std,
         preprocessor=preprocessor,
         notes=tuple(notes),
+        n_numeric=len(preprocessor.state["numeric"]),
+        rows=Rows(X, y_raw, idx_train, idx_val, idx_test),
     )
 
 
@@ -148,6 +168,35 @@ def _read_table(kind: str, path: Path, source: str) -> pd.DataFrame:
     return frame
 
 
+def _call_data_function(function: Any, space_path: Path) -> Any:
+    """What the space file's data function returns; what it raises is a :class:`SpaceError` naming the function
+    and the space file's line where it was raised."""
+    try:
+        return function()
+    except HpsearchError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the user's code: one line naming where it failed
+        code = getattr(function, "__code__", None)
+        lines = [f.lineno for f in traceback.extract_tb(err.__traceback__) if code and f.filename == code.co_filename]
+        line = lines[-1] if lines else getattr(code, "co_firstlineno", None)
+        name = getattr(function, "__name__", "data")
+        raise SpaceError(f"{name}() raised {type(err).__name__}: {err}", field="data",
+                         path=f"{space_path}:{line}" if line else str(space_path)) from None
+
+
+def _check_no_infinity(features: pd.DataFrame, source: str) -> None:
+    """Infinite numbers are no value a network can learn from, nor a missing one to impute: refused, named."""
+    numeric = features.select_dtypes("number")
+    if numeric.empty:
+        return
+    counts = np.array([np.isinf(numeric[c].to_numpy(dtype=np.float64, na_value=np.nan)).sum() for c in numeric])
+    if counts.any():
+        shown = ", ".join(f"column {str(c)!r} ({n} {'row' if n == 1 else 'rows'})"
+                          for c, n in zip(numeric.columns, counts, strict=True) if n)
+        raise DataError(f"{source}: infinite values in {shown}; replace them with numbers, or with NaN "
+                        "(missing values are imputed)")
+
+
 def _is_array_data(result: Any) -> bool:
     """``(X, y)`` whose ``X`` has more than two dimensions (N examples of shape (C, H, W), ...)."""
     return (isinstance(result, tuple) and len(result) == 2 and not isinstance(result[0], pd.DataFrame)
@@ -183,17 +232,33 @@ def _check_drop(drop: tuple[str, ...], frame: pd.DataFrame, target: str, source:
 
 
 # ------------------------------------------------------------------------------------------- preprocessing
+def fit_state(plan: dict[str, Any], train: pd.DataFrame) -> dict[str, Any]:
+    """The preprocessing fitted on the training rows after the column plan, as plain JSON data (the ``state`` of
+    :func:`hpsearch.data.dataset.preprocessing_state`).
+
+    Numeric columns (the plan's numbers, booleans and date parts): scikit-learn's ``SimpleImputer`` (median) then
+    ``StandardScaler``; text columns: ``SimpleImputer`` (most frequent) then ``OneHotEncoder``. Each is fitted on
+    one column at a time, as a ``ColumnTransformer`` of them would fit it, so that a million rows never become a
+    float64 copy of the whole table.
+    """
+    state: dict[str, Any] = {"columns": list(plan["inputs"]), "numeric": [], "categorical": [], "plan": plan}
+    for name in train.columns:
+        column = train[name]
+        if pd.api.types.is_numeric_dtype(column):
+            values = column.to_numpy(dtype=np.float64, na_value=np.nan)[:, None]
+            imputer = SimpleImputer(strategy="median").fit(values)
+            scaler = StandardScaler().fit(imputer.transform(values))
+            state["numeric"].append({"name": str(name), "fill": float(imputer.statistics_[0]),
+                                     "mean": float(scaler.mean_[0]), "scale": float(scaler.scale_[0])})
+        else:
+            values = column.to_numpy(dtype=object)[:, None]
+            imputer = SimpleImputer(strategy="most_frequent").fit(values)
+            encoder = OneHotEncoder(handle_unknown="ignore").fit(imputer.transform(values))
+            state["categorical"].append({"name": str(name), "fill": _plain(imputer.statistics_[0]),
+                                         "categories": [_plain(c) for c in encoder.categories_[0]]})
+    return state
 
 
-def _make_preprocessor() -> ColumnTransformer:
-    numeric = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
-    categorical = make_pipeline(
-        SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore", sparse_output=False)
-    )
-    return ColumnTransformer(
-        [
-            ("numeric", numeric, make_column_selector(dtype_include="number")),
-            ("categorical", categorical, make_column_selector(dtype_exclude="number")),
-        ],
-        sparse_threshold=0.0,
-    )
+def _plain(value: Any) -> Any:
+    """A numpy scalar as a plain Python value, so that it goes to JSON."""
+    return value.item() if isinstance(value, np.generic) else value

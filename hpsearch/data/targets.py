@@ -11,9 +11,10 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelEncoder
 
-from hpsearch.errors import DataError
+from hpsearch.errors import DataError, SpaceError
 
-__all__ = ["MAX_INFERRED_CLASSES", "encode_target", "infer_task", "split_indices"]
+__all__ = ["MAX_INFERRED_CLASSES", "check_target_params", "encode_target", "infer_task", "split_indices",
+           "target_note"]
 
 #: A numeric target of whole numbers with at most this many distinct values is taken for class labels; with
 #: more (a count, miles per gallon, a price) it is a quantity: regression.
@@ -72,3 +73,55 @@ def split_indices(
     rest, test = cut(indices, test_frac)
     train, val = cut(rest, val_frac / (1 - test_frac))
     return train, val, test
+
+
+def check_target_params(params: dict[str, Any], task: str, y: pd.Series) -> None:
+    """The space file's choices that depend on the target fit it: a target transform for a regression whose
+    values it can take (``log1p`` needs values above -1), label smoothing for classes."""
+    given = {name: _options(params[name]) for name in ("target_transform", "label_smoothing") if name in params}
+    transforms = [t for t in given.get("target_transform", ()) if t != "none"]
+    if transforms and task != "regression":
+        raise SpaceError(f"is for a regression target, but this search's task is {task}; leave it out",
+                         field="params.target_transform")
+    lowest = float(y.min()) if transforms else 0.0
+    if "log1p" in transforms and not lowest > -1:
+        raise SpaceError(f"'log1p' needs target values above -1, but {y.name!r} has values down to {lowest:g}; "
+                         "use 'none'", field="params.target_transform")
+    if any(v for v in given.get("label_smoothing", ()) if v) and task == "regression":
+        raise SpaceError("is for classification, but this search's task is regression; leave it out",
+                         field="params.label_smoothing")
+
+
+def _options(spec: Any) -> tuple[Any, ...]:
+    """The values a hyperparameter can take: a choice's options, a range's ends, or the value itself."""
+    if hasattr(spec, "options"):
+        return tuple(spec.options)
+    if hasattr(spec, "low"):
+        return (spec.low, spec.high)
+    return (spec,)
+
+
+#: Why a regression target is learned as it is unless the space file says otherwise (``bench/model_levers.py``,
+#: docs/benchmarks.md): the RMSE is judged in the target's units, and a log scale trades it for relative errors.
+TARGET_DEFAULT_REASON = ("on the tables it was measured on, learning log1p of the target raised the RMSE in the "
+                         "target's units on 6 of 13, lowered it on none")
+
+
+def target_note(params: dict[str, Any], task: str, target: str) -> str | None:
+    """The line a search prints about what its regression network learns: the target itself or its ``log1p``
+    (the space file's ``target_transform``, or the default), and why."""
+    if task != "regression":
+        return None
+    spec = params.get("target_transform")
+    name = f"target {target!r}"
+    if spec is None:
+        return (f"{name}: learned as it is, standardised (target_transform 'none' by default: "
+                f"{TARGET_DEFAULT_REASON}); target_transform='log1p' learns its log instead")
+    options = _options(spec)
+    if len(options) > 1:
+        return (f"{name}: target_transform is searched ({', '.join(map(str, options))}); each trial's params say "
+                "which it learned, and its predictions are in the target's units")
+    if options[0] == "log1p":
+        return (f"{name}: the network learns log1p of it, standardised (target_transform='log1p', given in the space "
+                "file); its predictions are turned back into the target's units")
+    return f"{name}: learned as it is, standardised (target_transform='none', given in the space file)"

@@ -12,13 +12,15 @@ turns non-finite fails alone. The next population is proposed from every trial t
 Populations run in this process, or, on Ray (``--address``, GPUs per trial, or a Ray this process already runs),
 one per Ray actor with the trial resources, as many at once as the cluster has slots. Populations that run at
 once form a wave: every population of a wave trains one epoch, then the driver reads their results in a fixed
-order, so the same space file and seed give the same trials and metrics, run after run.
+order, so the same space file and seed give the same trials and metrics, run after run. A resumed search keeps its
+ended trials (the searcher is told them first) and trains its unfinished ones again, from their first epoch.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,9 +32,11 @@ from hpsearch.data.sources import Dataset
 from hpsearch.execution.population_worker import PopulationWorker, StepResult
 from hpsearch.execution.progress import Progress
 from hpsearch.execution.ray_tune import parallel_slots
-from hpsearch.execution.sampling import make_pruner, make_sampler, train_settings
+from hpsearch.execution.sampling import RERUN_OF, make_study, queue_unfinished, train_settings
+from hpsearch.execution.stopping import Ending
 from hpsearch.space import Search, suggest_params
 from hpsearch.tracking import tracker as tracking
+from hpsearch.tracking.schema import TrialRecord
 from hpsearch.training.fit import TrialConfig, early_stopping, stops_early
 
 __all__ = ["POPULATION_SIZE", "fit_batched", "population_sizes"]
@@ -60,11 +64,18 @@ class _Member:
     config: TrialConfig
     state: dict[str, Any] = field(default_factory=lambda: {"best": None, "bad_epochs": 0})  # as train.fit keeps it
     early_stopped: bool = False
+    replayed: int = 0  # epochs MLflow already has (a trial run again after a resume): not stopped before them
+
+
+#: What ends a member after an epoch: its last epoch or early stopping (NORMAL), the pruner, or the search's end.
+NORMAL, PRUNED = "", "scheduler"
 
 
 def fit_batched(search: Search, data: Dataset, metric: str, mode: str, tracker: tracking.TrialTracker,
-                model_root: Path, progress: Progress, *, on_ray: bool = False) -> None:
-    """Run every trial of the search, a population at a time, tracked and shown like the other executors'."""
+                model_root: Path, progress: Progress, ending: Ending, earlier: list[TrialRecord], *,
+                on_ray: bool = False) -> None:
+    """Run the search's trials, a population at a time, tracked and shown like the other executors', until
+    ``ending`` says the search is over. ``earlier``: the trials the searcher is told first."""
     threads = torch.get_num_threads()
     per_trial = max(1, math.floor(search.resources["cpu"]))
     workers: list[Any] = []
@@ -76,7 +87,7 @@ def fit_batched(search: Search, data: Dataset, metric: str, mode: str, tracker: 
             slots = max(1, _cores() // per_trial)  # stacks trained at once: as many as Ray would run trials
             workers = [_InProcess(PopulationWorker(data.for_trials(), threads=per_trial, write_here=True,
                                                    groups_at_once=slots))]
-        _Search(search, metric, mode, tracker, model_root, progress).run(workers)
+        _Search(search, metric, mode, tracker, model_root, progress, ending, earlier).run(workers)
     finally:
         torch.set_num_threads(threads)
         for worker in workers:
@@ -88,21 +99,35 @@ class _Search:
     """The driver's loop: ask a wave of populations, train it epoch by epoch, decide, track, tell."""
 
     def __init__(self, search: Search, metric: str, mode: str, tracker: tracking.TrialTracker, model_root: Path,
-                 progress: Progress) -> None:
+                 progress: Progress, ending: Ending, earlier: list[TrialRecord]) -> None:
         self.search, self.metric, self.mode = search, metric, mode
-        self.tracker, self.model_root, self.progress = tracker, model_root, progress
+        self.tracker, self.model_root, self.progress, self.ending = tracker, model_root, progress, ending
         self.settings = train_settings(search, metric, mode)
-        self.study = optuna.create_study(direction="minimize" if mode == "min" else "maximize",
-                                         sampler=make_sampler(search), pruner=make_pruner(search))
+        self.study, _ = make_study(search, metric, mode, earlier, start=not tracker.records)
+        queued, self.free = queue_unfinished(self.study, search, tracker)  # these start first
+        self.started = len(tracker.records) - queued - len(self.free)  # the trials that ended, or that run now
 
     def run(self, workers: list[Any]) -> None:
-        sizes = population_sizes(self.search.num_samples, len(workers))
-        self.progress.begin(self.search.num_samples, self.metric, self.mode, self.search.max_epochs)
-        for start in range(0, len(sizes), len(workers)):
-            wave = sizes[start : start + len(workers)]
+        self.progress.begin(self.search.num_samples, self.metric, self.mode, self.search.max_epochs,
+                            time_left=self.ending.time_left, ended=self.tracker.records.values())
+        for wave in self._waves(len(workers)):
             populations = [self._start_population(worker, size) for worker, size in zip(workers, wave, strict=False)]
             self._train(list(zip(workers, populations, strict=False)))
         self.tracker.flush()
+
+    def _waves(self, slots: int) -> Iterator[list[int]]:
+        """The sizes of the populations trained at once, wave after wave, while the search may start trials."""
+        left = self.search.num_samples
+        sizes = population_sizes(left - self.started, slots) if left is not None and left > self.started else []
+        start = 0
+        while self.ending.may_start(self.started):
+            wave = sizes[start : start + slots] if left is not None else [POPULATION_SIZE] * slots
+            start += slots
+            if not wave:
+                return
+            self.started += sum(wave)
+            self.ending.trial_started()
+            yield wave
 
     def _start_population(self, worker: Any, size: int) -> dict[str, _Member]:
         """Ask the sampler for ``size`` trials, open their runs, and hand their configs to the worker."""
@@ -112,10 +137,12 @@ class _Search:
             trial = self.study.ask()
             config = TrialConfig.from_params({**suggest_params(self.search.params, trial), **trial.params},
                                              **self.settings)
-            trial_id = f"batched_{trial.number:05d}"
-            name = self.tracker.trial_started(trial_id, config.to_params()).name
-            self.progress.trial_started(name)
-            members[trial_id] = _Member(trial, trial_id, name, self.model_root / f"trial_{trial.number:05d}", config)
+            trial_id = trial.user_attrs.get(RERUN_OF) or (self.free.pop(0) if self.free else
+                                                          self.tracker.unused_id("batched"))
+            record = self.tracker.trial_started(trial_id, config.to_params())
+            self.progress.trial_started(record.name)
+            members[trial_id] = _Member(trial, trial_id, record.name, self.model_root / trial_id, config,
+                                        replayed=record.epochs)
             configs[trial_id] = config
         worker.start(configs)
         return members
@@ -123,23 +150,24 @@ class _Search:
     def _train(self, wave: list[tuple[Any, dict[str, _Member]]]) -> None:
         """Epoch after epoch until every member of every population of the wave has ended."""
         stops: list[dict[str, str]] = [{} for _ in wave]
-        ending: list[dict[str, bool]] = [{} for _ in wave]  # id -> pruned, of members stopped by the last epoch
+        ending: list[dict[str, str]] = [{} for _ in wave]  # id -> why, of members stopped by the last epoch
         while any(members for _, members in wave):
             for (worker, _), stop in zip(wave, stops, strict=True):
                 worker.send(stop)
             for index, (worker, members) in enumerate(wave):  # a fixed order: the same decisions every run
                 saved, results, failed = worker.receive()
-                for trial_id, pruned in ending[index].items():
-                    self._end(members.pop(trial_id), pruned, saved.get(trial_id, {}))
+                for trial_id, why in ending[index].items():
+                    self._end(members.pop(trial_id), why, saved.get(trial_id, {}))
                 stops[index], ending[index] = {}, {}
                 for trial_id, error in failed.items():
                     self._fail(members.pop(trial_id), error)
                 for trial_id, member in members.items():
-                    if trial_id in results and (pruned := self._epoch(member, results[trial_id])) is not None:
-                        stops[index][trial_id], ending[index][trial_id] = str(member.model_dir), pruned
+                    if trial_id in results and (why := self._epoch(member, results[trial_id])) is not None:
+                        stops[index][trial_id], ending[index][trial_id] = str(member.model_dir), why
 
-    def _epoch(self, member: _Member, metrics: dict[str, float]) -> bool | None:
-        """Track one epoch of a member and decide: None (it goes on), or its end (True when pruned)."""
+    def _epoch(self, member: _Member, metrics: dict[str, float]) -> str | None:
+        """Track one epoch of a member and decide: None (it goes on), or why it ends (:data:`NORMAL`,
+        :data:`PRUNED`, or the search's reason to end)."""
         epoch = int(metrics["epoch"])
         value = metrics[self.metric]
         member.state = early_stopping(member.state, value, member.config)  # train.fit's rule, member by member
@@ -150,22 +178,28 @@ class _Search:
         record = self.tracker.records[member.trial_id]
         self.progress.epoch(member.name, record.epochs, record.metrics)
         member.trial.report(value, epoch)
+        reason = self.ending.epoch(value)
+        last = early or epoch >= self.search.max_epochs
+        if epoch <= member.replayed and not last:
+            return None
         if member.trial.should_prune():
-            return True
-        return False if early or epoch >= self.search.max_epochs else None
+            return PRUNED
+        return NORMAL if last else reason
 
-    def _end(self, member: _Member, pruned: bool, files: dict[str, bytes]) -> None:
+    def _end(self, member: _Member, why: str, files: dict[str, bytes]) -> None:
         for file_name, content in files.items():  # a model that came back from an actor
             member.model_dir.mkdir(parents=True, exist_ok=True)
             (member.model_dir / file_name).write_bytes(content)
         record = self.tracker.trial_ended(member.trial_id, model_dir=str(member.model_dir),
-                                          early_stopped=member.early_stopped)
+                                          early_stopped=member.early_stopped,
+                                          stop_reason=None if why in (NORMAL, PRUNED) else why)
         value = record.metrics.get(self.metric)
-        if pruned:
+        if why == PRUNED:
             self.study.tell(member.trial, state=optuna.trial.TrialState.PRUNED)
         else:
             self.study.tell(member.trial, value)
-        self.progress.trial_ended(record.name, record.status, record.epochs, value, record.error)
+        self.ending.trial_ended(record)
+        self.progress.trial_ended(record.name, record.status, record.epochs, record.value(self.metric), record.error)
 
     def _fail(self, member: _Member, error: str) -> None:
         record = self.tracker.trial_ended(member.trial_id, error=error)
@@ -228,7 +262,7 @@ def _ray_workers(search: Search, data: Dataset, threads: int) -> list[_OnRay]:
     import ray
 
     resources = search.resources
-    count = min(parallel_slots(resources), search.num_samples)
+    count = min(parallel_slots(resources), search.num_samples or parallel_slots(resources))
     actor_class = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"])(PopulationWorker)
     shared = ray.put(data.for_trials())
     device = "cuda" if resources["gpu"] > 0 else "cpu"

@@ -23,6 +23,8 @@ def choose_local_or_ray(executor: str, search: Search, n_train: int, *, resume: 
     """``"ray"`` or ``"local"``: ``auto`` picks local for a small CPU budget when no Ray is running here."""
     if executor != "auto":
         return executor
+    if search.num_samples is None:  # trials until a time budget is spent: not a budget of a few seconds
+        return "ray"
     budget = search.num_samples * search.max_epochs * n_train
     small = budget <= AUTO_LOCAL_BUDGET and search.resources["gpu"] == 0
     return "local" if small and not resume and not ray_running() else "ray"

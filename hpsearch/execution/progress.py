@@ -12,11 +12,12 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TextIO
 
 from hpsearch.show import number
+from hpsearch.tracking.schema import ENDED, TrialRecord
 
 __all__ = ["QUIET", "NORMAL", "VERBOSE", "Progress", "Snapshot", "format_duration", "trial_line"]
 
@@ -29,7 +30,7 @@ _RUNNING_SHOWN = 3  # running trials named in the status line; more are counted
 class Snapshot:
     """Where the search stands: what the status line shows, as data (tests and the final summary read it)."""
 
-    total: int
+    total: int | None  # None: trials until the time budget is spent
     running: int = 0
     counts: dict[str, int] = field(default_factory=lambda: {"completed": 0, "stopped": 0, "failed": 0})
     best_value: float | None = None
@@ -38,6 +39,7 @@ class Snapshot:
     eta_s: float | None = None
     max_epochs: int | None = None
     running_epochs: dict[str, int] = field(default_factory=dict)  # running trial -> epochs it has trained
+    budget_left_s: float | None = None  # of the search's time budget
 
     @property
     def done(self) -> int:
@@ -69,6 +71,7 @@ class Progress:
         self.state = Snapshot(total=0)
         self.clock, self.tick_s = clock, tick_s
         self.started = clock()
+        self.ended_names: set[str] = set()  # the trials announced as ended in this run of the command
         self._trials_started: float | None = None  # when the trials began: the pace is measured from there
         self._epochs_seen: dict[str, int] = {}  # trial -> last epoch counted in this session's pace
         self._epochs_now = 0  # epochs trained since begin()
@@ -78,11 +81,13 @@ class Progress:
         self._lock = threading.RLock()
         self._timer: threading.Thread | None = None
         self._stop = threading.Event()
+        self._time_left: Callable[[], float | None] | None = None  # the time budget's
 
     def __getstate__(self) -> dict:
         """Ray Tune pickles its callbacks with the experiment state; a stream, a lock and a thread do not
         pickle, so they stay behind (a restored copy writes to stdout, without a timer)."""
-        return {**self.__dict__, "stream": None, "clock": None, "_lock": None, "_timer": None, "_stop": None}
+        return {**self.__dict__, "stream": None, "clock": None, "_lock": None, "_timer": None, "_stop": None,
+                "_time_left": None}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -90,13 +95,22 @@ class Progress:
         self._lock, self._timer, self._stop = threading.RLock(), None, threading.Event()
 
     # ------------------------------------------------------------------------------------------ events
-    def begin(self, total: int, metric: str, mode: str, max_epochs: int | None = None) -> None:
-        """The trials are about to start: the counts start afresh, the clock goes on (the start-up counts)."""
+    def begin(self, total: int | None, metric: str, mode: str, max_epochs: int | None = None, *,
+              time_left: Callable[[], float | None] | None = None, ended: Iterable[TrialRecord] = ()) -> None:
+        """The trials are about to start: the counts start afresh, the clock goes on (the start-up counts).
+
+        ``total``: the search's trials (None: until the time budget is spent); ``time_left``: the seconds of the
+        time budget left, shown in the status line; ``ended``: a resumed search's trials, those that ended count.
+        """
         with self._lock:
             self.metric, self.mode = metric, mode
             self.state = Snapshot(total=total, max_epochs=max_epochs)
+            self._time_left = time_left
             self._trials_started = self.clock()
             self._epochs_seen, self._epochs_now, self._ended_epochs, self._eta = {}, 0, [], None
+            for record in ended:
+                if record.status in ENDED:
+                    self.already_ended(record.name, record.status, record.last(metric), record.epochs)
             self._refresh()
         if self.live and self.verbosity >= NORMAL and self._timer is None:
             self._stop.clear()
@@ -142,6 +156,7 @@ class Progress:
     def trial_ended(self, name: str, status: str, epochs: int, value: float | None, error: str | None = None) -> None:
         """A trial finished (completed, stopped or failed): update the counts and the best so far."""
         with self._lock:
+            self.ended_names.add(name)
             state = self.state
             state.running_epochs.pop(name, None)
             state.running = len(state.running_epochs)
@@ -177,14 +192,18 @@ class Progress:
     # ------------------------------------------------------------------------------------------ display
     def status_line(self) -> str:
         """The status line: ``[ 7/20] 2 running (trial_008 e4/20, trial_009 e2/20) | 4 completed 2 stopped 1
-        failed | best val_loss 0.1234 (trial_003) | 1m05s, ~2m left``."""
+        failed | best val_loss 0.1234 (trial_003) | 1m05s, ~2m left``; with a time budget, what is left of it
+        (``1m05s, 3m55s of the time budget left``)."""
         self._tick()
         s = self.state
         counts = " ".join(f"{n} {k}" for k, n in s.counts.items() if n) or "none finished"
         best = f"best {self.metric} {number(s.best_value)} ({s.best_trial})" if s.best_trial else "no best yet"
-        eta = f", ~{format_duration(s.eta_s)} left" if s.eta_s is not None else ""
-        return (f"[{s.done:>{len(str(s.total))}}/{s.total}] {self._running()} | {counts} | {best} | "
-                f"{format_duration(s.elapsed_s)}{eta}")
+        ends_first = s.eta_s is not None and (s.budget_left_s is None or s.eta_s < s.budget_left_s - 1)
+        eta = f", ~{format_duration(s.eta_s)} left" if ends_first else ""
+        if s.budget_left_s is not None:
+            eta += f", {format_duration(s.budget_left_s)} of the time budget left"
+        done = f"{s.done:>{len(str(s.total))}}/{s.total}" if s.total is not None else str(s.done)
+        return f"[{done}] {self._running()} | {counts} | {best} | {format_duration(s.elapsed_s)}{eta}"
 
     def _running(self) -> str:
         """``2 running (trial_003 e4/20, trial_005 e2/20)``: which trials train, and how far they are."""
@@ -213,7 +232,10 @@ class Progress:
         s = self.state
         now = self.clock()
         s.elapsed_s = now - self.started
+        s.budget_left_s = self._time_left() if self._time_left is not None else None
         estimate = self._estimate(now)
+        if estimate is not None and s.budget_left_s is not None:  # the search ends when its budget is spent
+            estimate = min(estimate, s.budget_left_s)
         if estimate is not None and self._eta is not None:  # it only falls while the trials run
             estimate = max(0.0, min(estimate, self._eta[0] - (now - self._eta[1])))
         self._eta = (estimate, now) if estimate is not None else None
@@ -223,7 +245,7 @@ class Progress:
         """Seconds left: the epochs still to train (a trial takes as many as the ended ones did on average, or
         ``max_epochs`` before any ended) at the pace of the epochs trained so far."""
         s = self.state
-        if s.done >= s.total or not self._epochs_now or self._trials_started is None:
+        if s.total is None or s.done >= s.total or not self._epochs_now or self._trials_started is None:
             return None
         per_trial = (sum(self._ended_epochs) / len(self._ended_epochs)) if self._ended_epochs else s.max_epochs
         if not per_trial:

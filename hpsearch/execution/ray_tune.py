@@ -8,11 +8,15 @@ progress display. Ray loads only for a search that runs on it (about 1.5 s of im
 
 from __future__ import annotations
 
+import atexit
+import errno
 import functools
 import logging
 import math
 import os
+import re
 import shutil
+import signal
 import sys
 import threading
 import warnings
@@ -25,21 +29,28 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Ctrl-C raises KeyboardInterrupt at once: Tune's own handler would stop the running trials as if they had ended,
 # and their runs would be closed as finished. A resumed trial goes on from its last checkpoint.
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+# A search stopped by a failure (a full disk) reports it in one line; the trials still running when it stopped
+# fail too, and Ray would log each of their errors again as it exits.
+os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
 
 from hpsearch import upstream_internals  # noqa: E402
 from hpsearch.cluster import checks  # noqa: E402
 from hpsearch.data.dataset import Dataset  # noqa: E402
-from hpsearch.errors import SpaceError  # noqa: E402
+from hpsearch.errors import MachineError, SpaceError  # noqa: E402
+from hpsearch.execution import ray_ending as ray_end  # noqa: E402
 from hpsearch.execution import restore as ray_state  # noqa: E402
 from hpsearch.execution.progress import Progress  # noqa: E402
-from hpsearch.execution.sampling import make_sampler, train_settings  # noqa: E402
+from hpsearch.execution.sampling import STUDY_NAME, make_study, train_settings  # noqa: E402
+from hpsearch.execution.stopping import Ending  # noqa: E402
 from hpsearch.execution.trainable import ENDED_MS_KEY, NODE_ID_KEY, decision_epochs, epochs_of, ray_trial  # noqa: E402
+from hpsearch.loading import imports_without_gc  # noqa: E402
 from hpsearch.space import Search, suggest_params  # noqa: E402
+from hpsearch.tracking import resumed  # noqa: E402
 from hpsearch.tracking import tracker as tracking  # noqa: E402
 from hpsearch.tracking.schema import ENDED, Status, TrialRecord  # noqa: E402
 from hpsearch.training.fit import TrialConfig  # noqa: E402
 
-__all__ = ["end_ray_in_background", "fit_on_ray", "keep_trials_ray_knows", "nodes", "parallel_slots", "ray_running",
+__all__ = ["end_ray_in_background", "end_ray_within", "fit_on_ray", "nodes", "parallel_slots", "ray_running",
            "start_ray", "tracking_callback"]
 
 # Ray Tune loads only for a search that runs on it (about 1.5 s of imports the in-process executor saves).
@@ -49,11 +60,12 @@ ray = tune = ExperimentAnalysis = ASHAScheduler = OptunaSearch = None
 def import_ray() -> None:
     global ray, tune, ExperimentAnalysis, ASHAScheduler, OptunaSearch
     if tune is None:
-        import ray
-        from ray import tune
-        from ray.tune import ExperimentAnalysis
-        from ray.tune.schedulers import ASHAScheduler
-        from ray.tune.search.optuna import OptunaSearch
+        with imports_without_gc():
+            import ray
+            from ray import tune
+            from ray.tune import ExperimentAnalysis
+            from ray.tune.schedulers import ASHAScheduler
+            from ray.tune.search.optuna import OptunaSearch
 
         upstream_internals.skip_tune_callback_usage_tag()
 
@@ -70,6 +82,7 @@ def start_ray(resources: dict[str, float], address: str | None = None) -> bool:
     it, see :func:`end_ray_in_background`)."""
     import_ray()
     ours = not ray.is_initialized()
+    on_term = signal.getsignal(signal.SIGTERM)
     if ours and address is not None:
         try:
             ray.init(address=address, log_to_driver=False, logging_level="ERROR", configure_logging=True)
@@ -80,6 +93,8 @@ def start_ray(resources: dict[str, float], address: str | None = None) -> bool:
         # env of their own and get new workers, and the prestarted ones (1 s of CPU on 2 cores) are killed unused.
         ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True,
                  _system_config={"prestart_worker_first_driver": False})
+    if ours and callable(on_term):  # Ray's driver installs its own (a stack dump, an abort): this process's is back
+        signal.signal(signal.SIGTERM, on_term)
     available = ray.cluster_resources()
     for key, ray_key in (("cpu", "CPU"), ("gpu", "GPU")):
         if resources[key] > available.get(ray_key, 0):
@@ -100,43 +115,86 @@ def end_ray_in_background() -> threading.Thread:
     return thread
 
 
+def end_ray_within(seconds: float) -> None:
+    """Shut the Ray this process started down, waiting at most ``seconds``, after a SIGTERM.
+
+    A batch system sends SIGTERM to the whole process group: Ray's own processes end with it (Ray blocks only
+    Ctrl-C in them), and ``ray.shutdown``, run again by Ray's exit handler, would then wait a minute for its
+    GCS and end the process with exit code 1. So after ``seconds`` Ray's exit handler is dropped
+    (``atexit.unregister``) and the process ends with its own code.
+    """
+    if not ray_running():
+        return
+    thread = threading.Thread(target=ray.shutdown, name="hpsearch-ray-shutdown", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        atexit.unregister(ray.shutdown)
+
+
 def fit_on_ray(search: Search, data: Dataset, metric: str, mode: str, tracker: tracking.TrialTracker,
-         ray_path: str, max_failures: int, progress: Progress) -> None:
+               ray_path: str, max_failures: int, progress: Progress, ending: Ending, earlier: list[TrialRecord], *,
+               restore: bool = False, new_path: str | None = None) -> None:
+    """Run the search's trials on Ray Tune until ``ending`` says it is over.
+
+    With ``restore``, Ray Tune's own restore first continues the interrupted search saved in ``ray_path``: its
+    trials, their checkpoints, the searcher's and the scheduler's state. When the search needs more trials than
+    that (a new search; more trials for a finished one; ``--num-samples`` raised), a new Tuner runs them in
+    ``new_path`` (by default ``ray_path``), its searcher told ``earlier`` first; the parent run then names that
+    folder, for a later resume.
+    """
     global _todays_run_config
+    end = {"deadline": ending.deadline_unix(), "goal": ending.goal, "metric": metric, "mode": mode}
     settings = {
         "train": train_settings(search, metric, mode),
         "threads": max(1, math.floor(search.resources["cpu"])),
         "gpu": search.resources["gpu"] > 0,
         "decision_epochs": _decision_epochs(search),
+        "end": end if ending.may_end_early else None,
     }
     trainable = tune.with_resources(tune.with_parameters(ray_trial, data=data.for_trials(), settings=settings),
                                     {"cpu": search.resources["cpu"], "gpu": search.resources["gpu"]})
-    callback = tracking_callback()(tracker, settings["train"], search.num_samples, metric, mode, progress)
-    _todays_run_config = _run_config(ray_path, callback, max_failures)
-    if ray_state.restorable(ray_path):
-        tuner = _restore(ray_path, trainable)
-    else:
-        if "://" not in ray_path:
-            shutil.rmtree(ray_path, ignore_errors=True)
-        tuner = _new_tuner(search, metric, mode, trainable, _todays_run_config)
+    stopper = ray_end.stopper(ending, tracker, metric)
+    keep = len(settings["decision_epochs"]) + 2  # the checkpoints a short trial makes (see _run_config)
+    callback = tracking_callback()(tracker, settings["train"], search.num_samples, metric, mode, progress, ending,
+                                   stopper.reasons)
     # A failing trial is reported by our callback (one line, the traceback in MLflow), not by Tune's logger.
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     try:
-        tuner.fit()
+        if restore:
+            _todays_run_config = _run_config(ray_path, callback, max_failures, stopper, keep)
+            restored = _searcher(search, metric, mode, ending, [], len(tracker.records))  # its state: Ray's saved one
+            ray_end.set_today(searcher=restored, stopper=stopper)
+            _restore(ray_path, trainable).fit()
+            ending.trial_started()  # its trials ran in this run of the command
+        if ending.may_start(len(tracker.records)):
+            path = new_path or ray_path
+            if path != ray_path:  # before any trial: a kill from here on resumes from this folder
+                tracker.store.call(resumed.set_ray_experiment, tracker.parent_run_id, path, len(tracker.records))
+            if "://" not in path:
+                shutil.rmtree(path, ignore_errors=True)
+            _todays_run_config = _run_config(path, callback, max_failures, stopper, keep)
+            told = [r for r in tracker.records.values() if r.status in ENDED]  # the restored ones' too
+            told += [r for r in earlier if r.trial_id not in tracker.records]  # a warm start's
+            searcher = _searcher(search, metric, mode, ending, told, len(tracker.records))
+            ray_end.set_today(searcher=searcher, stopper=stopper)
+            samples = -1 if search.num_samples is None else search.num_samples - len(tracker.records)
+            _new_tuner(search, samples, trainable, _todays_run_config, searcher).fit()
     finally:
         progress.close()
         _todays_run_config = None
 
 
-def _new_tuner(search: Search, metric: str, mode: str, trainable: Any, run_config: tune.RunConfig) -> tune.Tuner:
+def _new_tuner(search: Search, num_samples: int, trainable: Any, run_config: tune.RunConfig,
+               searcher: Any) -> tune.Tuner:
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            metric=metric,
-            mode=mode,
-            search_alg=_searcher(search, metric, mode),
+            metric=searcher.metric,
+            mode=searcher.mode,
+            search_alg=searcher,
             scheduler=_scheduler(search),
-            num_samples=search.num_samples,
+            num_samples=num_samples,
             # On several nodes a reused actor on a fast node takes the trials of nodes whose workers still start.
             reuse_actors=len(checks.alive_nodes(ray.nodes())) <= 1,
             # As many trials at once as the cluster has slots, no more: Tune then starts that many actors at the
@@ -154,8 +212,15 @@ def _new_tuner(search: Search, metric: str, mode: str, trainable: Any, run_confi
 _todays_run_config: Any = None
 
 
-def _run_config(ray_path: str, callback: tune.Callback, max_failures: int) -> tune.RunConfig:
+def _run_config(ray_path: str, callback: tune.Callback, max_failures: int, stopper: tune.Stopper,
+                keep: int) -> tune.RunConfig:
     """Today's callback and failure settings, in a run configuration that a restored Tuner takes as its own.
+
+    ``keep`` checkpoints per trial: as many as a trial of a few seconds makes (ASHA's rungs, its last epoch, one
+    more). Ray Tune saves its whole experiment state (every trial, the searcher's study) each time a trial has
+    made ``num_to_keep`` checkpoints since the last save: with one kept, at every checkpoint of every trial, which
+    grows with the trials run and cost a search of 1,000 short trials more than its trials. Otherwise it saves the
+    state every 10 s or more (5 % of the time at most); a resume goes on from the checkpoints that state names.
 
     Ray Tune pickles the run configuration (callbacks included) into the search's ``tuner.pkl``, and
     ``Tuner.restore`` brings back that copy, with no public way to replace it: its callback would track the
@@ -167,7 +232,8 @@ def _run_config(ray_path: str, callback: tune.Callback, max_failures: int) -> tu
         name=ray_path.rsplit("/", 1)[1],
         storage_path=ray_path.rsplit("/", 1)[0],
         callbacks=[callback],
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        stop=stopper,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=keep),
         failure_config=tune.FailureConfig(max_failures=max_failures),
         verbose=0,
     )
@@ -203,17 +269,6 @@ def parallel_slots(resources: dict[str, float]) -> int:
     return max(1, math.floor(min(slots, default=1) + 1e-9))
 
 
-def keep_trials_ray_knows(tracker: tracking.TrialTracker, ray_path: str) -> None:
-    """Delete the runs of the trials that Ray's last snapshot does not know (opened in the instant before a kill).
-
-    Ray proposes those trials again, and each trial must have exactly one run. When Ray saved nothing before
-    the kill, the search starts afresh and every run goes.
-    """
-    import_ray()
-    known = {t.trial_id for t in ExperimentAnalysis(ray_path).trials} if ray_state.restorable(ray_path) else set()
-    tracker.forget(set(tracker.records) - known)
-
-
 def _restore(ray_path: str, trainable: Any) -> tune.Tuner:
     """Ray Tune's own restore (trials, checkpoints, searcher and scheduler state), with today's run configuration
     (see :func:`_run_config`).
@@ -224,15 +279,23 @@ def _restore(ray_path: str, trainable: Any) -> tune.Tuner:
     return tune.Tuner.restore(str(ray_path), trainable, resume_unfinished=True, resume_errored=False)
 
 
-def _searcher(search: Search, metric: str, mode: str) -> OptunaSearch:
-    """Optuna behind Ray's ``OptunaSearch``, with the sampler the in-process executor uses too."""
-    sampler = make_sampler(search)
+def _searcher(search: Search, metric: str, mode: str, ending: Ending, earlier: list[TrialRecord],
+              trials: int) -> Any:
+    """Optuna behind Ray's ``OptunaSearch``, in the study every executor's searcher starts from (the sampler of
+    the in-process executors, told the search's ``earlier`` trials first), until the search ends (``trials``:
+    those it has already)."""
+    import optuna
+
+    storage = optuna.storages.InMemoryStorage()
+    study, _ = make_study(search, metric, mode, earlier, storage=storage, start=trials == 0)
     space = functools.partial(suggest_params, search.params)
     # A trial retried from its checkpoint (--max-failures) trains again the epochs since that checkpoint, and
     # OptunaSearch reports them to Optuna again: Optuna keeps the first value and warns. Expected here: not shown.
     warnings.filterwarnings("ignore", message=r"The reported value is ignored because this `step=\d+` is already",
                             category=UserWarning)
-    return OptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler)
+    inner = OptunaSearch(space=space, metric=metric, mode=mode, sampler=study.sampler,
+                         storage=storage, study_name=STUDY_NAME)
+    return ray_end.searcher(inner, ending, trials)
 
 
 def _decision_epochs(search: Search) -> list[int]:
@@ -267,16 +330,18 @@ class _TrackingCallback:
     A plain class, so that this module loads without Ray: :func:`tracking_callback` mixes in ``tune.Callback``.
     """
 
-    def __init__(self, tracker: tracking.TrialTracker, train_settings: dict[str, Any], total: int,
-                 metric: str, mode: str, progress: Progress) -> None:
+    def __init__(self, tracker: tracking.TrialTracker, train_settings: dict[str, Any], total: int | None,
+                 metric: str, mode: str, progress: Progress, ending: Ending | None = None,
+                 stop_reasons: dict[str, str] | None = None) -> None:
         self.tracker = tracker
         self.train_settings = train_settings
         self.metric = metric
         self.progress = progress
-        progress.begin(total, metric, mode, train_settings["max_epochs"])
-        for record in tracker.records.values():  # a resumed search: the trials that ended before count too
-            if record.status in ENDED:
-                progress.already_ended(record.name, record.status, record.metrics.get(metric), record.epochs)
+        self.ending = ending
+        self.stop_reasons = stop_reasons if stop_reasons is not None else {}  # the search's end's, by trial
+        # a resumed search: the trials that ended before count too
+        progress.begin(total, metric, mode, train_settings["max_epochs"], ended=tracker.records.values(),
+                       time_left=ending.time_left if ending is not None else None)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         params = TrialConfig.from_params(trial.config, **self.train_settings).to_params()
@@ -313,17 +378,24 @@ class _TrackingCallback:
         if "epoch" in last:  # after a kill and a resume, Ray's last result may be newer than what MLflow got
             self._epochs_reported(trial.trial_id, last)
         record = self.tracker.trial_ended(trial.trial_id, model_dir=_local_dir(checkpoint) if checkpoint else None,
-                                          early_stopped=bool(last.get("early_stopped")))
+                                          early_stopped=bool(last.get("early_stopped")),
+                                          stop_reason=self.stop_reasons.get(trial.trial_id))
+        if self.ending is not None:
+            self.ending.trial_ended(record)
         self._ended(record)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if not self._ended_before(trial):
-            self._ended(self.tracker.trial_ended(trial.trial_id, error=_error_text(trial)))
+            error = _error_text(trial)
+            record = self.tracker.trial_ended(trial.trial_id, error=error)
+            self._ended(record)
+            if (reason := _disk_failure(error)) is not None:  # every trial would fail the same way
+                raise MachineError(f"{record.name} failed: {reason}")
 
     def _ended_before(self, trial: Any) -> bool:
         """Whether the trial's end was recorded before Ray's snapshot knew it (a kill in between): Ray runs it
         again from its last checkpoint, and the end already counted is neither written nor shown again."""
-        return self.tracker.record(trial.trial_id).status in ENDED
+        return self.tracker.records[trial.trial_id].status in ENDED
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Close the runs of trials that Ray restored as already ended but whose end the tracker missed."""
@@ -337,7 +409,7 @@ class _TrackingCallback:
         self.tracker.flush()
 
     def _ended(self, record: TrialRecord) -> None:
-        self.progress.trial_ended(record.name, record.status, record.epochs, record.metrics.get(self.metric),
+        self.progress.trial_ended(record.name, record.status, record.epochs, record.value(self.metric),
                                   record.error)
 
 
@@ -348,12 +420,31 @@ def _local_dir(checkpoint: tune.Checkpoint) -> str:
     return checkpoint.to_directory()
 
 
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
+
+def _disk_failure(error: str) -> str | None:
+    """The line of a trial's traceback that says its disk failed it (full, read-only, an I/O error), else None.
+
+    Read from the text: Ray Tune gives the driver a trial's error through files, and keeps no exception object
+    where the disk refused to take one.
+    """
+    for line in reversed(error.splitlines()):
+        found = re.search(r"\[Errno (\d+)\]", line)
+        if found and int(found[1]) in _DISK_ERRNOS:
+            return f"{line.strip()} ({errno.errorcode[int(found[1])]})"
+    return None
+
+
 def _error_text(trial: Any) -> str:
     """The trial's traceback, from the error file Ray Tune has just written beside the trial."""
     path = trial.error_file
-    if path and Path(path).is_file():
-        return Path(path).read_text(errors="replace")
-    return str(trial.get_error() or "the trial failed without an error message")
+    if path and Path(path).is_file() and (text := Path(path).read_text(errors="replace")).strip():
+        return text
+    try:
+        return str(trial.get_error() or "the trial failed without an error message")
+    except Exception as err:  # noqa: BLE001 - Ray could not write it down (a full disk): what reading it raised
+        return f"the trial failed; its error could not be read back ({type(err).__name__}: {err})"
 
 
 def nodes() -> list[dict[str, Any]]:

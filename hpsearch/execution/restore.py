@@ -96,7 +96,7 @@ def bring_back_checkpoint(checkpoint: Any | None) -> None:
     """Make the checkpoint (a ``ray.tune.Checkpoint``) that Ray's snapshot names exist again, if a kill left it
     deleted.
 
-    Ray Tune deletes a trial's older checkpoint as soon as a newer one is registered (``num_to_keep=1``), and
+    Ray Tune deletes a trial's oldest checkpoint as soon as a newer one is registered (``num_to_keep``), and
     saves its snapshot of the trials a moment later: a kill in between leaves the snapshot naming a checkpoint
     that is gone, and the trial would fail on restore. Its newest whole checkpoint (the state it had reached)
     is copied under that name, so the trial resumes from there.

@@ -9,6 +9,7 @@ writes anything, opens the parent run, hands the trials to one executor (:mod:`~
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,60 +18,39 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hpsearch.cluster import checks
 from hpsearch.data.dataset import preprocessing_state  # noqa: E402
 from hpsearch.data.sources import Dataset, load_dataset  # noqa: E402
-from hpsearch.errors import SpaceError, TrackingError  # noqa: E402
-from hpsearch.execution import batched, ray_tune
-from hpsearch.execution import restore as ray_state
+from hpsearch.errors import HpsearchError, MachineError, SpaceError, machine_failure  # noqa: E402
+from hpsearch.execution import batched, continuation, ray_tune
 from hpsearch.execution.choice import choose_executor, runs_on_ray
 from hpsearch.execution.inprocess import fit_local
+from hpsearch.execution.outcome import SearchOutcome
 from hpsearch.execution.progress import Progress  # noqa: E402
-from hpsearch.execution.sampling import sample_config, train_settings
+from hpsearch.execution.sampling import first_point, sample_config, train_settings
+from hpsearch.execution.stopping import TRIALS, Ending
 from hpsearch.figures import drawing
 from hpsearch.model.network import load_model  # noqa: E402
-from hpsearch.results import publish
+from hpsearch.results import baseline, publish
+from hpsearch.results import ensemble as ensembles
+from hpsearch.results import refit as refits
 from hpsearch.space import Search  # noqa: E402
+from hpsearch.space.defaults import describe_space
+from hpsearch.tracking import lease, resumed
 from hpsearch.tracking import tracker as tracking
 from hpsearch.tracking.connection import experiment_id, tracking_uri_from
-from hpsearch.tracking.schema import Status, TrialRecord, rank  # noqa: E402
+from hpsearch.tracking.schema import Status, TrialRecord  # noqa: E402
 from hpsearch.tracking.store import LocalStore, Store  # noqa: E402
 from hpsearch.training.fit import evaluate, metric_names  # noqa: E402
 from hpsearch.training.model_check import check_model  # noqa: E402
 
-__all__ = ["SearchInterrupted", "SearchOutcome", "resolve_objective", "run_search"]
+__all__ = ["SearchInterrupted", "SearchOutcome", "abort_in_progress", "resolve_objective", "run_search"]
 
 
 DEFAULT_RESULTS_DIR = Path("ray_results")
-
-
-@dataclass
-class SearchOutcome:
-    """What a finished search reports back to the command line."""
-
-    experiment: str
-    parent_run_id: str
-    tracking_uri: str
-    metric: str
-    mode: str
-    trials: list[TrialRecord]
-    best: TrialRecord | None
-    test_metrics: dict[str, float] = field(default_factory=dict)
-    wall_s: float = 0.0
-    warnings: dict[str, str] = field(default_factory=dict)  # a step after the trials that failed -> its error
-    experiment_id: str = ""
-
-    def counts(self) -> dict[str, int]:
-        statuses = [t.status for t in self.trials]
-        return {s.value: statuses.count(s) for s in Status if s != Status.RUNNING}
-
-    def ranked(self) -> list[TrialRecord]:
-        """Trials that ended with a model and a value for the metric, best first (a failed trial is never best)."""
-        return rank(self.trials, self.metric, self.mode)
 
 
 def resolve_objective(search: Search, task: str) -> tuple[str, str]:
@@ -92,6 +72,7 @@ def run_search(
     tracking_uri: str | None = None,
     results_dir: Path = DEFAULT_RESULTS_DIR,
     resume: bool = False,
+    asked: dict[str, Any] | None = None,
     max_failures: int = 0,
     executor: str = "ray",
     progress: Progress | None = None,
@@ -100,13 +81,16 @@ def run_search(
     storage: str | None = None,
     store: Store | None = None,
 ) -> SearchOutcome:
-    """Run one search (or continue an interrupted one) and return its outcome.
+    """Run one search (or continue the latest one of its experiment) and return its outcome.
 
-    Every check that can fail on the user's input (space, data, metric, resources, cluster, tracking store)
-    runs before the first run is written, so a mistake leaves nothing half-written. Raises
-    :class:`SearchInterrupted` when the search was stopped before every trial ended (Ctrl-C). ``progress`` shows
-    the search's lines and its trials as they go (plain lines on stdout when not given); ``plots`` logs the
-    figures to the parent run.
+    Every check that can fail on the user's input (space, data, metric, resources, cluster, tracking store, what
+    a resume or a warm start continues from) runs before the first run is written, so a mistake leaves nothing
+    half-written. Raises :class:`SearchInterrupted` when the search was stopped before it ended (Ctrl-C,
+    SIGTERM). ``progress`` shows the search's lines and its trials as they go (plain lines on stdout when not
+    given); ``plots`` logs the figures to the parent run.
+    ``resume`` continues the experiment's latest search, interrupted or finished, with the executor and the
+    settings it started with; ``asked`` is what the resume asks for: ``num_samples`` (trials in all) and
+    ``time_budget`` (seconds of this run; without ``num_samples``, trials until it is spent).
     ``address`` is an existing Ray cluster (``auto``, ``HOST:PORT``); ``storage`` replaces ``results_dir`` for
     checkpoints (a shared folder or an object store URI, as several nodes need).
     ``executor`` is ``"ray"`` (Ray Tune), ``"local"`` (in-process, :mod:`~hpsearch.execution.inprocess`),
@@ -117,8 +101,12 @@ def run_search(
     on_event = progress.message  # one voice: every line of the search goes through the progress display
     tracking_uri = tracking_uri_from(tracking_uri)  # MLFLOW_TRACKING_URI, as MLflow's own tools
     store = store or LocalStore(tracking_uri)
-    started = time.monotonic()
     experiment = _check_experiment_name(experiment or search.experiment or space_file.stem)
+    asked = dict(asked or {})
+    previous = None
+    if resume:  # refused here, before the data is loaded, when there is nothing to continue
+        search, previous = continuation.check_resume(store, tracking_uri, experiment, search, asked)
+        executor = previous.executor
     _check_gpu_here(search.resources, address)
     on_event(f"loading data from {search.data if isinstance(search.data, str) else 'the space file'}")
     data = load_dataset(search, space_file)
@@ -129,27 +117,35 @@ def run_search(
         check_model(sample_config(search, train_settings(search, metric, mode)), data, shown=str(space_file))
     for note in data.notes:  # what was done to the data: rows without a target, the task, columns changed
         on_event(note)
-    if not search.searched_params() and search.num_samples > 1:
-        on_event(f"note: params has no distribution, so all {search.num_samples} trials train the same "
+    if search.default_params:
+        on_event(f"params: none given, so the built-in network's default space is searched: "
+                 f"{describe_space(search.params)}")
+    elif not search.searched_params() and (search.num_samples or 2) > 1:
+        on_event(f"note: params has no distribution, so all {search.num_samples or 'its'} trials train the same "
                  "configuration (the defaults): add e.g. \"lr\": loguniform(1e-4, 1e-1) to search it")
     on_event(f"{data.task} task: {len(data.train)} train / {len(data.val)} validation / {len(data.test)} test rows, "
              + (f"examples of shape {data.input_shape}" if len(data.input_shape) > 1 else f"{data.n_features} features")
              + f"; optimising {metric} ({mode})")
+    source = continuation.warm_source(previous) if previous is not None else None
+    warm = continuation.warm_start(store, tracking_uri, search, metric, on_event, source=source)
     if address is not None or storage is not None:
         executor = "ray" if executor == "auto" else executor  # a cluster or shared storage means Ray Tune
     executor, why = choose_executor(executor, search, data, resume=resume)
     if why:
         on_event(why)
-    if executor in ("local", "batched") and (resume or max_failures or storage or (address and executor == "local")):
-        raise SpaceError("--resume, --max-failures, --address and --storage need the Ray executor; "
-                         "use --executor ray", field="executor")
+    first = first_point(search)
+    if first and not resume and not warm[1]:
+        on_event("the first trial is the built-in network's default configuration within the space: "
+                 + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in first.items()))
+    if executor in ("local", "batched") and (max_failures or storage or (address and executor == "local")):
+        raise SpaceError("--max-failures, --address and --storage need the Ray executor; use --executor ray",
+                         field="executor")
     drawer = drawing.Drawer.start() if plots else None  # its imports overlap with Ray's start and the trials
     try:
-        outcome = _run_checked(search, space_file, data, metric, mode, experiment, executor, started, drawer,
+        outcome = _run_checked(search, space_file, data, metric, mode, experiment, executor, drawer,
                                plots=plots, store=store, tracking_uri=tracking_uri, results_dir=results_dir,
-                               resume=resume,
-                               max_failures=max_failures, on_event=on_event, progress=progress, address=address,
-                               storage=storage)
+                               resume=resume, asked=asked, warm=warm, max_failures=max_failures, on_event=on_event,
+                               progress=progress, address=address, storage=storage)
     finally:
         if drawer is not None:
             drawer.close()
@@ -157,10 +153,10 @@ def run_search(
 
 
 def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, mode: str, experiment: str,
-                 executor: str, started: float, drawer: drawing.Drawer | None, *, plots: bool, store: Store,
-                 tracking_uri: str | None, results_dir: Path, resume: bool, max_failures: int,
-                 on_event: Callable[[str], None], progress: Progress, address: str | None,
-                 storage: str | None) -> SearchOutcome:
+                 executor: str, drawer: drawing.Drawer | None, *, plots: bool, store: Store,
+                 tracking_uri: str | None, results_dir: Path, resume: bool, asked: dict[str, Any],
+                 warm: tuple[str | None, list[TrialRecord]], max_failures: int, on_event: Callable[[str], None],
+                 progress: Progress, address: str | None, storage: str | None) -> SearchOutcome:
     """The search once its input has been checked: tracking, the trials, the figures and the best model."""
     on_ray = executor == "ray" or (executor == "batched" and runs_on_ray(search, address))
     if on_ray and not ray_tune.ray_running():
@@ -171,76 +167,113 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
     on_event("opening the MLflow store ...")
     uri = store.connect()
     exp_id = store.call(experiment_id, experiment, uri, create=not resume)
+    reopened = None
     if resume:
-        previous = store.call(tracking.find_resumable_search, exp_id, experiment)
-        parent, ray_path = previous.run_id, previous.ray_experiment
-        if previous.params.get("executor") in ("local", "batched"):
-            raise TrackingError(f"search {parent} ran in-process (--executor local) and cannot be resumed; "
-                                "run it again without --resume")
-        search = _as_started(search, previous.params)
-        tracker = tracking.TrialTracker.resume(store, exp_id, parent, search.max_epochs)
-        cut = ray_state.set_aside_cut_saves(ray_path)
-        if cut:
-            on_event(f"Ray Tune's latest save of this search was cut short by the kill ({', '.join(cut)}, kept with "
-                     "a .cut suffix): it resumes from its save before that one, or starts the trials afresh")
-        ray_tune.keep_trials_ray_knows(tracker, ray_path)
-        ended = sum(r.status in tracking.ENDED for r in tracker.records.values())
-        on_event(f"resuming search {parent} in experiment {experiment!r}: {ended} of {search.num_samples} "
-                 "trials already ended and are kept")
+        reopened = continuation.reopen(store, exp_id, experiment, search, asked, on_event, on_ray=executor == "ray")
+        parent, tracker, ray_path = reopened.run_id, reopened.tracker, reopened.ray_path
+        session = reopened.previous.session
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         storage_root = checks.storage_path(storage, results_dir)  # a folder, or an object store URI
         ray_path = f"{storage_root.rstrip('/')}/{_slug(experiment)}-{stamp}-{uuid.uuid4().hex[:6]}"
+        session = 1
         parent = store.call(tracking.start_search_run, exp_id, f"search-{stamp}",
                             {**_search_params(search, data, metric, mode), "executor": executor}, space_file, ray_path,
-                            _data_record(data))
+                            _data_record(data), lease.me(continuation.asked_of(search)))
+        if warm[0] is not None:
+            store.send(resumed.record_warm_start, parent, warm[0])
         tracker = tracking.TrialTracker(store, exp_id, parent, search.max_epochs)
-        if drawer is not None:  # each trial's loss curve is drawn as it ends, while the next ones train
-            tracker.on_ended = drawer.trial_ended
-        on_event(f"search {parent} in experiment {experiment!r}: {search.num_samples} trials, "
+    ending = Ending(search, metric, mode, earlier=tracker.records.values(), started=progress.started,
+                    clock=progress.clock)
+    if not resume:
+        on_event(f"search {parent} in experiment {experiment!r}: {ending.describe()}, "
                  f"up to {search.max_epochs} epochs each, " + _where(executor, on_ray))
         if search.scheduler is not None:
             on_event(search.scheduler.describe(search.max_epochs))
+    earlier = [r for r in tracker.records.values() if r.status in tracking.ENDED] + warm[1]
     ray_ending = None
+    _in_progress.append(lambda: _abort(store, parent, tracker, SearchInterrupted(), session, progress.ended_names))
     try:
         if executor == "local":
-            fit_local(search, data, metric, mode, tracker, Path(ray_path), progress)
+            fit_local(search, data, metric, mode, tracker, Path(ray_path), progress, ending, earlier)
         elif executor == "batched":
-            batched.fit_batched(search, data, metric, mode, tracker, Path(ray_path), progress, on_ray=on_ray)
+            batched.fit_batched(search, data, metric, mode, tracker, Path(ray_path), progress, ending, earlier,
+                                on_ray=on_ray)
         else:
-            ray_tune.fit_on_ray(search, data, metric, mode, tracker, ray_path, max_failures, progress)
+            ray_tune.fit_on_ray(search, data, metric, mode, tracker, ray_path, max_failures, progress, ending, earlier,
+                                restore=reopened is not None and reopened.restore,
+                                new_path=reopened.new_path if reopened is not None else None)
         if our_ray:
             ray_ending = ray_tune.end_ray_in_background()
+        tracker.finish()  # every run id known
         ended = sum(r.status in tracking.ENDED for r in tracker.records.values())
-        if ended < search.num_samples:
+        reason = ending.final_reason()
+        if reason == TRIALS and search.num_samples is not None and ended < search.num_samples:
             raise SearchInterrupted(f"{ended} of {search.num_samples} trials ended")
+        if any(r.status == Status.RUNNING for r in tracker.records.values()):
+            tracker.close_open_runs()  # trials a resume had to run again, left when the search ended first
         outcome = SearchOutcome(experiment, parent, uri, metric, mode, list(tracker.records.values()), None,
-                                experiment_id=exp_id)
+                                experiment_id=exp_id, end_reason=reason, time_used_s=ending.used_s(),
+                                time_budget_s=search.time_budget, ended_because=ending.explain(len(tracker.records)))
         outcome.best = next(iter(outcome.ranked()), None)
         after = _AfterTrials(progress)  # from here on, an error is a warning: the trials' results stand
         if outcome.best is not None:
             outcome.test_metrics = after.step("test", _test_report_of, store, outcome.best, data) or {}
+        state, holdout = preprocessing_state(data.preprocessor), ensembles.holdout_of(data)
+        choosing = None  # the store's process chooses the ensemble while the tree is fitted here
+        if outcome.best is not None and search.ensemble:
+            choosing = after.step("ensemble", store.submit, ensembles.choose, outcome.ranked(), holdout, state,
+                                  steps=search.ensemble, metric=metric, mode=mode)
+        if search.baseline:
+            outcome.tree = after.step("tree", baseline.fit_tree, data) or {}
+        if choosing is not None:
+            outcome.ensemble = after.step("ensemble", choosing.result)
+        if outcome.best is not None and search.refit:
+            members = after.step("refit", refits.refit_published, outcome.ensemble, outcome.best, outcome.trials,
+                                 data, train_settings(search, metric, mode), search.resources["cpu"])
+            if members:
+                outcome.refit = after.step("refit", store.call, ensembles.score, members, holdout, state)
         pending = None
         if plots:  # drawn in the drawer's process (if any) while the best model is published
-            pending = after.step("plots", drawing.start_search_plots, store, parent, outcome.best, data.test, drawer)
+            pending = after.step("plots", drawing.start_search_plots, store, parent, outcome.best, data.test, drawer,
+                                 tracker.curves())
         for line in after.step("publish", store.call, publish.on_search_end, outcome.best, experiment=experiment,
                                parent_run_id=parent, metric=metric, mode=mode, space_file=space_file,
-                               data=_data_field(search), preprocessing=preprocessing_state(data.preprocessor)) or []:
+                               data=_data_field(search), preprocessing=state, ensemble=outcome.ensemble,
+                               refit=outcome.refit, tree=outcome.tree) or []:
             on_event(line)
         if pending is not None:
             after.step("plots", pending.log, store, on_event=progress.detail)
         outcome.warnings = after.warnings
         if after.warnings:
             store.call(tracking.record_warnings, parent, after.warnings, after.tracebacks)
-        store.call(tracking.finish_search_run, parent, outcome.counts(), outcome.best, outcome.test_metrics, metric)
+        store.call(tracking.finish_search_run, parent, outcome.counts(), outcome.best, outcome.test_metrics, metric,
+                   session=session, end_reason=reason, ended=outcome.time_figures())
     except BaseException as err:
-        _abort(store, parent, tracker, err)
+        held = _abort(store, parent, tracker, err, session, progress.ended_names)
+        if held and (reason := _machine_reason(err)):  # the machine failed: say what MLflow holds now
+            raise MachineError(f"{reason}; in MLflow: {held}") from err
+        if isinstance(err, KeyboardInterrupt) and not isinstance(err, SearchInterrupted):
+            ended = sum(r.status in tracking.ENDED for r in tracker.records.values())
+            raise SearchInterrupted(f"{ended} of {len(tracker.records)} trials ended") from err
         raise
     finally:
+        _in_progress.clear()
         if ray_ending is not None:
             ray_ending.join()
-    outcome.wall_s = time.monotonic() - started
+    outcome.wall_s = progress.elapsed()
     return outcome
+
+
+_in_progress: list[Callable[[], None]] = []  # closes the runs of the search this process runs
+
+
+def abort_in_progress() -> bool:
+    """Close the runs of the search this process runs, as an interruption does, from another thread: for a
+    SIGTERM that found the main thread blocked (:mod:`hpsearch.cli.terminate`). Returns whether there was one."""
+    for abort in list(_in_progress):
+        abort()
+    return bool(_in_progress)
 
 
 def _where(executor: str, on_ray: bool) -> str:
@@ -276,7 +309,8 @@ class _AfterTrials:
             return None
 
 
-_STEP_NAMES = {"test": "the best model's test evaluation", "plots": "the figures",
+_STEP_NAMES = {"test": "the best model's test evaluation", "ensemble": "the ensemble's selection",
+               "refit": "the refit on training + validation rows", "tree": "the tree baseline", "plots": "the figures",
                "publish": "the best model's publishing"}
 
 
@@ -289,20 +323,45 @@ def _test_report_of(store: Store, best: TrialRecord, data: Dataset) -> dict[str,
     return metrics
 
 
-def _abort(store: Store, parent: str, tracker: tracking.TrialTracker, error: BaseException) -> None:
-    """After an interruption or a crash: close every run this search opened, none left RUNNING.
+def _abort(store: Store, parent: str, tracker: tracking.TrialTracker, error: BaseException, session: int,
+           shown_ended: set[str]) -> str:
+    """After an interruption or a crash: close every run this search opened, none left RUNNING. ``shown_ended``:
+    the trials the output announced as ended.
 
     An interruption is no error: no traceback is kept (the search resumes). Where the store itself failed (a
-    tracking server gone, a full disk), closing fails too: the original error is what the user must see, so the
-    store's second failure is dropped.
+    tracking server gone, a full disk), closing may fail too: the original error is what the user must see, so the
+    store's second failure is dropped. Returns what MLflow then holds (``2 completed, 1 killed, the search
+    failed``), or "" when the runs could not be closed.
     """
     killed = isinstance(error, KeyboardInterrupt)
+    with contextlib.suppress(Exception):  # a write sent earlier that failed is reported here, not by the closing
+        store.call(tracking.written)
     try:
-        tracker.close_open_runs()
+        held = tracker.close_open_runs()
         store.call(tracking.abort_search_run, parent, "" if killed else "".join(traceback.format_exception(error)),
-                   killed=killed)
+                   killed=killed, session=session)
     except Exception:  # noqa: BLE001 - see the docstring
-        pass
+        return ""
+    statuses = list(held.values())
+    counts = [f"{statuses.count(s)} {s}" for s in dict.fromkeys(sorted(statuses))]
+    lost = sorted(name for name in shown_ended if held.get(name) == Status.KILLED)
+    if lost:  # shown as ended, but their end could not be written
+        counts.append(f"{', '.join(lost)} could not be saved")
+    return ", ".join([*counts, f"the search {'killed' if killed else 'failed'}"])
+
+
+def _machine_reason(err: BaseException) -> str | None:
+    """The one line of a failure of the machine or the store in ``err`` or its causes (else None)."""
+    if isinstance(err, (HpsearchError, KeyboardInterrupt)):
+        return None
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, MachineError):
+            return str(current)
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return machine_failure(err)
 
 
 def _data_field(search: Search) -> str | None:
@@ -310,15 +369,8 @@ def _data_field(search: Search) -> str | None:
     return search.data if isinstance(search.data, str) else None
 
 
-def _as_started(search: Search, params: dict[str, str]) -> Search:
-    """The search with the budget and settings it was started with (a resume must not change them)."""
-    resources = {"cpu": float(params["cpus_per_trial"]), "gpu": float(params["gpus_per_trial"])}
-    return search.replace(num_samples=int(params["num_samples"]), max_epochs=int(params["max_epochs"]),
-                          seed=int(params["seed"]), searcher=params["searcher"], resources=resources)
-
-
 class SearchInterrupted(KeyboardInterrupt):
-    """The search stopped before every trial ended (Ctrl-C); its runs are closed as KILLED, ready to resume."""
+    """The search stopped before it ended (Ctrl-C, SIGTERM); its runs are closed as KILLED, ready to resume."""
 
 
 def _check_experiment_name(name: str) -> str:
@@ -384,6 +436,14 @@ def _search_params(search: Search, data: Dataset, metric: str, mode: str) -> dic
         "n_features": data.n_features,
         "n_train": len(data.train),
         "drop": json.dumps(list(search.drop)),
+        "ensemble": search.ensemble,
+        "baseline": search.baseline,
+        "cv": search.cv,
+        "refit": search.refit,
+        "time_budget": search.time_budget,
+        "patience": search.patience,
+        "goal": search.goal,
+        "warm_start": search.warm_start,
         **({"model": search.model.__name__} if search.model is not None else {}),
         **search.describe_params(),
     }

@@ -22,10 +22,13 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-import torch
+from hpsearch.loading import imports_without_gc
 
-from hpsearch.data.dataset import Dataset
-from hpsearch.training.fit import TrialConfig, fit
+with imports_without_gc():  # a Ray worker loads torch here: 0.35 s of its CPU went to the collector
+    import torch
+
+    from hpsearch.data.dataset import Dataset
+    from hpsearch.training.fit import TrialConfig, fit
 
 __all__ = ["CHECKPOINT_EVERY_S", "EARLIER_KEY", "ENDED_MS_KEY", "NODE_ID_KEY", "REPORT_EVERY_S", "Reporter",
            "decision_epochs", "epochs_of", "ray_trial"]
@@ -57,7 +60,7 @@ def ray_trial(config: dict[str, Any], data: Dataset, settings: dict[str, Any]) -
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
     report = Reporter(send, node_id=node_id, last_epoch=trial_config.max_epochs,
-                      decision_epochs=settings["decision_epochs"])
+                      decision_epochs=settings["decision_epochs"], end=settings.get("end"))
     checkpoint = tune.get_checkpoint()
     try:
         if checkpoint is None:
@@ -78,15 +81,22 @@ class Reporter:
     exactly that epoch, as with a report per epoch), at the trial's last epoch (``last_epoch``, or the epoch
     early stopping ends it at) and once :data:`CHECKPOINT_EVERY_S` has passed since the last checkpoint; one
     without, once :data:`REPORT_EVERY_S` has passed since the last report.
+
+    ``end``: how the search may end before its trials do (:class:`~hpsearch.execution.stopping.Ending`): its time
+    budget's end (``deadline``, a Unix time) and its ``goal`` (with ``metric`` and ``mode``). Then every report
+    carries a checkpoint, so that Tune may stop the trial at any report with its model of that epoch, and the
+    first epoch past the deadline, or that reaches the goal, is reported at once.
     """
 
     def __init__(self, send: Callable[[dict[str, Any], Callable[[Path], None] | None], None], *, node_id: str,
-                 last_epoch: int, decision_epochs: Collection[int], clock: Callable[[], float] = time.monotonic):
+                 last_epoch: int, decision_epochs: Collection[int], clock: Callable[[], float] = time.monotonic,
+                 end: dict[str, Any] | None = None):
         self.send = send
         self.node_id = node_id
         self.last_epoch = last_epoch
         self.decision_epochs = frozenset(decision_epochs)
         self.clock = clock
+        self.end = end
         self.pending: list[dict[str, float]] = []
         self.reported = self.checkpointed = clock()
 
@@ -95,9 +105,19 @@ class Reporter:
         now = self.clock()
         epoch = int(metrics["epoch"])
         checkpoint = (epoch >= self.last_epoch or bool(metrics.get("early_stopped")) or epoch in self.decision_epochs
-                      or now - self.checkpointed >= CHECKPOINT_EVERY_S)
+                      or now - self.checkpointed >= CHECKPOINT_EVERY_S or self._search_ends(metrics))
         if checkpoint or now - self.reported >= REPORT_EVERY_S:
-            self._send(save if checkpoint else None)
+            self._send(save if checkpoint or self.end else None)
+
+    def _search_ends(self, metrics: dict[str, float]) -> bool:
+        """Whether this epoch is past the search's time budget or reaches its goal."""
+        if not self.end:
+            return False
+        deadline, goal = self.end.get("deadline"), self.end.get("goal")
+        value = metrics.get(self.end.get("metric", ""))
+        reached = goal is not None and value is not None and (value <= goal if self.end["mode"] == "min"
+                                                              else value >= goal)
+        return reached or (deadline is not None and time.time() >= deadline)
 
     def flush(self) -> None:
         """Report the epochs not reported yet, without a checkpoint."""

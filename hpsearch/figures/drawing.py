@@ -1,12 +1,17 @@
 """Where and when a search's figures are drawn, and how they reach MLflow.
 
-Drawing costs about a second per search plus tens of milliseconds per trial, all of it Python (matplotlib's
-layout and rendering; :mod:`hpsearch.figures.visualize` says what is drawn). So the runner starts a :class:`Drawer`, a
-second process, when a search starts: each trial's loss-curve PNG is drawn there as the trial ends, while the
-next trials train; once the trials have ended, :func:`start_search_plots` reads the search back from MLflow and
-hands it to the drawer, the runner publishes the best model meanwhile, and :meth:`PendingPlots.log` logs the
-files before the parent run is closed. The driver never imports matplotlib or plotly; what the figures need from
-the best model (predictions, the architecture) it computes itself, with the torch it has loaded.
+Drawing costs about a second per search plus tens of milliseconds per loss-curve PNG, all of it Python
+(matplotlib's layout and rendering; :mod:`hpsearch.figures.visualize` says what is drawn). A PNG per trial would
+cost a 1,000-trial search more than its trials, for figures nobody opens: the MLflow UI charts every run's
+metrics already. So the figures are drawn once the trials have ended: the search's own, and a loss-curve PNG for
+the best few trials (the ones the summary lists; ``hpsearch report`` draws those of the trials it shows).
+
+The runner starts a :class:`Drawer`, a second process, when a search starts, so that matplotlib, plotly and
+Optuna's plotting code load while the trials train; once they have ended, :func:`start_search_plots` hands it the
+search (its runs read back from MLflow, the curves the driver already holds), the runner publishes the best
+model meanwhile, and :meth:`PendingPlots.log` logs the files before the parent run is closed. The driver never
+imports matplotlib or plotly; what the figures need from the best model (predictions, the architecture) it
+computes itself, with the torch it has loaded.
 
 The drawer is forked, so it starts with the driver's imports already done, and only where forking is safe:
 before Ray runs in this process (a fork would copy Ray's threads in an unknown state). Elsewhere (a library
@@ -15,7 +20,6 @@ caller that already started Ray, ``hpsearch report``) the same drawing runs in-p
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import shutil
@@ -26,7 +30,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,10 +40,10 @@ import torch
 from hpsearch import lifeline
 from hpsearch.data.dataset import Split
 from hpsearch.figures.layout import PLOTS_DIR, TRIAL_PNG, TRIALS_DIR, BestModelFacts, PlotsLogged
+from hpsearch.loading import imports_without_gc
 from hpsearch.model.network import ModelSpec, load_model
 from hpsearch.tracking import tracker as tracking
 from hpsearch.tracking.reader import load_search
-from hpsearch.tracking.schema import TrialRecord
 from hpsearch.training import architecture
 
 if TYPE_CHECKING:
@@ -62,8 +66,8 @@ def best_model_facts(model_dir: str, test: Split | None) -> BestModelFacts:
 def _predictions(model: torch.nn.Module, spec: ModelSpec, split: Split) -> tuple[np.ndarray, np.ndarray]:
     outputs = model(torch.as_tensor(split.X)).cpu()
     if spec.task == "regression":
-        scale = lambda v: np.asarray(v, dtype=float) * spec.target_std + spec.target_mean
-        return scale(split.y), scale(outputs.squeeze(1).numpy())
+        truth = np.asarray(split.y, dtype=float) * spec.target_std + spec.target_mean
+        return truth, spec.to_units(outputs.squeeze(1).double().numpy())
     predicted = (outputs.squeeze(1) > 0).long() if spec.task == "binary" else outputs.argmax(1)
     return np.asarray(split.y).astype(int), predicted.numpy()
 
@@ -78,7 +82,6 @@ class Drawer:
 
     def __init__(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="hpsearch-plots-"))
-        self.drawn: dict[str, Future] = {}  # run id -> its loss-curve PNG, drawn as the trial ended
         # One process: a second one (the search's figures in two halves at once) finished the figures sooner but
         # slowed the search more, on 2 cores, than it saved (bench: tiny search 8.5 s against 7.9 s).
         self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker,
@@ -93,16 +96,6 @@ class Drawer:
         sys.stdout.flush(), sys.stderr.flush()  # nothing buffered is written twice
         return cls()
 
-    def trial_ended(self, record: Any) -> None:
-        """Draw an ended trial's loss-curve PNG now, from its :class:`~hpsearch.tracking.schema.TrialRecord` (it is
-        logged with the search's figures). Only for trials whose every epoch this process saw: not resumed ones."""
-        if record.curves:
-            trial = TrialRecord(record.trial_id, record.run_id, record.name, {}, record.status,
-                                curves=dict(record.curves))
-            path = self.folder / TRIALS_DIR / record.run_id / TRIAL_PNG
-            with contextlib.suppress(BrokenProcessPool):  # a dead drawer: the end of the search draws it here
-                self.drawn[record.run_id] = self._pool.submit(_draw_trial, trial, path)
-
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         return self._pool.submit(fn, *args)
 
@@ -115,19 +108,12 @@ class Drawer:
 def _start_worker(driver: int) -> None:
     # A killed driver does not close the pool, and the worker's own copy of its queue's pipe keeps it waiting.
     lifeline.exit_with_parent(driver)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from hpsearch.figures import visualize  # matplotlib, plotly and Optuna's plots, loaded while the search runs
+    for stop in (signal.SIGINT, signal.SIGTERM):  # the driver ends it, however the driver is stopped
+        signal.signal(stop, signal.SIG_IGN)
+    with imports_without_gc():
+        from hpsearch.figures import visualize  # matplotlib, plotly and Optuna's plots, loaded while the search runs
 
-    visualize.warm_up()
-
-
-def _draw_trial(trial: TrialRecord, path: Path) -> float:
-    from hpsearch.figures import plots
-
-    started = time.monotonic()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    plots.trial_loss_png(trial, str(path))
-    return time.monotonic() - started
+        visualize.warm_up()
 
 
 @dataclass
@@ -141,7 +127,6 @@ class PendingPlots:
     args: tuple  # what draw_search_plots needs, to draw everything here if the drawer dies
     owns_folder: bool = True  # False: the drawer's folder, which the drawer removes
     figures: Future | None = None  # the search's figures, in the drawer
-    trials: dict[str, Future] = field(default_factory=dict)  # the trials' PNGs drawn as they ended
     drawn: PlotsLogged | None = None  # already drawn, in-process
 
     def log(self, store: Store, on_event: Callable[[str], None] = print) -> PlotsLogged:
@@ -163,23 +148,20 @@ class PendingPlots:
         for name, reason in logged.skipped.items():
             on_event(f"plot {name} skipped: {reason}")
         on_event(f"plots: {len(logged.files)} files logged to the search run's {PLOTS_DIR}/ in {logged.total_s:.1f}s "
-                 f"at the end of the search ({logged.per_trial_s * 1000:.0f} ms per trial for its loss curve)")
+                 f"at the end of the search ({logged.per_trial_s * 1000:.0f} ms per best trial's loss curve)")
         return logged
 
     def _wait(self) -> PlotsLogged:
         assert self.figures is not None
         try:
-            logged = self.figures.result()
-            seconds = [future.result() for future in self.trials.values()]
+            return self.figures.result()
         except BrokenProcessPool:  # the drawer died (killed, out of memory): draw everything here instead
             return _draw_again(*self.args)
-        if seconds:
-            logged.per_trial_s = sum(seconds) / len(seconds)
-        return logged
 
 
 def start_search_plots(store: Store, parent_run_id: str, best: Any, test: Split | None,
-                       drawer: Drawer | None = None) -> PendingPlots:
+                       drawer: Drawer | None = None,
+                       curves: dict[str, dict[str, list[tuple[int, float]]]] | None = None) -> PendingPlots:
     """Read the finished search back from MLflow and start drawing its figures (in ``drawer`` if given).
 
     Args:
@@ -189,9 +171,11 @@ def start_search_plots(store: Store, parent_run_id: str, best: Any, test: Split 
             None when no trial scored.
         test: the test split, for the best model's confusion matrix or predicted-vs-true plot.
         drawer: the process to draw in; None draws here and now, into a new temporary folder.
+        curves: run id -> the metrics per epoch, for the runs whose every epoch the caller wrote (the tracker's
+            :meth:`~hpsearch.tracking.tracker.TrialTracker.curves`): not read back, a call per run and metric.
     """
     started = time.monotonic()
-    history = store.call(load_search, parent_run_id)
+    history = store.call(load_search, parent_run_id, curves=curves)
     folder = drawer.folder if drawer else Path(tempfile.mkdtemp(prefix="hpsearch-plots-"))
     facts = None
     if best is not None:
@@ -201,11 +185,10 @@ def start_search_plots(store: Store, parent_run_id: str, best: Any, test: Split 
     args = (history, facts, folder)
     pending = PendingPlots(parent_run_id, folder, runs, started, args, owns_folder=drawer is None)
     if drawer is None:
-        pending.drawn = _draw(*args, set())
+        pending.drawn = _draw(*args)
         return pending
-    pending.trials = {run_id: future for run_id, future in drawer.drawn.items() if run_id in runs}
     try:
-        pending.figures = drawer.submit(_draw, *args, set(pending.trials))
+        pending.figures = drawer.submit(_draw, *args)
     except BrokenProcessPool:  # the drawer died before the end of the search
         pending.drawn = _draw_again(*args)
     return pending
@@ -221,4 +204,4 @@ def _draw_again(history: Any, facts: BestModelFacts | None, folder: Path) -> Plo
     """Every figure, here, into a folder emptied of what a dead drawer may have left half-written."""
     shutil.rmtree(folder / PLOTS_DIR, ignore_errors=True)
     shutil.rmtree(folder / TRIALS_DIR, ignore_errors=True)
-    return _draw(history, facts, folder, set())
+    return _draw(history, facts, folder)

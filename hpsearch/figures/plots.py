@@ -102,7 +102,7 @@ def best_so_far(history: SearchHistory) -> Plot:
     """The best metric so far against the number of finished trials and against time since the search began."""
     metric, sign = history.metric, (1 if history.mode == "min" else -1)
     finished = sorted(history.scored(), key=lambda t: t.end_ms or t.start_ms)
-    values = np.array([t.last(metric) for t in finished], dtype=float)
+    values = np.array([t.value(metric) for t in finished], dtype=float)
     running = sign * np.minimum.accumulate(sign * values) if len(values) else values
     numbers = np.arange(1, len(values) + 1)
     minutes = np.array([((t.end_ms or t.start_ms) - history.start_ms) / 60_000 for t in finished])

@@ -1,7 +1,8 @@
 """``hpsearch report``: one self-contained HTML page about a search, to mail or archive, opening without a server.
 
 It holds the search's settings and outcome, the best trials table, the interactive figures (plotly.js inline,
-once) and the static images (PNG as base64 ``data:`` URIs), and the best model's architecture. The figures are
+once) and the static images (PNG as base64 ``data:`` URIs), the loss curves of the trials in the table (drawn
+here, from their runs' metrics), and the best model's architecture. The figures are
 the ones the search logged (``plots/figures.json``); a search that logged none gets its figures drawn again
 from its runs' histories (all but the best model's, which need the test split).
 """
@@ -20,11 +21,12 @@ import plotly.io as pio
 from mlflow import MlflowClient
 
 from hpsearch.figures import html
+from hpsearch.figures.layout import FIGURES_FILE, PLOTS_DIR, TRIAL_PNG
 from hpsearch.figures.study import describe_space
-from hpsearch.figures.visualize import FIGURES_FILE, PLOTS_DIR
-from hpsearch.show import DEFAULT_TOP, number, trials_table
+from hpsearch.figures.visualize import draw_trial_pngs
+from hpsearch.show import DEFAULT_TOP, number, trials_table, verdict
 from hpsearch.tracking.reader import SearchHistory, load_search
-from hpsearch.tracking.schema import TAG_BEST_RUN_ID, TAG_BEST_TRIAL
+from hpsearch.tracking.schema import TAG_BEST_RUN_ID, TAG_BEST_TRIAL, tested_models
 
 __all__ = ["build_report", "write_report"]
 
@@ -60,6 +62,10 @@ def _page(client: MlflowClient, parent_run_id: str, top: int) -> tuple[str, list
         plots_dir = _download_plots(client, parent_run_id, Path(tmp))
         figures = _figures(history, plots_dir)
         images = {p.stem: base64.b64encode(p.read_bytes()).decode() for p in sorted(plots_dir.glob("*.png"))}
+        shown = history.ranked()[:top]
+        draw_trial_pngs(shown, Path(tmp) / "trials")
+        curves = {t.name: base64.b64encode(png.read_bytes()).decode() for t in shown
+                  if (png := Path(tmp) / "trials" / t.run_id / TRIAL_PNG).is_file()}
         arch = plots_dir / "architecture.txt"
         architecture = arch.read_text() if arch.is_file() else None
         if architecture and not (plots_dir / "architecture.png").is_file():
@@ -75,6 +81,7 @@ def _page(client: MlflowClient, parent_run_id: str, top: int) -> tuple[str, list
         "<h2>Search settings</h2>", _settings(history),
         "<h2>Plots</h2>", _interactive(figures),
         "<h2>Static images</h2>", _images(images),
+        "<h2>Loss curves of the best trials</h2>", _images(curves),
     ]
     if architecture:
         body += ["<h2>Best model architecture</h2>", f"<pre>{html.escape(architecture)}</pre>"]
@@ -92,7 +99,20 @@ def _outcome(history: SearchHistory) -> str:
                      f"{number(history.metrics.get(f'best_{history.metric}', float('nan')))}")
     if tests:
         parts.append("on the test split " + ", ".join(f"{html.escape(k)} = {number(v)}" for k, v in tests.items()))
-    return f"<p>{'; '.join(parts)}.</p>"
+    return f"<p>{'; '.join(parts)}.</p>" + _tested(history)
+
+
+def _tested(history: SearchHistory) -> str:
+    """The best trial, the ensemble and the default tree on the test split, and which is better."""
+    tested = tested_models(history.metrics, history.tags.get(TAG_BEST_TRIAL))
+    if len(tested) < 2:
+        return ""
+    keys = list(dict.fromkeys(k for _, _, figures in tested for k in figures if k != "loss"))
+    rows = [_row([label, *(number(figures[k]) if k in figures else "" for k in keys)])
+            for _, label, figures in tested]
+    said = verdict(tested)
+    return ("<h2>What the search bought</h2>" + _table(["model (test split)", *keys], rows)
+            + "".join(f"<p>{html.escape(line)}</p>" for line in said))
 
 
 def _best_table(history: SearchHistory, top: int) -> str:

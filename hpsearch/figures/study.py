@@ -14,19 +14,17 @@ gets an importance.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
 import optuna
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
-    FloatDistribution,
     IntDistribution,
     json_to_distribution,
 )
 
 from hpsearch.tracking.reader import SearchHistory
-from hpsearch.tracking.schema import TrialRecord
+from hpsearch.tracking.study import as_optuna_trial
 
 __all__ = ["describe_space", "rebuild_study", "searched_distributions"]
 
@@ -38,15 +36,9 @@ def rebuild_study(history: SearchHistory) -> optuna.Study:
     study = optuna.create_study(direction=direction, study_name=history.run_name)
     distributions = searched_distributions(history.space())
     for trial in history.scored():
-        if distributions and not trial.params:
-            continue  # a kill right after its run was created, before its params: it cannot be placed
-        params = {name: _value(trial, name, dist) for name, dist in distributions.items()}
-        study.add_trial(optuna.trial.create_trial(
-            params=params,
-            distributions={name: _widened(dist, params[name]) for name, dist in distributions.items()},
-            value=trial.last(history.metric),
-            user_attrs={"trial": trial.name, "run_id": trial.run_id, "status": trial.status},
-        ))
+        frozen = as_optuna_trial(trial, distributions, history.metric, fill=True)
+        if frozen is not None:
+            study.add_trial(frozen)
     return study
 
 
@@ -67,9 +59,22 @@ def searched_distributions(space: dict[str, str]) -> dict[str, BaseDistribution]
 
 
 def describe_space(space: dict[str, str]) -> dict[str, str]:
-    """The space as a reader writes it: ``loguniform(0.0001, 0.1)``, ``choice(['adam', 'sgd'])``, fixed values."""
+    """The space as the space file wrote it: ``loguniform(0.0001, 0.1)``, ``choice(['adam', 'sgd'])``,
+    ``layers(1, 3, units=(16, 256))`` (recorded as ``n_layers`` and one ``units_i`` per layer),
+    ``layers(choices=[[32], [64, 32]])`` (recorded as Optuna's choices ``32``, ``64-32``), fixed values."""
     searched = searched_distributions(space)
-    return {name: _describe(searched[name]) if name in searched else text for name, text in space.items()}
+    described = {}
+    for name, text in space.items():
+        if name == "n_layers" and name in searched and "units_0" in searched:
+            units = json_to_distribution(space["units_0"])  # as recorded: every layer's widths are the same
+            depth = searched[name]
+            described["layers"] = f"layers({depth.low}, {depth.high}, units=({units.low}, {units.high}))"
+        elif name == "layers" and isinstance(searched.get(name), CategoricalDistribution):  # sizes as "64-32"
+            choices = [[int(u) for u in str(c).split("-")] if c != "none" else [] for c in searched[name].choices]
+            described[name] = f"layers(choices={choices})"
+        elif not (name.startswith("units_") and "n_layers" in searched):
+            described[name] = _describe(searched[name]) if name in searched else text
+    return described
 
 
 def _describe(dist: BaseDistribution) -> str:
@@ -78,26 +83,3 @@ def _describe(dist: BaseDistribution) -> str:
     kind = "randint" if isinstance(dist, IntDistribution) else "loguniform" if dist.log else "uniform"
     log = ", log" if isinstance(dist, IntDistribution) and dist.log else ""
     return f"{kind}({dist.low}, {dist.high}{log})"
-
-
-def _value(trial: TrialRecord, name: str, dist: BaseDistribution) -> Any:
-    params = trial.params
-    if name == "layers":
-        n_layers = int(params.get("n_layers", 0))
-        return "-".join(params[f"units_{i}"] for i in range(n_layers)) or "none"
-    raw = params.get(name)
-    if isinstance(dist, IntDistribution):
-        return int(float(raw)) if raw is not None else 0
-    if isinstance(dist, FloatDistribution):
-        return float(raw)
-    return next((c for c in dist.choices if str(c) == raw), raw)
-
-
-def _widened(dist: BaseDistribution, value: Any) -> BaseDistribution:
-    """The distribution, grown to hold a value outside it (a space file edited after the search ran)."""
-    if isinstance(dist, CategoricalDistribution) and value not in dist.choices:
-        return CategoricalDistribution([*dist.choices, value])
-    if isinstance(dist, (IntDistribution, FloatDistribution)) and not dist.low <= value <= dist.high:
-        kind = type(dist)
-        return kind(min(dist.low, value), max(dist.high, value), log=dist.log and value > 0)
-    return dist

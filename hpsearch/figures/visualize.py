@@ -3,7 +3,8 @@
 What is drawn (see :mod:`hpsearch.figures.drawing` for where and when, and how it reaches MLflow): in ``plots/``, a PNG
 per figure, all interactive figures in one ``interactive.html`` with plotly.js inline, their plotly JSON in
 ``figures.json`` for ``hpsearch report``, ``param_importances.json``, the best model's ``architecture.txt`` and,
-where Graphviz is installed, ``architecture.png``; for each trial, ``trials/RUN_ID/loss_curve.png``. A figure
+where Graphviz is installed, ``architecture.png``; for each of the best trials (:data:`BEST_TRIALS_DRAWN`),
+``trials/RUN_ID/loss_curve.png``. A figure
 that cannot be drawn (too few trials for an importance, say) is skipped with its reason in ``plots/skipped.txt``:
 plots never fail a search whose results are already tracked.
 """
@@ -21,26 +22,29 @@ from optuna.distributions import FloatDistribution, IntDistribution, distributio
 from hpsearch.figures import html, plots
 from hpsearch.figures.layout import FIGURES_FILE, PLOTS_DIR, TRIAL_PNG, TRIALS_DIR, BestModelFacts, PlotsLogged
 from hpsearch.figures.study import rebuild_study
+from hpsearch.show import DEFAULT_TOP
 from hpsearch.tracking.reader import SearchHistory
 from hpsearch.tracking.schema import TAG_BEST_RUN_ID, Status, TrialRecord
 from hpsearch.training import architecture
 
-__all__ = ["draw_search_plots", "interactive_page", "search_plots", "warm_up"]
+__all__ = ["BEST_TRIALS_DRAWN", "draw_search_plots", "interactive_page", "search_plots", "warm_up"]
 
 PNG_DPI = 100
+#: The trials whose run gets its own loss-curve PNG: the best ones, as many as the summary lists.
+BEST_TRIALS_DRAWN = DEFAULT_TOP
 
 
-def draw_search_plots(history: SearchHistory, best: BestModelFacts | None, folder: Path,
-                      already_drawn: set[str] = frozenset()) -> PlotsLogged:
-    """Every figure of a search as files: ``folder/plots/`` for the search, ``folder/trials/RUN_ID/`` per trial.
+def draw_search_plots(history: SearchHistory, best: BestModelFacts | None, folder: Path) -> PlotsLogged:
+    """Every figure of a search as files: ``folder/plots/`` for the search, ``folder/trials/RUN_ID/`` for each of
+    the best trials.
 
     Needs neither the tracking store nor torch (it runs in the :class:`~hpsearch.figures.drawing.Drawer`): everything
-    comes in as arguments. Trials in ``already_drawn`` got their loss-curve PNG when they ended.
+    comes in as arguments.
     """
     logged = PlotsLogged()
     out = folder / PLOTS_DIR
     out.mkdir(parents=True, exist_ok=True)
-    logged.per_trial_s = _draw_trial_pngs(history, folder / TRIALS_DIR, already_drawn)
+    logged.per_trial_s = draw_trial_pngs(history.ranked()[:BEST_TRIALS_DRAWN], folder / TRIALS_DIR)
     figures = search_plots(history, logged)
     if best is not None:
         figures += _best_model_plots(history, best, out, logged)
@@ -79,12 +83,12 @@ def interactive_page(title: str, figures: list[tuple[str, Any]]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- figures
-def _draw_trial_pngs(history: SearchHistory, folder: Path, already_drawn: set[str]) -> float:
-    """Each child run's own loss-curve PNG, unless it has one already; returns the mean seconds per PNG."""
+def draw_trial_pngs(trials: list[TrialRecord], folder: Path) -> float:
+    """The trials' own loss-curve PNGs, ``folder/RUN_ID/loss_curve.png``; returns the mean seconds per PNG."""
     started = time.monotonic()
-    trials = [t for t in history.trials if t.curves and t.run_id not in already_drawn]
+    trials = [t for t in trials if t.curves]
     for trial in trials:
-        (folder / trial.run_id).mkdir(parents=True)
+        (folder / trial.run_id).mkdir(parents=True, exist_ok=True)
         plots.trial_loss_png(trial, str(folder / trial.run_id / TRIAL_PNG))
     return (time.monotonic() - started) / max(1, len(trials))
 

@@ -4,7 +4,9 @@ A careful analyst looks at each column before fitting anything: a row number or 
 is an id, not a feature; a date is worth its year, month, weekday and hour, not thousands of one-hot columns; a
 constant or empty column carries nothing (and an empty one breaks the fitted medians); booleans are numbers; a
 text column with very many values keeps its most frequent ones. :func:`plan_columns` makes those decisions on
-the training rows and returns them as plain JSON data (the *plan*), with one sentence per decision for the user.
+the training rows and returns them as plain JSON data (the *plan*), with one sentence per decision for the user,
+and one for each column it keeps that an analyst would question (it may be an id), with the ``drop`` that
+leaves it out.
 :func:`apply_plan` applies a plan to raw rows, at fit time and in the served model alike, so both see the same
 columns. Pure pandas and numpy: the exported model loads this module without scikit-learn.
 """
@@ -60,6 +62,9 @@ def plan_columns(train: pd.DataFrame, drop: list[str] | tuple[str, ...] = ()) ->
         plan["inputs"].append(str(name))
         plan["types"][str(name)] = _input_type(column, str(name) in plan["dates"])
         plan["examples"][str(name)] = _typical(column, plan["types"][str(name)])
+        if str(name) not in plan["dates"] and (looks := _looks_like_an_id(str(name), column)) is not None:
+            notes.append(f"kept {name} as {'a number' if plan['types'][str(name)] == 'double' else 'a feature'}, "
+                         f"but it may be an id ({looks}): if it is, leave it out with drop=[{str(name)!r}]")
         if plan["types"][str(name)] == "boolean":
             plan["booleans"].append(str(name))
         elif plan["types"][str(name)] == "string" and str(name) not in plan["dates"]:
@@ -85,16 +90,25 @@ def apply_plan(plan: dict[str, Any], frame: pd.DataFrame) -> pd.DataFrame:
             for part in plan["dates"][name]:
                 out[f"{name}_{part}"] = getattr(moments.dt, part).astype("float64")
         elif name in plan["booleans"]:
-            out[name] = column.map(_as_bool, na_action="ignore").astype("float64")
+            out[name] = pd.Series(_each_value(column, _as_bool, np.nan).astype("float64"), index=frame.index)
         elif name in plan["capped"]:
             kept = set(plan["capped"][name])
-            text = column.astype(object).where(column.isna(), column.astype(str))
-            out[name] = text.where(text.isna() | text.isin(kept), OTHER)
+            out[name] = pd.Series(_each_value(column, lambda v, kept=kept: str(v) if str(v) in kept else OTHER,
+                                                              np.nan),
+                                  index=frame.index)
         elif plan["types"][name] == "string":
-            out[name] = column.astype(object)
+            out[name] = pd.Series(_each_value(column, lambda v: v, np.nan), index=frame.index)
         else:
             out[name] = pd.to_numeric(column, errors="coerce").astype("float64")
     return pd.DataFrame(out, index=frame.index)
+
+
+def _each_value(column: pd.Series, function: Any, missing: Any) -> np.ndarray:
+    """``function`` of each value of a column (``missing`` where it is missing), as an object array: worked out
+    once per distinct value and spread to the rows by integer codes, so that a million rows of a few values
+    cost one pointer each, not one Python object each."""
+    codes, distinct = pd.factorize(column)  # missing as -1
+    return np.array([*(function(value) for value in distinct), missing], dtype=object)[codes]
 
 
 def input_types(plan: dict[str, Any]) -> list[tuple[str, str]]:
@@ -124,6 +138,24 @@ def _drop_reason(name: str, column: pd.Series, drop: list[str] | tuple[str, ...]
         if every_row:
             return "a distinct value in every row (an id)"
         return f"a distinct value in almost every row ({distinct} of {len(column)}: a name or an id)"
+    return None
+
+
+def _looks_like_an_id(name: str, column: pd.Series) -> str | None:
+    """Why a column kept as a feature may be an id after all (an analyst would ask), or None.
+
+    Whole numbers distinct in almost every row (ids that repeat, as a patient's several samples), or a name
+    that ids have (``ID``, ``customer_id``) whatever the values: :func:`_drop_reason` keeps both, since a
+    count or a code can look the same.
+    """
+    if pd.api.types.is_bool_dtype(column):
+        return None
+    distinct, rows = column.dropna().nunique(), len(column)
+    whole = pd.api.types.is_integer_dtype(column)
+    if whole and rows >= MIN_ROWS_FOR_IDS and distinct >= NEARLY_ALL * rows:
+        return f"{distinct} distinct whole numbers in {rows} training rows"
+    if _ID_NAME.search(name):
+        return f"named as ids are, {distinct} distinct values in {rows} training rows"
     return None
 
 

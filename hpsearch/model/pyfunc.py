@@ -1,16 +1,17 @@
 """The model a search hands out: an ``mlflow.pyfunc`` model that takes raw rows and returns predictions.
 
-The fitted scikit-learn preprocessing is not pickled into the model. Its fitted numbers (medians, scaler
-means and scales, the most frequent categories, the one-hot categories) are written as JSON by
-:func:`preprocessing_state` and applied again by :func:`transform` with numpy, so loading a model reads only
-JSON, a ``state_dict`` (``torch.load(weights_only=True)``) and this module's source: MLflow's "models from
-code" (:data:`CODE_FILE`) stores the source file instead of a cloudpickle of the Python object.
+The fitted preprocessing is not pickled into the model. Its fitted numbers (medians, scaler means and scales,
+the most frequent categories, the one-hot categories) are written as JSON by :func:`preprocessing_state` and
+applied again by :func:`transform` (:mod:`.features`) with numpy, so loading a model reads only JSON, a
+``state_dict`` (``torch.load(weights_only=True)``) and this module's source: MLflow's "models from code"
+(:data:`CODE_FILE`) stores the source file instead of a cloudpickle of the Python object.
 
 Rows come in as users have them: :func:`coerce_input` reads each column the model takes whatever its dtype
 (int64 or float64, pandas' nullable or Arrow-backed dtypes, text, a column null in every row), in any order,
-ignores extra columns, and names the column and the row of a value it cannot read (:class:`InputError`).
-MLflow's schema enforcement would refuse an int64 column declared ``double``, so the signature declares every
-input column by name with MLflow's ``Any`` type, and records each column's kind in the model's metadata.
+ignores extra columns, and names the column and the row of a value it cannot read or an infinite number
+(:class:`InputError`: HTTP 400 from MLflow's scoring server). MLflow's schema enforcement would refuse an int64
+column declared ``double``, and its scoring server every CSV request to a schema of ``Any`` columns, so the
+signature declares no input columns: the model's metadata lists them, with their kinds.
 
 The model loads where hpsearch is not installed: this module and the modules it imports relatively travel
 with the model as the package :data:`CODE_PACKAGE` (MLflow's ``code_paths``), so this module imports its
@@ -34,10 +35,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.models.signature import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
-from mlflow.types.schema import AnyType, ColSpec, Schema, TensorSpec
+from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
 # relative imports only: these modules travel with the model under another package name (see CODE_PACKAGE)
-from .columns import apply_plan, input_types
+from .columns import input_types
+from .ensemble import combine, members_of, most_probable
+from .features import transform
 from .network import ModelSpec, load_model
 
 if TYPE_CHECKING:
@@ -55,6 +58,7 @@ __all__ = [
     "input_metadata",
     "predict_array",
     "predict_frame",
+    "predict_rows",
     "signature",
     "transform",
 ]
@@ -131,18 +135,30 @@ def coerce_input(state: dict[str, Any], frame: pd.DataFrame) -> pd.DataFrame:
 def _numbers(name: str, raw: pd.Series) -> pd.Series:
     """A column as float64 (missing as NaN); a value that does not read as a number is an InputError."""
     if pd.api.types.is_numeric_dtype(raw.dtype) or pd.api.types.is_bool_dtype(raw.dtype):
-        return pd.Series(raw.to_numpy(dtype=np.float64, na_value=np.nan), index=raw.index)
+        numbers = raw.to_numpy(dtype=np.float64, na_value=np.nan)
+        _refuse(name, raw, np.isinf(numbers), "is not a finite number")
+        return pd.Series(numbers, index=raw.index)
     values = raw.astype(object)
     blank = values.isna().to_numpy() | np.array([isinstance(v, str) and not v.strip() for v in values], bool)
     numbers = pd.to_numeric(values.where(~blank, None), errors="coerce").to_numpy(dtype=np.float64,
                                                                                  na_value=np.nan)
-    bad = ~blank & np.isnan(numbers)
+    _refuse(name, values, ~blank & np.isnan(numbers), "is not a number")
+    _refuse(name, values, np.isinf(numbers), "is not a finite number")
+    return pd.Series(numbers, index=raw.index)
+
+
+def _refuse(name: str, values: pd.Series, bad: np.ndarray, why: str) -> None:
+    """An InputError naming the column, the row and the value of the first ``bad`` one, if any.
+
+    Infinite numbers (JSON's ``1e400``) are refused: a network gives NaN for them, not a prediction; a missing
+    value (NaN, None, an empty cell) is imputed.
+    """
     if bad.any():
         at = int(np.argmax(bad))
-        row, value = raw.index[at], values.iloc[at]
+        row, value = values.index[at], values.iloc[at]
         row = row.item() if isinstance(row, np.generic) else row
-        raise InputError(f"column {name!r}, row {row}: {value!r} is not a number", column=name, row=row)
-    return pd.Series(numbers, index=raw.index)
+        value = value.item() if isinstance(value, np.generic) else value
+        raise InputError(f"column {name!r}, row {row}: {value!r} {why}", column=name, row=row)
 
 
 def _text(raw: pd.Series, categories: set[str]) -> pd.Series:
@@ -160,33 +176,9 @@ def _text(raw: pd.Series, categories: set[str]) -> pd.Series:
             return str(int(value))
         return str(value)
 
-    codes, values = pd.factorize(raw.astype(object))  # each distinct value once; missing as -1
+    codes, values = pd.factorize(raw)  # each distinct value once (no Python object per row); missing as -1
     texts = np.array([*(one(v) for v in values), None], dtype=object)
     return pd.Series(texts[codes], index=raw.index, dtype=object)
-
-
-# --------------------------------------------------------------------------------------------- preprocessing
-def transform(state: dict[str, Any], frame: pd.DataFrame) -> np.ndarray:
-    """Apply the preprocessing to raw rows, as the fitted ColumnTransformer does: float32 features.
-
-    First the column plan (:func:`hpsearch.model.columns.apply_plan`: ids and empty columns left out, dates as
-    numbers, booleans as 0/1, rare text values as one). Numeric columns: missing -> median, then standardised.
-    Text columns: missing -> most frequent value, then one-hot over the categories seen in training (an unseen
-    value is all zeros, ``handle_unknown="ignore"``).
-    """
-    if "plan" in state:  # models published before the plan existed read their columns as they are
-        frame = apply_plan(state["plan"], frame)
-    blocks = []
-    for column in state["numeric"]:
-        values = pd.to_numeric(frame[column["name"]], errors="coerce").to_numpy(dtype=np.float64)
-        values = np.where(np.isnan(values), column["fill"], values)
-        blocks.append(((values - column["mean"]) / column["scale"])[:, None])
-    for column in state["categorical"]:
-        raw = frame[column["name"]]
-        values = np.where(raw.isna().to_numpy(), str(column["fill"]), raw.astype(str).to_numpy())
-        categories = np.asarray([str(c) for c in column["categories"]])
-        blocks.append((values[:, None] == categories[None, :]).astype(np.float64))
-    return np.concatenate(blocks, axis=1).astype(np.float32) if blocks else np.zeros((len(frame), 0), np.float32)
 
 
 def predict_frame(model: torch.nn.Module, spec: ModelSpec, state: dict[str, Any], frame: pd.DataFrame) -> pd.DataFrame:
@@ -198,9 +190,14 @@ def predict_array(model: torch.nn.Module, spec: ModelSpec, state: dict[str, Any]
     """Examples of the shape the model was trained on (``state["tensor_shape"]``, images), predictions out."""
     shape = tuple(state["tensor_shape"])
     array = np.asarray(examples, dtype=np.float32)
+    if array.ndim == 2 and array.shape[1] == math.prod(shape):  # one example a row (a table, a CSV file)
+        array = array.reshape(-1, *shape)
     if array.shape[1:] != shape:
-        raise InputError(f"the model takes an array of shape (n, {', '.join(map(str, shape))}), "
-                         f"but got {array.shape}")
+        raise InputError(f"the model takes an array of shape (n, {', '.join(map(str, shape))}) or one example of "
+                         f"{math.prod(shape)} numbers a row, but got {array.shape}")
+    if not np.isfinite(array).all():
+        raise InputError(f"example {int(np.argmax(~np.isfinite(array).reshape(len(array), -1).all(axis=1)))}: "
+                         "holds NaN or infinite numbers; the model takes finite numbers")
     return _predictions(model, spec, array, pd.RangeIndex(len(array)))
 
 
@@ -210,15 +207,14 @@ def _predictions(model: torch.nn.Module, spec: ModelSpec, features: np.ndarray, 
     with torch.no_grad():
         outputs = model(torch.as_tensor(features))
     if spec.task == "regression":
-        values = outputs.squeeze(1).double().numpy() * spec.target_std + spec.target_mean
+        values = spec.to_units(outputs.squeeze(1).double().numpy())  # a log1p target read back too
         return pd.DataFrame({"prediction": values}, index=index)
     if spec.task == "binary":
         positive = torch.sigmoid(outputs.squeeze(1)).double().numpy()
         probabilities = np.stack([1 - positive, positive], axis=1)
     else:
         probabilities = torch.softmax(outputs, dim=1).double().numpy()
-    labels = np.asarray(spec.classes, dtype=object)[probabilities.argmax(axis=1)]
-    result = pd.DataFrame({"prediction": list(labels)}, index=index)
+    result = pd.DataFrame({"prediction": most_probable(spec.classes, probabilities, index)})
     for i, label in enumerate(spec.classes):
         result[f"probability_{label}"] = probabilities[:, i]
     return result
@@ -226,32 +222,48 @@ def _predictions(model: torch.nn.Module, spec: ModelSpec, features: np.ndarray, 
 
 # ------------------------------------------------------------------------------------------ pyfunc model
 class HpsearchModel(PythonModel):
-    """An MLP trained by hpsearch plus its preprocessing; ``predict`` takes a DataFrame of raw rows."""
+    """An MLP trained by hpsearch plus its preprocessing; ``predict`` takes a DataFrame of raw rows.
+
+    A model of several members (:mod:`hpsearch.model.ensemble`) predicts with each, from the same raw rows, and
+    returns their weighted average; the first member's ``model``, ``spec`` and ``state`` stand for the whole.
+    """
 
     def load_context(self, context: Any) -> None:
         directory = Path(context.artifacts["model"])
-        self.model, self.spec = load_model(directory)
-        self.state = json.loads((directory / PREPROCESSING_FILE).read_text())
+        self.members = [(*load_model(folder), json.loads((folder / PREPROCESSING_FILE).read_text()), weight)
+                        for folder, weight in members_of(directory)]
+        self.model, self.spec, self.state, _ = self.members[0]
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        if "tensor_shape" in self.state:  # examples used as given (images): a numpy array of their shape
-            return predict_array(self.model, self.spec, self.state, model_input)
-        if not isinstance(model_input, pd.DataFrame):
-            model_input = pd.DataFrame(model_input, columns=list(input_kinds(self.state)))
-        return predict_frame(self.model, self.spec, self.state, model_input)
+        predictions = [predict_rows(model, spec, state, model_input) for model, spec, state, _ in self.members]
+        if len(predictions) == 1:
+            return predictions[0]
+        return combine(predictions, [weight for *_, weight in self.members], self.spec.classes)
+
+
+def predict_rows(model: torch.nn.Module, spec: ModelSpec, state: dict[str, Any], model_input: Any) -> pd.DataFrame:
+    """One network's predictions from raw rows (or, for a model of images, from an array of examples)."""
+    if "tensor_shape" in state:  # examples used as given (images): a numpy array of their shape
+        return predict_array(model, spec, state, model_input)
+    if not isinstance(model_input, pd.DataFrame):
+        model_input = pd.DataFrame(model_input, columns=list(input_kinds(state)))
+    return predict_frame(model, spec, state, model_input)
 
 
 def signature(state: dict[str, Any], spec: ModelSpec) -> ModelSignature:
-    """Inputs: the original columns by name. Outputs: prediction (+ probabilities), typed.
+    """Outputs: prediction (+ probabilities), typed. Inputs: a float32 array for a model of images; none
+    declared for a table, whose columns and their kinds are in :func:`input_metadata`.
 
-    Input columns are MLflow's ``Any``: with ``double`` MLflow refuses an int64 column ("Can not safely convert
-    int64 to float64"), with ``long`` a float64 one, with ``string`` a column null in every row; the model
-    reads each column itself (:func:`coerce_input`). Each column's kind is in :func:`input_metadata`.
+    A table's model reads each column itself (:func:`coerce_input`), and no input schema of MLflow's fits raw
+    rows: with ``double`` MLflow refuses an int64 column ("Can not safely convert int64 to float64"), with
+    ``long`` a float64 one, with ``string`` a column null in every row; and with MLflow's ``Any`` type, its
+    scoring server refuses every ``text/csv`` request (it reads CSV with the schema's pandas types, which ``Any``
+    has none of).
     """
     if "tensor_shape" in state:  # images: a float32 array (n, C, H, W)
         inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *state["tensor_shape"]))])
     else:
-        inputs = Schema([ColSpec(AnyType(), name) for name in input_kinds(state)])
+        inputs = None
     if spec.task == "regression":
         return ModelSignature(inputs, Schema([ColSpec("double", "prediction")]))
     label_type = "long" if all(isinstance(c, int) and not isinstance(c, bool) for c in spec.classes) else "string"
@@ -260,10 +272,12 @@ def signature(state: dict[str, Any], spec: ModelSpec) -> ModelSignature:
 
 
 def input_metadata(state: dict[str, Any]) -> dict[str, Any]:
-    """What the signature's ``Any`` leaves out, for the model's MLmodel file: each input column's type."""
+    """What the signature leaves out, for the model's MLmodel file: the input columns in the training table's
+    order, and each one's type."""
     if "tensor_shape" in state:
         return {"hpsearch_input_shape": list(state["tensor_shape"])}
-    return {"hpsearch_input_types": input_kinds(state)}
+    kinds = input_kinds(state)
+    return {"hpsearch_input_columns": list(kinds), "hpsearch_input_types": kinds}  # MLmodel sorts the types
 
 
 def input_example(state: dict[str, Any]) -> pd.DataFrame | np.ndarray:

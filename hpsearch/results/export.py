@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from hpsearch.errors import ConfigError, NotFoundError, SpaceError
-from hpsearch.space import HYPERPARAMETERS, TRAINING_PARAMS, Search, hyperparameters
+from hpsearch.space import HYPERPARAMETERS, TRAINING_CHOICES, TRAINING_PARAMS, Search, hyperparameters
 from hpsearch.tracking.reader import read_trials
 from hpsearch.tracking.schema import (
     TAG_DATA_PATH,
@@ -40,7 +40,7 @@ __all__ = ["FORMAT", "best_trial", "build_export", "rank_trials", "read_export",
 
 FORMAT = "hpsearch-best/1"
 SETTINGS_REQUIRED = ("data", "target", "task", "split", "seed", "epochs", "metric", "mode")
-SETTINGS_OPTIONAL = ("data_path", "max_epochs", "cpus_per_trial", "drop", "model")
+SETTINGS_OPTIONAL = ("data_path", "max_epochs", "cpus_per_trial", "drop", "model", "best_epoch", "cv")
 SECTIONS = {"format": str, "experiment": str, "trial": str, "hyperparameters": dict, "settings": dict,
             "metrics": dict, "provenance": dict}
 
@@ -72,14 +72,16 @@ def build_export(client: MlflowClient, tracking_uri: str, search: Run, trial: Tr
         "split": [float(f) for f in params["split"].split("/")],
         "seed": int(params["seed"]),
         "epochs": trial.epochs,
+        "best_epoch": trial.best_epoch,  # the trial's model is this epoch's; a retrain keeps its best epoch too
         "max_epochs": int(params["max_epochs"]),
         "metric": params["metric"],
         "mode": params["mode"],
         "cpus_per_trial": float(params.get("cpus_per_trial", 1)),
         **({"drop": json.loads(params["drop"])} if params.get("drop") not in (None, "[]") else {}),
         **({"model": params["model"]} if params.get("model") not in (None, "None") else {}),
+        **({"cv": int(params["cv"])} if params.get("cv") not in (None, "None", "0") else {}),  # folds it trained on
     }
-    val = {k: v for k, v in trial.metrics.items() if k.startswith(("val_", "train_"))}
+    val = {k: trial.value(k) for k in trial.metrics if k.startswith(("val_", "train_"))}  # at the best epoch
     test = {k: v for k, v in trial.metrics.items() if k.startswith("test_")}
     versions = {k.removeprefix(TAG_VERSION_PREFIX): v for k, v in tags.items() if k.startswith(TAG_VERSION_PREFIX)}
     provenance = {
@@ -168,7 +170,8 @@ def _check_document(document: Any) -> None:
         _check_keys(document["hyperparameters"], TRAINING_PARAMS, tuple(document["hyperparameters"]),
                     "hyperparameters.")
     else:
-        _check_keys(document["hyperparameters"], HYPERPARAMETERS, (), "hyperparameters.")
+        _check_keys(document["hyperparameters"], tuple(k for k in HYPERPARAMETERS if k not in TRAINING_CHOICES),
+                    TRAINING_CHOICES, "hyperparameters.")
     _check_keys(settings, SETTINGS_REQUIRED, SETTINGS_OPTIONAL, "settings.")
     epochs = settings["epochs"]
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:

@@ -5,10 +5,12 @@ run's own :class:`~mlflow.MlflowClient`, so it needs no global tracking URI and 
 are given, not inferred: inferring them loads the model in a subprocess and costs seconds. The code the model
 runs travels with it (:func:`code_package`), so it loads and serves where hpsearch is not installed.
 
-Registry policy: every search registers its best trial's model as a new version of the model named after the
-experiment. The alias ``best`` moves to the new version only when its validation metric beats the version the
-alias points at (same metric, the search's mode), so ``models:/EXPERIMENT@best`` is always the best model any
-search of that experiment has produced. A version that does not win keeps the tag ``hpsearch.best=false``.
+Registry policy: every search registers its model as a new version of the model named after the experiment:
+the ensemble of its trials (:mod:`hpsearch.results.ensemble`, logged into the parent run) when it has one of
+several members, else the best trial's model. The best trial's own model is logged into its run either way.
+The alias ``best`` moves to the new version only when its validation metric beats the version the alias points
+at (same metric, the search's mode), so ``models:/EXPERIMENT@best`` is always the best model any search of that
+experiment has produced. A version that does not win keeps the tag ``hpsearch.best=false``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from hpsearch.model.network import SPEC_FILE, ModelSpec, model_files
 from hpsearch.tracking.schema import (
     TAG_DATA_PATH,
     TAG_MODEL_VERSION,
+    TAG_PUBLISHED,
     TAG_SPACE_SHA256,
     TAG_VERSION_BEST,
     TAG_VERSION_METRIC,
@@ -41,10 +44,12 @@ from hpsearch.tracking.schema import (
 if TYPE_CHECKING:  # MLflow loads where the client is (hpsearch.tracking.store), never in a driver that only names these
     from mlflow import MlflowClient
 
-__all__ = ["BEST_ALIAS", "MODEL_PATH", "Registered", "code_package", "log_pyfunc", "on_search_end", "provenance_tags",
-           "publish_best", "register"]
+__all__ = ["BEST_ALIAS", "MODEL_PATH", "Registered", "code_package", "log_ensemble", "log_pyfunc", "on_search_end",
+           "provenance_tags", "publish_best", "register"]
 
 BEST_ALIAS = "best"
+#: What the parent run's tag ``hpsearch.published`` says the registered model is.
+PUBLISHED_BEST, PUBLISHED_ENSEMBLE = "best_trial", "ensemble"
 #: Where the pyfunc model lies in a run's artifacts (``runs:/RUN_ID/pyfunc_model``).
 MODEL_PATH = "pyfunc_model"
 # MLflow's per-file progress bars and its "validating input example" line are noise in a search's output.
@@ -63,6 +68,8 @@ class Registered:
     version: str
     is_best: bool
     log_seconds: float
+    what: str = "the best trial's model"
+    again: bool = False  # the run's model was registered before (a resumed or continued search): not again
 
 
 def log_pyfunc(client: MlflowClient, run_id: str, model_dir: Path, preprocessing: dict[str, Any]) -> str:
@@ -70,29 +77,61 @@ def log_pyfunc(client: MlflowClient, run_id: str, model_dir: Path, preprocessing
 
     Returns the model's artifact URI (a registry ``source``).
     """
-    import mlflow.pyfunc
+    with tempfile.TemporaryDirectory() as tmp:
+        files = _model_folder(Path(tmp) / "files", model_dir, preprocessing)
+        return _save_pyfunc(client, run_id, files, preprocessing, Path(tmp))
 
-    from hpsearch.model.pyfunc import CODE_FILE, PREPROCESSING_FILE, input_example, input_metadata, signature
 
-    spec = ModelSpec.from_json((Path(model_dir) / SPEC_FILE).read_text())
+def log_ensemble(client: MlflowClient, run_id: str, members: list[dict[str, Any]],
+                 preprocessing: dict[str, Any]) -> str:
+    """Log several trials' models (``model_dir`` and ``weight`` each) as one pyfunc model that serves their
+    weighted average (:mod:`hpsearch.model.ensemble`) in the run's artifacts; returns its artifact URI."""
+    from hpsearch.model.ensemble import write_members
+
     with tempfile.TemporaryDirectory() as tmp:
         files = Path(tmp) / "files"
-        files.mkdir()
-        for path in model_files(model_dir):  # the space file's code too, for its own model
-            (files / path.name).write_bytes(path.read_bytes())
-        (files / PREPROCESSING_FILE).write_text(json.dumps(preprocessing, indent=2))
-        saved = Path(tmp) / MODEL_PATH
-        mlflow.pyfunc.save_model(
-            str(saved),
-            python_model=str(CODE_FILE),
-            artifacts={"model": str(files)},
-            signature=signature(preprocessing, spec),
-            input_example=input_example(preprocessing),
-            pip_requirements=_requirements(),
-            code_paths=[str(code_package(Path(tmp) / "code"))],
-            metadata=input_metadata(preprocessing),
-        )
-        client.log_artifacts(run_id, str(saved), MODEL_PATH)
+        listed = []
+        for i, member in enumerate(members):
+            folder = f"member_{i}"
+            _model_folder(files / folder, Path(member["model_dir"]), preprocessing)
+            listed.append({"folder": folder, "weight": member["weight"], "trial": member["trial"],
+                           "run_id": member["run_id"]})
+        write_members(files, listed)
+        return _save_pyfunc(client, run_id, files, preprocessing, Path(tmp), spec_dir=files / "member_0")
+
+
+def _model_folder(files: Path, model_dir: Path, preprocessing: dict[str, Any]) -> Path:
+    """A model's files as a served model reads them: its weights and spec (and a user model's code), and the
+    preprocessing."""
+    from hpsearch.model.pyfunc import PREPROCESSING_FILE
+
+    files.mkdir(parents=True)
+    for path in model_files(model_dir):  # the space file's code too, for its own model
+        (files / path.name).write_bytes(path.read_bytes())
+    (files / PREPROCESSING_FILE).write_text(json.dumps(preprocessing, indent=2))
+    return files
+
+
+def _save_pyfunc(client: MlflowClient, run_id: str, files: Path, preprocessing: dict[str, Any], tmp: Path,
+                 spec_dir: Path | None = None) -> str:
+    """``files`` saved as a pyfunc model (:mod:`hpsearch.model.pyfunc`) and logged into the run's artifacts."""
+    import mlflow.pyfunc
+
+    from hpsearch.model.pyfunc import CODE_FILE, input_example, input_metadata, signature
+
+    spec = ModelSpec.from_json(((spec_dir or files) / SPEC_FILE).read_text())
+    saved = tmp / MODEL_PATH
+    mlflow.pyfunc.save_model(
+        str(saved),
+        python_model=str(CODE_FILE),
+        artifacts={"model": str(files)},
+        signature=signature(preprocessing, spec),
+        input_example=input_example(preprocessing),
+        pip_requirements=_requirements(),
+        code_paths=[str(code_package(tmp / "code"))],
+        metadata=input_metadata(preprocessing),
+    )
+    client.log_artifacts(run_id, str(saved), MODEL_PATH)
     return f"{client.get_run(run_id).info.artifact_uri}/{MODEL_PATH}"
 
 
@@ -150,44 +189,104 @@ def register(client: MlflowClient, name: str, source: str, run_id: str, *, metri
 
 
 def publish_best(client: MlflowClient, best: Any, *, experiment: str, parent_run_id: str, metric: str, mode: str,
-                 preprocessing: dict[str, Any]) -> Registered | None:
-    """After a search: log the best trial's model as a pyfunc model into its run and register it.
+                 preprocessing: dict[str, Any], ensemble: Any = None, refit: Any = None) -> Registered | None:
+    """After a search: log the best trial's model as a pyfunc model into its run, and register the search's model:
+    that one; or, logged into the parent run, the ``ensemble`` of several trials, or the ``refit`` model (each an
+    :class:`~hpsearch.results.ensemble.Ensemble`).
 
     ``best`` is the best trial's :class:`~hpsearch.tracking.tracker.TrialRecord`; nothing happens when it has no model.
     ``preprocessing`` is :func:`~hpsearch.data.dataset.preprocessing_state` of the search's data.
     """
     if best is None or best.model_dir is None:
         return None
+    registered = _registered_before(client, experiment, best.run_id, metric=metric, mode=mode,
+                                    value=best.metrics[metric])
+    if registered is not None:  # a kill after its publishing, or no new trial beat it: one version per run
+        client.set_tag(parent_run_id, TAG_MODEL_VERSION, registered.version)
+        return registered
     started = time.monotonic()
     source = log_pyfunc(client, best.run_id, Path(best.model_dir), preprocessing)
-    version, is_best = register(client, experiment, source, best.run_id, metric=metric, mode=mode,
-                                value=best.metrics[metric])
+    run_id, value, what = best.run_id, best.value(metric), f"the best trial's model ({best.name})"
+    several = ensemble is not None and len(ensemble.members) > 1
+    if several:  # chosen on the validation rows: its value there is the registry's
+        value, what = ensemble.metrics[metric], f"the ensemble of {len(ensemble.members)} trials"
+    published = refit or (ensemble if several else None)
+    if published is not None:
+        run_id, members = parent_run_id, published.members
+        source = (log_ensemble(client, run_id, members, preprocessing) if len(members) > 1
+                  else log_pyfunc(client, run_id, Path(members[0]["model_dir"]), preprocessing))
+        what += ", refit on training + validation rows," if refit is not None else ""
+    version, is_best = register(client, experiment, source, run_id, metric=metric, mode=mode, value=value)
     seconds = time.monotonic() - started
-    client.log_metric(best.run_id, "model_log_seconds", seconds)
+    client.log_metric(run_id, "model_log_seconds", seconds)
     client.set_tag(parent_run_id, TAG_MODEL_VERSION, version)
-    return Registered(experiment, version, is_best, seconds)
+    client.set_tag(parent_run_id, TAG_PUBLISHED, _published(several, refit is not None))
+    return Registered(experiment, version, is_best, seconds, what)
+
+
+def _published(several: bool, refit: bool) -> str:
+    """The parent run's tag ``hpsearch.published``: ``best_trial`` or ``ensemble``, ``_refit`` when refit."""
+    return (PUBLISHED_ENSEMBLE if several else PUBLISHED_BEST) + ("_refit" if refit else "")
+
+
+def _registered_before(client: MlflowClient, name: str, run_id: str, *, metric: str, mode: str,
+                       value: float) -> Registered | None:
+    """The version of model ``name`` already registered for this run, if any, with the alias ``best`` moved to
+    it if it wins (a kill may have come between its registration and the alias)."""
+    from mlflow.exceptions import MlflowException
+
+    registry = _registry(client)
+    try:
+        found = registry.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    except MlflowException:
+        return None
+    if not found:
+        return None
+    version = str(min(int(v.version) for v in found))
+    try:
+        is_best = str(registry.get_model_version_by_alias(name, BEST_ALIAS).version) == version
+    except MlflowException:
+        is_best = False
+    if not is_best and _beats_current(registry, name, metric, mode, value):
+        registry.set_registered_model_alias(name, BEST_ALIAS, version)
+        registry.set_model_version_tag(name, version, TAG_VERSION_BEST, "true")
+        is_best = True
+    return Registered(name, version, is_best, 0.0, again=True)
 
 
 def on_search_end(client: MlflowClient, best: Any, *, experiment: str, parent_run_id: str, metric: str, mode: str,
-                  space_file: Path, data: Any, preprocessing: dict[str, Any]) -> list[str]:
-    """The runner's hook at the end of a search: provenance tags on the parent run, then :func:`publish_best`.
+                  space_file: Path, data: Any, preprocessing: dict[str, Any], ensemble: Any = None,
+                  refit: Any = None, tree: dict[str, float] | None = None) -> list[str]:
+    """The runner's hook at the end of a search: provenance tags, the ensemble and the tree baseline on the parent
+    run, then :func:`publish_best`.
 
     ``data`` is the space file's ``data`` field. Returns the lines to show.
     The search's runs are complete by now: a registry that fails is reported, not raised.
     """
     from mlflow.exceptions import MlflowException
 
+    from hpsearch.results import baseline
+    from hpsearch.results import ensemble as ensembles
+
     for key, value in provenance_tags(space_file, data).items():
         client.set_tag(parent_run_id, key, value)
+    for chosen in (ensemble, refit):
+        if chosen is not None:
+            ensembles.record(client, parent_run_id, chosen)
+    if tree:
+        baseline.record(client, parent_run_id, tree)
     try:
         registered = publish_best(client, best, experiment=experiment, parent_run_id=parent_run_id, metric=metric,
-                                  mode=mode, preprocessing=preprocessing)
+                                  mode=mode, preprocessing=preprocessing, ensemble=ensemble, refit=refit)
     except MlflowException as err:
         return [f"warning: the best model was not registered: {str(err).splitlines()[0]}"]
     if registered is None:
         return []
+    if registered.again:
+        return [f"the best trial's model was registered before, as {registered.name} version {registered.version}: "
+                f"not registered again (models:/{registered.name}@{BEST_ALIAS})"]
     moved = "alias 'best' moved to it" if registered.is_best else "an earlier search's model stays @best"
-    return [f"best model logged and registered as {registered.name} version {registered.version} "
+    return [f"{registered.what} logged and registered as {registered.name} version {registered.version} "
             f"({moved}) in {registered.log_seconds:.1f}s: models:/{registered.name}@{BEST_ALIAS}"]
 
 

@@ -26,6 +26,7 @@ from mlflow.entities import Metric, Param
 from hpsearch.data.dataset import preprocessing_state
 from hpsearch.data.sources import Dataset, Split, load_dataset
 from hpsearch.errors import ConfigError
+from hpsearch.model.folds import FoldAverage
 from hpsearch.model.network import model_files, save_model
 from hpsearch.model.user_model import UserModel
 from hpsearch.results import publish
@@ -68,7 +69,7 @@ def retrain(document: dict[str, Any], *, source: Path, epochs: int | None = None
     user = UserModel.of(_space_file(document).model) if settings.get("model") else None  # the space file's own
     config = TrialConfig.from_params(document["hyperparameters"], max_epochs=epochs or settings["epochs"],
                                      seed=settings["seed"], metric=settings["metric"], mode=settings["mode"],
-                                     user_model=user)
+                                     cv=0 if full_data else settings.get("cv", 0), user_model=user)
     client, uri = connect(tracking_uri or provenance.get("tracking_uri"))
     exp_id = experiment_id(client, document["experiment"], uri)
     run_id = _start_run(client, exp_id, document, config, source, full_data)
@@ -142,7 +143,7 @@ def _train_and_log(client: Any, run_id: str, config: TrialConfig, data: Dataset,
         model = fit(config, data, report)
     finally:
         torch.set_num_threads(previous)
-    spec = model_spec(config, data)
+    spec = model.spec if isinstance(model, FoldAverage) else model_spec(config, data)  # cv: the folds' average
     test_metrics = evaluate(model, data.test, spec, prefix="test_")
     now = int(time.time() * 1000)
     history += [Metric(k, v, now, 0) for k, v in test_metrics.items()]

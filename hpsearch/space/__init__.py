@@ -24,9 +24,17 @@ from hpsearch.space.distributions import (
     uniform,
 )
 from hpsearch.space.loader import load_space
-from hpsearch.space.params import DEFAULT_PARAMS, HYPERPARAMETERS, TRAINING_PARAMS, decode_sizes, hyperparameters
+from hpsearch.space.params import (
+    DEFAULT_PARAMS,
+    HYPERPARAMETERS,
+    TRAINING_CHOICES,
+    TRAINING_PARAMS,
+    decode_sizes,
+    hyperparameters,
+)
 from hpsearch.space.search import Search
 
-__all__ = ["ASHA", "DEFAULT_PARAMS", "HYPERPARAMETERS", "TRAINING_PARAMS", "Choice", "Distribution", "Layers",
-           "LogUniform", "RandInt", "Search", "Uniform", "asha", "choice", "decode_sizes", "hyperparameters", "layers",
-           "load_space", "loguniform", "optuna_distributions", "randint", "suggest_params", "uniform"]
+__all__ = ["ASHA", "DEFAULT_PARAMS", "HYPERPARAMETERS", "TRAINING_CHOICES", "TRAINING_PARAMS", "Choice",
+           "Distribution", "Layers", "LogUniform", "RandInt", "Search", "Uniform", "asha", "choice", "decode_sizes",
+           "hyperparameters", "layers", "load_space", "loguniform", "optuna_distributions", "randint", "suggest_params",
+           "uniform"]

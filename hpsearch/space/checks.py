@@ -9,6 +9,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from hpsearch import errors
 from hpsearch.errors import SpaceError
 from hpsearch.space.distributions import (
     API_NAMES,
@@ -26,11 +27,18 @@ from hpsearch.space.distributions import (
 )
 from hpsearch.space.params import (
     ACTIVATIONS,
+    DEFAULT_CV,
+    DEFAULT_ENSEMBLE,
     EXECUTORS,
+    LR_SCHEDULES,
+    MAX_CV,
+    NUMERIC_EMBEDDINGS,
+    NUMERIC_ENCODINGS,
     OPTIMIZERS,
     SCHEDULERS,
     SEARCHERS,
     SKLEARN_DATASETS,
+    TARGET_TRANSFORMS,
     TASKS,
     TRAINING_PARAMS,
 )
@@ -108,20 +116,9 @@ def unknown_names_error(names: list[tuple[str, Mapping[str, Any]]]) -> SpaceErro
 
 
 def nearest_name(name: str, known: Sequence[str] | Mapping[str, Any]) -> str | None:
-    """The known name a typo most likely meant: a close spelling (difflib), the initials of its words
-    (``learning_rate`` -> ``lr``), or a usual synonym; None when nothing is near."""
-    import difflib
-
-    known = list(known)
-    lowered = name.lower()
-    close = difflib.get_close_matches(lowered, known, n=1, cutoff=0.6)
-    if close:
-        return close[0]
-    initials = "".join(word[0] for word in lowered.replace("-", "_").split("_") if word)
-    if len(initials) > 1 and initials in known:
-        return initials
-    alias = _ALIASES.get(lowered)
-    return alias if alias in known else None
+    """The field or hyperparameter a typo most likely meant (:func:`hpsearch.errors.nearest_name`), or a usual
+    synonym (``epochs`` -> ``max_epochs``); None when nothing is near."""
+    return errors.nearest_name(name, list(known), aliases=_ALIASES)
 
 
 def _check_int(name: str, minimum: int) -> Callable[[Any], int]:
@@ -215,6 +212,40 @@ def _check_model_param(spec: Any) -> Any:
     return spec
 
 
+def _check_ensemble(value: Any) -> int:
+    """``ensemble=``: greedy selection steps (an integer), True for the default, False / 0 / None for none."""
+    if value is True:
+        return DEFAULT_ENSEMBLE
+    if value is None or value is False:
+        return 0
+    if not is_int(value) or value < 0:
+        raise SpaceError(f"must be the number of greedy selection steps (an integer >= 1, such as "
+                         f"{DEFAULT_ENSEMBLE}), or False to publish the best trial alone, but got {value!r}",
+                         field="ensemble")
+    return value
+
+
+def _check_cv(value: Any) -> int:
+    """``cv=``: the number of folds (2 to MAX_CV), True for DEFAULT_CV, False / None / 0 for none."""
+    if value is True:
+        return DEFAULT_CV
+    if value is None or value is False or value in (0, 1):
+        return 0
+    if not is_int(value) or not 2 <= value <= MAX_CV:
+        raise SpaceError(f"must be a number of folds from 2 to {MAX_CV} (such as {DEFAULT_CV}), or False for one "
+                         f"validation split, but got {value!r}", field="cv")
+    return value
+
+
+def _check_bool(name: str) -> Callable[[Any], bool]:
+    def check(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise SpaceError(f"must be True or False, but got {value!r}", field=name)
+        return value
+
+    return check
+
+
 def _check_str(name: str) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -224,12 +255,46 @@ def _check_str(name: str) -> Callable[[Any], str | None]:
     return check
 
 
+def _check_duration(value: Any) -> float | None:
+    """``time_budget``: seconds (a number > 0), or a duration such as ``"90s"``, ``"10m"``, ``"2h"``, ``"1h30m"``."""
+    if value is None:
+        return None
+    seconds = parse_duration(value)
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        raise SpaceError(f"must be seconds > 0 or a duration such as '90s', '10m', '2h' or '1h30m', but got {value!r}",
+                         field="time_budget")
+    return seconds
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds in a number or a text such as ``"90"``, ``"90s"``, ``"1.5m"``, ``"2h"``, ``"1h30m"``; None when it is
+    neither."""
+    if is_float(value):
+        return float(value)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    import re
+
+    text = value.strip().lower()
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?", text)
+    if parts is None or not any(parts.groups()):
+        return None
+    hours, minutes, seconds = (float(p) if p else 0.0 for p in parts.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _check_goal(value: Any) -> float | None:
+    if value is not None and (not is_float(value) or not math.isfinite(value)):
+        raise SpaceError(f"must be a number, the metric's value that ends the search, but got {value!r}", field="goal")
+    return None if value is None else float(value)
+
+
 FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "data": _check_data,
     "target": _check_str("target"),
     "params": check_params,
     "task": _check_one_of("task", TASKS),
-    "num_samples": _check_int("num_samples", 1),
+    "num_samples": _check_optional_int("num_samples", 1),
     "max_epochs": _check_int("max_epochs", 1),
     "scheduler": _check_scheduler,
     "searcher": _check_one_of("searcher", SEARCHERS, optional=False),
@@ -241,6 +306,14 @@ FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "executor": _check_one_of("executor", EXECUTORS, optional=False),
     "drop": _check_drop,
     "model": _check_model,
+    "ensemble": _check_ensemble,
+    "baseline": _check_bool("baseline"),
+    "cv": _check_cv,
+    "refit": _check_bool("refit"),
+    "time_budget": _check_duration,
+    "patience": _check_optional_int("patience", 1),
+    "goal": _check_goal,
+    "warm_start": _check_str("warm_start"),
 }
 
 
@@ -298,4 +371,13 @@ PARAM_CHECKS: dict[str, Callable[[Any], Any]] = {
     "optimizer": _scalar_param("str", lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
     "momentum": _scalar_param("float", lambda v: is_float(v) and 0 <= v <= 1, "a number in [0, 1]"),
     "activation": _scalar_param("str", lambda v: v in ACTIVATIONS, f"one of {', '.join(ACTIVATIONS)}"),
+    "lr_schedule": _scalar_param("str", lambda v: v in LR_SCHEDULES, f"one of {', '.join(LR_SCHEDULES)}"),
+    "label_smoothing": _scalar_param("float", lambda v: is_float(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "adam_beta2": _scalar_param("float", lambda v: is_float(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "numeric_encoding": _scalar_param("str", lambda v: v in NUMERIC_ENCODINGS,
+                                      f"one of {', '.join(NUMERIC_ENCODINGS)}"),
+    "numeric_embedding": _scalar_param("str", lambda v: v in NUMERIC_EMBEDDINGS,
+                                       f"one of {', '.join(NUMERIC_EMBEDDINGS)}"),
+    "target_transform": _scalar_param("str", lambda v: v in TARGET_TRANSFORMS,
+                                      f"one of {', '.join(TARGET_TRANSFORMS)}"),
 }

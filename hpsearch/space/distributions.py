@@ -177,25 +177,28 @@ def layers(
     )
 
 
-#: Without a ``grace_period``, ASHA's first rung comes after this fraction of ``max_epochs`` (1/10, at least one
-#: epoch). In its first epochs a network's validation metric mostly tells how fast it starts (its learning rate),
-#: not how good it ends: on Auto MPG (60 trials, 100 epochs) a first rung after one epoch stopped 22 trials there
-#: and ended at a test MAE of 2.08, one after ten epochs at 1.95. A tenth of the budget still stops weak trials
-#: long before the end (rungs at 10, 30 and 90 of 100 epochs with a reduction factor of 3).
-AUTO_GRACE_FRACTION = 10
+#: Without a ``grace_period``, ASHA's first rung comes after this fraction of ``max_epochs`` (1/4, at least one
+#: epoch), and by default half the trials go on at each rung (:data:`DEFAULT_REDUCTION_FACTOR`). In its first
+#: epochs a network's validation metric mostly tells how fast it starts (its learning rate), not how good it ends:
+#: replayed on the full curves of 8-trial, 20-epoch searches of the real-table corpus (``bench/corpus_searches.py
+#: asha``), a first rung after a tenth of the budget with a reduction factor of 3 stopped the trial that would have
+#: won in most searches and handed out a worse one in about half; after a quarter, halving, it stopped it in few,
+#: for about half the epochs of no stopping at all (docs/benchmarks.md).
+AUTO_GRACE_FRACTION = 4
+DEFAULT_REDUCTION_FACTOR = 2
 
 
 @dataclass(frozen=True)
 class ASHA:
     """Ray Tune's asynchronous successive halving: stop the weakest trials at each rung.
 
-    ``grace_period`` is the fewest epochs a trial runs before it can be stopped (None: a tenth of
+    ``grace_period`` is the fewest epochs a trial runs before it can be stopped (None: a quarter of
     ``max_epochs``, see :meth:`grace`); ``reduction_factor`` is how many trials compete for each place in the
     next rung.
     """
 
     grace_period: int | None = None
-    reduction_factor: int = 3
+    reduction_factor: int = DEFAULT_REDUCTION_FACTOR
 
     def check(self) -> None:
         if self.grace_period is not None and (not is_int(self.grace_period) or self.grace_period < 1):
@@ -204,13 +207,13 @@ class ASHA:
             raise SpaceError(f"asha needs reduction_factor >= 2, but got {self.reduction_factor!r}")
 
     def grace(self, max_epochs: int) -> int:
-        """The grace period in epochs for a budget of ``max_epochs``: the one given, else a tenth of the budget
+        """The grace period in epochs for a budget of ``max_epochs``: the one given, else a quarter of the budget
         (at least 1); never more than ``max_epochs``. Both executors stop trials at the rungs it starts."""
         chosen = self.grace_period if self.grace_period is not None else max_epochs // AUTO_GRACE_FRACTION
         return max(1, min(chosen, max_epochs))
 
     def describe(self, max_epochs: int) -> str:
-        """What the search prints: ``ASHA: grace period 3 epochs (max_epochs 30 / 10), reduction factor 3``."""
+        """What the search prints: ``ASHA: grace period 7 epochs (max_epochs 30 / 4), reduction factor 2``."""
         grace = self.grace(max_epochs)
         why = ("set in the space file" if self.grace_period is not None
                else f"max_epochs {max_epochs} / {AUTO_GRACE_FRACTION}, at least 1")
@@ -218,9 +221,9 @@ class ASHA:
                 f"reduction factor {self.reduction_factor:g}")
 
 
-def asha(grace_period: int | None = None, reduction_factor: int = 3) -> ASHA:
+def asha(grace_period: int | None = None, reduction_factor: int = DEFAULT_REDUCTION_FACTOR) -> ASHA:
     """The ASHA scheduler with its two knobs, for ``Search(scheduler=asha(...))``; without ``grace_period``,
-    a tenth of ``max_epochs``."""
+    a quarter of ``max_epochs``."""
     return ASHA(grace_period, reduction_factor)
 
 

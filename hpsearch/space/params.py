@@ -14,6 +14,19 @@ SEARCHERS = ("tpe", "random", "grid")
 SCHEDULERS = ("asha", "fifo")
 EXECUTORS = ("ray", "local", "batched", "auto")
 SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
+#: The learning rate over a trial's steps: constant; ``cosine`` (a linear warm-up, then a cosine decay to 0); or
+#: ``onecycle`` (torch's ``OneCycleLR`` with its defaults, the momentum left alone).
+LR_SCHEDULES = ("constant", "cosine", "onecycle")
+#: How the built-in network takes the numeric columns (:mod:`hpsearch.model.encoding`).
+NUMERIC_ENCODINGS = ("standard", "robust", "quantile", "piecewise_linear")
+NUMERIC_EMBEDDINGS = ("none", "periodic")
+#: What a regression network learns: the target, or ``log1p`` of it (predictions are turned back).
+TARGET_TRANSFORMS = ("none", "log1p")
+#: Greedy selection steps of the ensemble a search publishes (``ensemble=True``, or the field left out).
+DEFAULT_ENSEMBLE = 25
+#: Folds of ``cv=True``; ``cv=`` takes at most MAX_CV. Off by default: on the tables of ``bench/corpus.py`` it
+#: cost 5 times the training and did not beat one validation split (docs/benchmarks.md).
+DEFAULT_CV, MAX_CV = 5, 20
 
 
 #: Hyperparameters the training function knows, with the value used when a space file leaves one out.
@@ -26,12 +39,19 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "optimizer": "adam",
     "momentum": 0.9,
     "activation": "relu",
+    "lr_schedule": "constant",
+    "label_smoothing": 0.0,
+    "adam_beta2": 0.999,
+    "numeric_encoding": "standard",
+    "numeric_embedding": "none",
+    "target_transform": "none",
 }
 
 
 #: What the training function itself reads (the optimizer and the batches); with ``model=`` every other name in
 #: ``params`` is the user's model function's to read.
-TRAINING_PARAMS = ("lr", "weight_decay", "batch_size", "optimizer", "momentum")
+TRAINING_PARAMS = ("lr", "weight_decay", "batch_size", "optimizer", "momentum", "lr_schedule", "label_smoothing",
+                   "adam_beta2", "target_transform")
 
 
 def encode_sizes(sizes: Sequence[int]) -> str:
@@ -50,10 +70,13 @@ def layer_params(sizes: Sequence[int]) -> dict[str, int]:
 
 #: Every hyperparameter of the built-in network, in the order an export lists them.
 HYPERPARAMETERS = tuple(DEFAULT_PARAMS)  # layers, lr, dropout, weight_decay, batch_size, optimizer, ...
+#: The training choices among them, which an exported file may leave out (their defaults then apply).
+TRAINING_CHOICES = ("lr_schedule", "label_smoothing", "adam_beta2", "numeric_encoding", "numeric_embedding",
+                    "target_transform")
 _INT_PARAMS = ("batch_size", "n_layers")
-_STR_PARAMS = ("optimizer", "activation")
+_STR_PARAMS = ("optimizer", "activation", "lr_schedule", "numeric_encoding", "numeric_embedding", "target_transform")
 #: What a trial's params hold besides its hyperparameters (:meth:`hpsearch.training.fit.TrialConfig.to_params`).
-_TRIAL_SETTINGS = ("max_epochs", "seed", "early_stopping_patience", "metric", "mode")
+_TRIAL_SETTINGS = ("max_epochs", "seed", "early_stopping_patience", "metric", "mode", "cv")
 
 
 def hyperparameters(params: dict[str, str]) -> dict[str, Any]:

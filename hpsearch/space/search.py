@@ -12,7 +12,9 @@ from typing import Any
 
 from hpsearch.errors import SpaceError
 from hpsearch.space.checks import PARAM_CHECKS, check_field, check_params, unknown_names_error
+from hpsearch.space.defaults import default_space
 from hpsearch.space.distributions import ASHA, Choice, Distribution, Layers, describe, optuna_distributions
+from hpsearch.space.params import DEFAULT_ENSEMBLE
 
 _FIELDS: dict[str, Any] = {
     "data": None,
@@ -21,7 +23,7 @@ _FIELDS: dict[str, Any] = {
     "task": None,
     "metric": None,
     "mode": None,
-    "num_samples": 20,
+    "num_samples": None,  # 20, unless a time budget alone bounds the search
     "max_epochs": 30,
     "scheduler": "asha",
     "searcher": "tpe",
@@ -33,7 +35,16 @@ _FIELDS: dict[str, Any] = {
     "executor": "ray",
     "drop": (),
     "model": None,
+    "ensemble": DEFAULT_ENSEMBLE,
+    "baseline": True,
+    "cv": 0,
+    "refit": False,
+    "time_budget": None,
+    "patience": None,
+    "goal": None,
+    "warm_start": None,
 }
+DEFAULT_NUM_SAMPLES = 20
 
 
 class Search:
@@ -56,7 +67,7 @@ class Search:
     task: str | None
     metric: str | None
     mode: str | None
-    num_samples: int
+    num_samples: int | None  # None: trials are proposed until the time budget is spent
     max_epochs: int
     scheduler: ASHA | None
     searcher: str
@@ -68,6 +79,17 @@ class Search:
     executor: str
     drop: tuple[str, ...]
     model: Callable[..., Any] | None
+    ensemble: int  # greedy selection steps; 0: the best trial alone
+    baseline: bool
+    cv: int  # folds of the training rows each trial is evaluated on; 0: none
+    refit: bool  # the published model trained again on training + validation rows
+    #: True when the space file gave no ``params`` for the built-in network: ``params`` is then
+    #: :func:`hpsearch.space.defaults.default_space`.
+    default_params: bool
+    time_budget: float | None  # seconds
+    patience: int | None  # finished trials without a new best that end the search
+    goal: float | None  # a value of the metric that ends the search once a trial reaches it
+    warm_start: str | None  # an experiment or a search's run id whose trials seed the searcher
 
     def __init__(self, **fields: Any) -> None:
         unknown = sorted(set(fields) - set(_FIELDS))
@@ -85,7 +107,14 @@ class Search:
             checked = (check_params(value, free=fields.get("model") is not None) if name == "params"
                        else check_field(name, value))
             object.__setattr__(self, name, checked)
+        if self.num_samples is None and self.time_budget is None:
+            object.__setattr__(self, "num_samples", DEFAULT_NUM_SAMPLES)
         self._check_metric_mode()
+        # No params for the built-in network: a space chosen by measurement, rather than one configuration N times
+        # (a grid has nothing to enumerate in it: it trains the defaults once, as before)
+        object.__setattr__(self, "default_params", not self.params and self.model is None and self.searcher != "grid")
+        if self.default_params:
+            object.__setattr__(self, "params", default_space())
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Search is immutable: use Search.replace(...)")
@@ -94,9 +123,12 @@ class Search:
         given = ", ".join(f"{k}={v!r}" for k, v in self._fields.items() if v != _FIELDS[k])
         return f"Search({given})"
 
-    def replace(self, **changes: Any) -> Search:
-        """A copy with some fields changed and checked again (used for command-line overrides)."""
-        return Search(**{**self._fields, **{k: v for k, v in changes.items() if v is not None}})
+    def replace(self, *, clear: tuple[str, ...] = (), **changes: Any) -> Search:
+        """A copy with some fields changed and checked again (used for command-line overrides); a change to None
+        keeps the field, ``clear`` names fields set back to their default (``num_samples`` with a time budget:
+        trials until it is spent)."""
+        kept = {k: v for k, v in self._fields.items() if k not in clear}
+        return Search(**{**kept, **{k: v for k, v in changes.items() if v is not None}})
 
     def _check_metric_mode(self) -> None:
         if self.metric is not None and not isinstance(self.metric, str):

@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import sqlite3
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_STORE", "check_store_exists", "connect", "default_tracking_uri", "experiment_id",
            "registry_uri_for", "tracking_uri_from"]
 
-for _noisy in ("alembic", "mlflow.store.db.utils"):  # schema creation on a new store is not news
+# schema creation on a new store, and the wait for a model version a search registers, are not news
+for _noisy in ("alembic", "mlflow.store.db.utils", "mlflow.store.model_registry.abstract_store"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
 # MLflow logs the traceback of a database error before it raises it; hpsearch reports the error in one line.
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
@@ -36,6 +38,12 @@ SQLITE_BUSY_TIMEOUT_S = 60
 
 
 _QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+#: How long a search waits for a tracking server that stopped answering, unless the user set MLflow's own
+#: variables: each request is tried 5 times over about 30 s (MLflow's defaults: 8 times over about 4 minutes,
+#: each try waiting up to 120 s for an answer).
+HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+_MLFLOW_BACKOFF_DEFAULTS = {"MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1"}
+_URLLIB3_BACKOFF_MAX_S = 120  # urllib3's cap on one wait between two tries
 
 
 def tracking_uri_from(tracking_uri: str | None) -> str | None:
@@ -76,9 +84,114 @@ def connect(tracking_uri: str | None) -> tuple[MlflowClient, str]:
                                f"{machine_failure(err) or err}") from None
     else:
         _check_reachable(tracking_uri)
+        if tracking_uri.startswith(("http://", "https://")):
+            _bound_http_retries(tracking_uri)
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri), tracking_uri
+
+
+def _bound_http_retries(tracking_uri: str) -> None:
+    """MLflow's retries of a tracking server, bounded (:data:`HTTP_RETRY_DEFAULTS` where the user set none), and
+    said within seconds: the first retry prints one line naming the server, the settings and how long it lasts."""
+    if _before_giving_up:  # an earlier search of this process gave up on its server: the user's setting again
+        _set_env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", _before_giving_up.pop())
+    for key, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    # MLflow prints two links for every run it ends on a server; the search prints the one to its trials
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    _RetryNotice.install(tracking_uri)
+
+
+def retry_budget() -> str:
+    """How MLflow retries a request to a tracking server here, in words, with the variables that set it."""
+    setting = {**_MLFLOW_BACKOFF_DEFAULTS, **HTTP_RETRY_DEFAULTS,
+               **{k: v for k, v in os.environ.items() if k.startswith("MLFLOW_HTTP_REQUEST_")}}
+    retries, timeout = int(setting["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]), float(setting["MLFLOW_HTTP_REQUEST_TIMEOUT"])
+    factor = float(setting["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"])
+    jitter = float(setting["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"])
+    # urllib3 retries at once the first time, then waits factor * 2**(n-1) s plus up to `jitter` s (at most 120)
+    waits = [0.0] + [min(_URLLIB3_BACKOFF_MAX_S, factor * 2 ** (n - 1) + jitter) for n in range(2, retries + 1)]
+    return (f"{retries} more tries over about {sum(waits):.0f} s, each waiting up to {timeout:g} s for an answer "
+            f"(MLFLOW_HTTP_REQUEST_MAX_RETRIES={retries}, MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR={factor:g}, "
+            f"MLFLOW_HTTP_REQUEST_TIMEOUT={timeout:g})")
+
+
+class _RetryNotice(logging.Handler):
+    """Says, once per outage, that the tracking server does not answer, and when it answers again.
+
+    urllib3 logs each retry of MLflow's requests (a refused connection is retried at once, a silent server after
+    MLFLOW_HTTP_REQUEST_TIMEOUT); during an outage, its debug line for each response says that one came back.
+    """
+
+    _installed: _RetryNotice | None = None
+    _logger = logging.getLogger("urllib3.connectionpool")
+
+    def __init__(self, tracking_uri: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.tracking_uri = tracking_uri
+        self.announced = False
+
+    @classmethod
+    def install(cls, tracking_uri: str) -> None:
+        if cls._installed is not None:
+            cls._logger.removeHandler(cls._installed)
+        cls._installed = cls(tracking_uri)
+        cls._logger.addHandler(cls._installed)
+        cls._logger.propagate = False  # urllib3's own line for every retry is not shown: this one line is
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno == logging.DEBUG:
+            if self.announced and record.msg.startswith('%s://%s:%s "'):  # a response came back
+                self.announced = False
+                self._logger.setLevel(logging.NOTSET)
+                print(f"the tracking server {self.tracking_uri} answers again", file=sys.stderr, flush=True)
+            return
+        if self.announced or not record.getMessage().startswith("Retrying"):
+            return
+        self.announced = True
+        self._logger.setLevel(logging.DEBUG)  # until a response comes back
+        reason = record.args[1] if isinstance(record.args, tuple) and len(record.args) > 1 else ""
+        said = _first_words(reason)
+        print(f"warning: the tracking server {self.tracking_uri} does not answer{f' ({said})' if said else ''}; "
+              f"MLflow tries again: {retry_budget()}", file=sys.stderr, flush=True)
+
+
+def give_up_retries() -> None:
+    """After a request failed every try: the requests that close the search's runs are tried once each, not for
+    as long again (a server that is back still takes them)."""
+    if not _before_giving_up:
+        _before_giving_up.append(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES"))
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    if _RetryNotice._installed is not None:
+        _RetryNotice._installed.announced = True  # said already
+
+
+_before_giving_up: list[str | None] = []  # MLFLOW_HTTP_REQUEST_MAX_RETRIES as it was before give_up_retries
+
+
+def _set_env(key: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value
+
+
+def _first_words(err: object) -> str:
+    """What the system said (``Connection refused``), out of what urllib3 wraps it in; or ``timed out``."""
+    seen: set[int] = set()
+    errors = [err]
+    while errors:
+        current = errors.pop(0)
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror
+        if isinstance(current, ConnectionError) and str(current):  # the server closed the connection
+            return str(current).splitlines()[0]
+        errors += [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+    return "timed out" if "timed out" in str(err) else ""
 
 
 @contextlib.contextmanager
@@ -134,10 +247,7 @@ def _check_reachable(tracking_uri: str) -> None:
         raise TrackingError(f"tracking store {tracking_uri} cannot be reached: {message}") from None
     finally:
         for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+            _set_env(key, value)
 
 
 def experiment_id(client: MlflowClient, name: str, tracking_uri: str, *, create: bool = True) -> str:

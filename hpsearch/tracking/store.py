@@ -14,13 +14,14 @@ idle, and the driver never imports MLflow at all.
 
 Calls run one at a time, in the order they were made. The driver waits only where it needs an answer now: a
 :meth:`Store.call` waits for it; :meth:`Store.submit` hands a call over and the driver reads its answer later
-(a trial's run id, first needed when the trial's metrics are written, by when the store has answered); writes
-nobody waits for (a trial's metrics, its end) are sent with :meth:`Store.send`. A round trip costs the driver
-20-50 ms on 2 busy cores, more through a tracking server, and Ray Tune's loop, which starts the next trial,
-would wait on it twice per trial.
+(a trial's run id: the trial's writes name its run by the trial until then, and the search reads the ids once
+its trials have ended); writes nobody waits for (a trial's metrics, its end) are sent with :meth:`Store.send`.
+Answers are read as they arrive, whenever the driver sends a call, so that the unread ones never fill the
+pipe. A round trip costs the driver 20-50 ms on 2 busy cores, more through a tracking server, and Ray Tune's
+loop, which starts the next trial, would wait on it twice per trial.
 
-The process ignores Ctrl-C (the driver decides what an interruption means and closes the runs through it),
-finishes what it was sent, and ends when the driver closes it or is gone.
+The process ignores Ctrl-C and SIGTERM (the driver decides what an interruption means and closes the runs
+through it), finishes what it was sent, and ends when the driver closes it or is gone.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ import contextlib
 import multiprocessing
 import os
 import pickle
+import queue
 import signal
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -38,7 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch import lifeline
 from hpsearch.errors import HpsearchError, MachineError, TrackingError, machine_failure
-from hpsearch.tracking.connection import connect
+from hpsearch.loading import imports_without_gc
+from hpsearch.tracking.connection import connect, give_up_retries
 
 if TYPE_CHECKING:
     pass
@@ -49,8 +54,9 @@ __all__ = ["LocalStore", "Pending", "Store", "StoreProcess", "store_failure"]
 class Pending:
     """The answer to a :meth:`Store.submit`: :meth:`result` waits for it (its exception is raised there)."""
 
-    def __init__(self, read: Callable[[], Any]) -> None:
+    def __init__(self, read: Callable[[], Any], arrived: Callable[[], bool] | None = None) -> None:
         self._read = read
+        self._arrived = arrived  # whether the answer is here already (reading it then waits for nothing)
         self._done = False
         self._value: Any = None
 
@@ -63,7 +69,7 @@ class Pending:
 
     def done(self) -> bool:
         """Whether :meth:`result` returns at once."""
-        return self._done
+        return self._done or (self._arrived is not None and self._arrived())
 
     def result(self) -> Any:
         if not self._done:
@@ -158,7 +164,7 @@ class StoreProcess(Store):
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Pending:
         sequence = self._post(fn, args, kwargs, wait=True)
         self._submitted.add(sequence)
-        return Pending(lambda: self._answer_to(sequence))
+        return Pending(lambda: self._answer_to(sequence), lambda: self._drain() or sequence in self._answers)
 
     def send(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """The driver goes on while the store writes (see the module's docstring)."""
@@ -170,6 +176,7 @@ class StoreProcess(Store):
     def _post(self, fn: Callable[..., Any] | str, args: tuple, kwargs: dict, *, wait: bool) -> int:
         if self.uri is None and fn != _CONNECT:
             raise TrackingError("the tracking store is used before it was opened")
+        self._drain()
         self._sequence += 1
         try:
             self._conn.send((self._sequence, wait, fn, args, kwargs))
@@ -177,18 +184,28 @@ class StoreProcess(Store):
             raise _process_gone() from None
         return self._sequence
 
+    def _drain(self) -> None:
+        """Read the answers that have arrived."""
+        while self._conn.poll():
+            self._read_answer(None)
+
+    def _read_answer(self, sequence: int | None) -> None:
+        """Read the next answer: the one to ``sequence``, or to a submitted call (kept for later), or a sent call's
+        error (raised at the next answer read)."""
+        try:
+            answered, waited, ok, value = self._conn.recv()
+        except (EOFError, OSError):
+            raise _process_gone() from None
+        if not waited:  # a sent call failed: raised at the next answer read, the first one
+            self._sent_error = self._sent_error or _delivered(value, late=True)
+        elif answered == sequence or answered in self._submitted:
+            self._answers[answered] = (ok, value)
+        # else: the answer to a call that Ctrl-C abandoned
+
     def _answer_to(self, sequence: int) -> Any:
         """Read answers in order up to the one to ``sequence``; those to submitted calls are kept for later."""
         while sequence not in self._answers:
-            try:
-                answered, waited, ok, value = self._conn.recv()
-            except (EOFError, OSError):
-                raise _process_gone() from None
-            if not waited:  # a sent call failed: raised now, the first one
-                self._sent_error = self._sent_error or _delivered(value, late=True)
-            elif answered == sequence or answered in self._submitted:
-                self._answers[answered] = (ok, value)
-            # else: the answer to a call that Ctrl-C abandoned
+            self._read_answer(sequence)
         if self._sent_error is not None:  # this call's answer stays for a later read
             error, self._sent_error = self._sent_error, None
             raise error
@@ -206,7 +223,12 @@ class StoreProcess(Store):
         elif self._process.is_alive():
             with contextlib.suppress(OSError):
                 self._conn.send(None)
-        self._process.join(timeout=30)
+        deadline = time.monotonic() + _CLOSE_S
+        with contextlib.suppress(EOFError, OSError):
+            while self._process.is_alive() and time.monotonic() < deadline:
+                if self._conn.poll(0.1):
+                    self._conn.recv()  # an answer nobody waits for now: the store ends once all are read
+        self._process.join(timeout=max(0.0, deadline - time.monotonic()))
         self._conn.close()
 
 
@@ -216,30 +238,44 @@ def _process_gone() -> MachineError:
 
 def store_failure(err: Exception, uri: str | None) -> Exception:
     """``err`` as a :class:`MachineError` naming the store when the machine or the store caused it (a full disk,
-    a read-only database, a tracking server gone), else ``err`` itself (a bug, or a user's mistake)."""
+    a read-only database, a tracking server gone), else ``err`` itself (a bug, or a user's mistake).
+
+    A tracking server that failed every try of a request is not waited for as long again (:func:`give_up_retries`).
+    """
     if isinstance(err, (MachineError, TrackingError)) or (reason := machine_failure(err)) is None:
         return err
+    if uri and uri.startswith(("http://", "https://")):
+        give_up_retries()
     return MachineError(f"the tracking store {uri or 'mlruns/mlflow.db'} failed: {reason}")
 
 
 # ------------------------------------------------------------------------------------- the store's process
 _CONNECT = "connect"
 _PARENT_CHECK_S = 1.0
+_CLOSE_S = 30.0  # how long closing waits for the store to write what it was sent
 
 
 def _serve(conn: Connection, drivers_end: Connection, tracking_uri: str | None, driver: int,
            preload: tuple[str, ...]) -> None:
     """The store's process: load MLflow and the SQL store's code, then answer calls in order until told to end.
 
+    Answers leave through :class:`_Answers`, a thread, so that this loop never waits for the driver to read them:
+    when a tracking server goes away, every queued write fails at once and each failure is an answer, while the
+    driver may be blocked sending a large call (a model) that only this loop can read.
+
     A killed ``driver`` (its pid read before the fork) cannot close it: the calls it sent are written, then the
     process ends (a forked drawer may still hold the pipe open, so the pipe's end-of-file may never come).
     """
     drivers_end.close()  # so that the pipe reads as closed once the driver is gone
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _warm_up(tracking_uri, preload)
+    for stop in (signal.SIGINT, signal.SIGTERM):  # the driver decides what Ctrl-C or a batch system's TERM means
+        signal.signal(stop, signal.SIG_IGN)
+    with imports_without_gc():
+        _warm_up(tracking_uri, preload)
 
+    answers = _Answers(conn)
     client = None
-    while True:
+    failed: MachineError | None = None  # the store's first failure (a server gone): later errors follow from it
+    while not answers.driver_gone:
         try:
             if not conn.poll(_PARENT_CHECK_S):
                 if lifeline.parent_gone(driver):
@@ -260,11 +296,43 @@ def _serve(conn: Connection, drivers_end: Connection, tracking_uri: str | None, 
         except BaseException as err:  # noqa: BLE001 - every error goes back to the caller
             if isinstance(err, Exception):  # the machine's failures named as such (a full disk, a server gone)
                 err = store_failure(err, client.tracking_uri if client else tracking_uri)
+                if isinstance(err, MachineError):
+                    failed = failed or err
+                elif failed is not None and not isinstance(err, HpsearchError):
+                    err = failed  # a consequence (a write to a run whose opening failed), not a bug of its own
             answer = (sequence, wait, False, _failure(err, fn, args, kwargs))
-        if (wait or not answer[2]) and not _answer(conn, answer):  # a sent call is answered only when it fails
-            break
+        if wait or not answer[2]:  # a sent call is answered only when it fails
+            answers.put(answer)
+    answers.close(driver)
     conn.close()
     os._exit(0)  # no teardown of MLflow's modules: every call has been committed
+
+
+class _Answers:
+    """The store's answers, sent in order by a thread of their own (see :func:`_serve`)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._queue: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
+        self.driver_gone = False
+        self._thread = threading.Thread(target=self._send_all, name="hpsearch-store-answers", daemon=True)
+        self._thread.start()
+
+    def put(self, answer: tuple) -> None:
+        self._queue.put(answer)
+
+    def close(self, driver: int) -> None:
+        """Wait until every answer is sent, or the ``driver`` is gone (a forked drawer may hold the pipe open, so
+        an answer to a dead driver could wait for good)."""
+        self._queue.put(None)
+        while self._thread.is_alive() and not lifeline.parent_gone(driver):
+            self._thread.join(_PARENT_CHECK_S)
+
+    def _send_all(self) -> None:
+        while (answer := self._queue.get()) is not None:
+            if not _answer(self._conn, answer):
+                self.driver_gone = True
+                return
 
 
 def _answer(conn: Connection, answer: tuple) -> bool:

@@ -1,9 +1,11 @@
 """What a search writes to MLflow: its parent run and one child run per trial (:class:`TrialTracker`).
 
 All writes come from the driver, so trials need no access to the tracking store and the trial -> run mapping
-lives in one place (:class:`TrialTracker`). Per-epoch metrics are buffered and written with ``log_batch`` about
-once a second instead of one call per metric; a trial's params ride with its first batch (a call less per trial:
-MLflow's client time per trial 34.8 -> 21.5 ms, ``docs/benchmarks.md``).
+lives in one place (:class:`TrialTracker`). A trial's run costs MLflow as few calls as its data allow: the run's
+creation, its model files, one ``log_batch`` with its metrics, params and tags, and its end. Per-epoch metrics are
+buffered: a trial that lasts more than a second has them written about once a second (so the MLflow UI follows
+it), a shorter one in its closing batch only. The driver never waits for a trial's run id while the trials run:
+writes sent before the store has answered name the run by its trial (``_RUN_IDS``, where the client is).
 
 The functions that take a ``client`` run next to the MLflow client, through
 :meth:`hpsearch.tracking.store.Store.call` (in the driver, or in the store's own process), and return plain
@@ -12,28 +14,31 @@ values. This module loads MLflow only inside them, so the driver that imports it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.errors import TrackingError
 from hpsearch.model.network import model_files as saved_model_files
-from hpsearch.tracking.reader import child_runs, latest_searches, read_trials
+from hpsearch.tracking import lease
+from hpsearch.tracking.reader import child_runs
+from hpsearch.tracking.resumed import find_resumable_search, trial_number, trial_records
 from hpsearch.tracking.schema import (
+    BEST_EPOCH,
+    BEST_KEYS,
+    BEST_PREFIX,
     ENDED,
     EPOCHS_TRAINED,
     KIND_SEARCH,
     KIND_TRIAL,
-    LOSS_KEYS,
     METRIC_KEYS,
     MLFLOW_PARENT_RUN_ID,
     MLFLOW_RUN_NAME,
     TAG_BEST_RUN_ID,
     TAG_BEST_TRIAL,
+    TAG_END_REASON,
     TAG_ERROR,
     TAG_KIND,
     TAG_NODE,
@@ -54,9 +59,13 @@ if TYPE_CHECKING:
 
     from hpsearch.tracking.store import Pending, Store
 
-__all__ = ["TrialRecord", "TrialTracker"]
+__all__ = ["TrialRecord", "TrialTracker", "find_resumable_search"]
 
-FLUSH_INTERVAL_S = 1.0
+FLUSH_INTERVAL_S = 1.0  # the longest a trial's reported epoch waits before it is written
+
+#: Where the client is (the store's process, or this one): the id of each run opened by :func:`_open_trial_run`,
+#: by ``(parent run id, trial id)``, for the writes that the driver sent before it had the id back.
+_RUN_IDS: dict[tuple[str, str], str] = {}
 
 
 
@@ -79,13 +88,14 @@ class TrialTracker:
         self._pending: dict[str, list[tuple[str, float, int, int]]] = {}  # trial id -> (key, value, time ms, step)
         self._pending_tags: dict[str, dict[str, str]] = {}  # trial id -> tags
         self._pending_params: dict[str, dict[str, str]] = {}  # trial id -> params not yet written
-        self._last_flush = time.monotonic()
+        self._written: dict[str, float] = {}  # trial id -> when its metrics were last written (monotonic)
         self._opening: dict[str, Pending] = {}  # trial id -> its run's id, on its way from the store
-        self.on_ended: Callable[[TrialRecord], None] | None = None  # called once per trial, after its run is closed
+        self._next_number = 0  # the number in the next trial's name (trial_008 follows trial_007)
+        self._free_names: list[str] = []  # names of deleted runs (see forget): the next trials take them first
 
     def __getstate__(self) -> dict[str, Any]:
-        """Ray Tune pickles its callbacks (and this tracker) into its snapshot: the store and the hook stay here."""
-        return {**self.__dict__, "on_ended": None, "store": None, "_opening": {}}
+        """Ray Tune pickles its callbacks (and this tracker) into its snapshot: the store stays here."""
+        return {**self.__dict__, "store": None, "_opening": {}}
 
     def record(self, trial_id: str) -> TrialRecord:
         """The trial's record, with its run id once the store has answered (the first time, it may wait for it)."""
@@ -96,17 +106,47 @@ class TrialTracker:
             del self._opening[trial_id]  # only once answered: a Ctrl-C in the wait leaves it to be read again
         return record
 
+    def finish(self) -> list[TrialRecord]:
+        """Write what is buffered and wait for every run id: the trials' records once the trials have ended."""
+        self.flush()
+        return [self.record(trial_id) for trial_id in list(self.records)]
+
+    def curves(self) -> dict[str, dict[str, list[tuple[int, float]]]]:
+        """Run id -> metrics per epoch, of the trials whose every epoch this tracker wrote (not resumed ones)."""
+        return {record.run_id: record.curves for record in self.records.values()
+                if record.run_id and record.epochs and
+                [step for step, _ in record.curves.get("val_loss", ())] == list(range(1, record.epochs + 1))}
+
+    def _run(self, trial_id: str) -> str | tuple[str, str]:
+        """How a write names the trial's run: its id, or, until the store has answered, the trial (no wait)."""
+        record = self.records[trial_id]
+        opening = self._opening.get(trial_id)
+        if opening is not None and opening.done():
+            record.run_id = opening.result()
+            del self._opening[trial_id]
+        return record.run_id or (self.parent_run_id, trial_id)
+
     @classmethod
     def resume(cls, store: Store, experiment_id: str, parent_run_id: str, max_epochs: int) -> TrialTracker:
         """A tracker that knows the child runs an interrupted search already has, so trials find their run again."""
         tracker = cls(store, experiment_id, parent_run_id, max_epochs)
         for record in store.call(trial_records, experiment_id, parent_run_id):
             tracker.records[record.trial_id] = record
+            tracker._next_number = max(tracker._next_number, trial_number(record.name) + 1)
         return tracker
 
+    def unused_id(self, prefix: str) -> str:
+        """A trial id no trial of this search has (``local_00008``), for an executor that names its trials."""
+        number = len(self.records)
+        while f"{prefix}_{number:05d}" in self.records:
+            number += 1
+        return f"{prefix}_{number:05d}"
+
     def forget(self, trial_ids: set[str]) -> int:
-        """Delete the runs of trials that Ray Tune's saved state never knew (opened just before a kill)."""
+        """Delete the runs of trials that Ray Tune's saved state never knew (opened just before a kill); the next
+        new trials take their names, so that the names stay ``trial_000`` to the last, without a gap."""
         orphans = [r for r in self.records.values() if r.trial_id in trial_ids]
+        self._free_names = sorted([*self._free_names, *(r.name for r in orphans)])
         if orphans:
             self.store.call(_delete_runs, [record.run_id for record in orphans])
         for record in orphans:
@@ -128,10 +168,14 @@ class TrialTracker:
                 record.params = record.params or params
                 self.store.send(_reopen_run, record.run_id, missing)
             return record
-        name = f"trial_{len(self.records):03d}"
+        if self._free_names:
+            name = self._free_names.pop(0)
+        else:
+            name, self._next_number = f"trial_{self._next_number:03d}", self._next_number + 1
         opening = self.store.submit(_open_trial_run, self.experiment_id, self.parent_run_id, name, trial_id)
         record = self.records[trial_id] = TrialRecord(trial_id, "", name, params)
         self._pending_params[trial_id] = {k: str(v) for k, v in params.items()}
+        self._written[trial_id] = time.monotonic()
         if opening.done():
             record.run_id = opening.result()
         else:
@@ -139,7 +183,7 @@ class TrialTracker:
         return record
 
     def epoch_reported(self, trial_id: str, metrics: dict[str, Any], *, ended_ms: int | None = None) -> None:
-        """Buffer one epoch's metrics (``step=epoch``); written at most once a second.
+        """Buffer one epoch's metrics (``step=epoch``); written once a second of the trial, or when it ends.
 
         ``ended_ms``: when the epoch ended (Unix ms), for an epoch reported later than that, so that MLflow's
         time axes show when each epoch was trained; by default, now.
@@ -150,14 +194,15 @@ class TrialTracker:
             return
         record.epochs = epoch
         values = {k: float(v) for k, v in metrics.items() if _is_metric(k, v)}
-        record.metrics = values
-        for key in LOSS_KEYS:
-            if key in values:
-                record.curves.setdefault(key, []).append((epoch, values[key]))
+        for key, value in values.items():
+            record.curves.setdefault(key, []).append((epoch, value))
+        if int(metrics.get(BEST_EPOCH, epoch)) == epoch:  # the trial's model is now this epoch's
+            values.update({BEST_EPOCH: epoch, **{BEST_PREFIX + k: v for k, v in values.items()}})
+        record.metrics = {**{k: v for k, v in record.metrics.items() if k in BEST_KEYS}, **values}
         at = int(time.time() * 1000) if ended_ms is None else int(ended_ms)
         self._pending.setdefault(trial_id, []).extend((k, v, at, epoch) for k, v in values.items())
-        if time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
-            self.flush()
+        if time.monotonic() - self._written.get(trial_id, 0.0) >= FLUSH_INTERVAL_S:
+            self._flush(trial_id)
 
     def node_reported(self, trial_id: str, node_id: str, *, hostname: str, node_ip: str) -> None:
         """Tag the trial's run with the node it runs on, once: ``hpsearch.node`` = ``HOSTNAME/NODE_ID[:8]``.
@@ -173,14 +218,17 @@ class TrialTracker:
         self._pending_tags.setdefault(trial_id, {}).update(tags)
 
     def trial_ended(self, trial_id: str, *, model_dir: str | None = None, error: str | None = None,
-                    early_stopped: bool = False) -> TrialRecord:
+                    early_stopped: bool = False, stop_reason: str | None = None) -> TrialRecord:
         """Tag the trial completed / stopped / failed, attach its model, and close its run (once).
 
+        ``stop_reason``: why a trial that did not train ``max_epochs`` stopped, when the search's end stopped
+        it (``time budget``, ``patience``, ``goal``); by default early stopping's or the scheduler's.
+
         Its last metrics, ``epochs_trained`` and its tags go in one ``log_batch`` after the model files, so a
-        run tagged completed always has its model. The driver does not wait for the writing (Ray Tune's loop
-        starts the next trial meanwhile); calls made after this one find the run closed.
+        run tagged completed always has its model. The driver waits neither for the writing (Ray Tune's loop
+        starts the next trial meanwhile) nor for the run's id; calls made after this one find the run closed.
         """
-        record = self.record(trial_id)
+        record = self.records[trial_id]
         if record.status in ENDED:
             return record
         tags: dict[str, str] = {}
@@ -191,7 +239,7 @@ class TrialTracker:
             record.status = Status.COMPLETED
         else:
             record.status = Status.STOPPED
-            tags[TAG_STOP_REASON] = "early_stopping" if early_stopped else "scheduler"
+            tags[TAG_STOP_REASON] = stop_reason or ("early_stopping" if early_stopped else "scheduler")
         model_files = []
         if model_dir is not None and error is None:
             record.model_dir = model_dir
@@ -199,22 +247,27 @@ class TrialTracker:
         tags[TAG_STATUS] = record.status
         metrics = [*self._pending.pop(trial_id, []), (EPOCHS_TRAINED, record.epochs, int(time.time() * 1000), 0)]
         tags = {**self._pending_tags.pop(trial_id, {}), **tags}
-        self.store.send(_close_trial_run, record.run_id, error=error, model_files=model_files, metrics=metrics,
-                        tags=tags, params=self._pending_params.pop(trial_id, {}))
-        if self.on_ended is not None:
-            self.on_ended(record)
+        self.store.send(_close_trial_run, self._run(trial_id), error=error, model_files=model_files,
+                        metrics=metrics, tags=tags, params=self._pending_params.pop(trial_id, {}))
+        self._written.pop(trial_id, None)
         return record
 
     def flush(self) -> None:
+        """Write every trial's buffered metrics and tags now."""
         for trial_id in {*self._pending, *self._pending_tags}:
-            self.store.send(_log_batch, self.record(trial_id).run_id, self._pending.get(trial_id, []),
-                            self._pending_tags.get(trial_id, {}), self._pending_params.pop(trial_id, {}))
-        self._pending.clear()
-        self._pending_tags.clear()
-        self._last_flush = time.monotonic()
+            self._flush(trial_id)
 
-    def close_open_runs(self, status: str = "KILLED") -> None:
-        """Never leave a child run RUNNING: mark the runs of trials that did not end (with their params)."""
+    def _flush(self, trial_id: str) -> None:
+        self.store.send(_log_batch, self._run(trial_id), self._pending.pop(trial_id, []),
+                        self._pending_tags.pop(trial_id, {}), self._pending_params.pop(trial_id, {}))
+        self._written[trial_id] = time.monotonic()
+
+    def close_open_runs(self, status: str = "KILLED") -> dict[str, str]:
+        """Never leave a child run RUNNING: mark the runs of trials that did not end (with their params).
+
+        Returns each trial's status as MLflow holds it once they are closed (name -> ``completed``, ``killed``,
+        ...). A trial whose end could not be written (the store failed under it) is KILLED there, and here too.
+        """
         for trial_id in self._pending_params:
             self._pending.setdefault(trial_id, [])
         self.flush()
@@ -223,16 +276,27 @@ class TrialTracker:
             if record.status == Status.RUNNING:
                 record.status = Status.KILLED
                 epochs[record.run_id] = record.epochs
-        self.store.call(_kill_open_runs, self.experiment_id, self.parent_run_id, epochs, status)
+        held = self.store.call(_kill_open_runs, self.experiment_id, self.parent_run_id, epochs, status)
+        for record in self.records.values():
+            if held.get(record.name) == Status.KILLED:
+                record.status = Status.KILLED
+        return held
 
 
 # ------------------------------------------------------------------ run next to the client (Store.call)
 def _open_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, name: str, trial_id: str) -> str:
-    """Create a trial's child run with its tags; returns its id."""
+    """Create a trial's child run with its tags; returns its id (also kept here, for :func:`_run_id`)."""
     run = client.create_run(experiment_id, run_name=name,
                             tags={MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: name, TAG_TRIAL_ID: trial_id,
                                   TAG_STATUS: Status.RUNNING, TAG_KIND: KIND_TRIAL})
+    _RUN_IDS[(parent_run_id, trial_id)] = run.info.run_id
     return run.info.run_id
+
+
+def _run_id(run: str | tuple[str, str]) -> str:
+    """A run named by its id, or by ``(parent run id, trial id)`` when the driver sent the write before it had
+    the id (the run was opened by an earlier call: calls run in order)."""
+    return run if isinstance(run, str) else _RUN_IDS[tuple(run)]
 
 
 def _reopen_run(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
@@ -243,12 +307,13 @@ def _reopen_run(client: MlflowClient, run_id: str, params: dict[str, str]) -> No
                      tags=[RunTag(TAG_STATUS, Status.RUNNING)])
 
 
-def _log_batch(client: MlflowClient, run_id: str, metrics: list[tuple[str, float, int, int]],
+def _log_batch(client: MlflowClient, run: str | tuple[str, str], metrics: list[tuple[str, float, int, int]],
                tags: dict[str, str], params: dict[str, str] | None = None) -> None:
     """Metrics as ``(key, value, time ms, step)``, tags and params, within MLflow's limits per ``log_batch``
     (100 params, 100 tags, 1000 entities in all): the params and tags in the first batches."""
     from mlflow.entities import Metric, Param, RunTag
 
+    run_id = _run_id(run)
     entries = [Metric(*metric) for metric in metrics]
     run_tags = [RunTag(k, v) for k, v in tags.items()]
     items = [Param(k, v) for k, v in (params or {}).items()]
@@ -262,13 +327,17 @@ def _log_batch(client: MlflowClient, run_id: str, metrics: list[tuple[str, float
             return
 
 
-def _close_trial_run(client: MlflowClient, run_id: str, *, error: str | None, model_files: list[str],
+def _close_trial_run(client: MlflowClient, run: str | tuple[str, str], *, error: str | None, model_files: list[str],
                      metrics: list[tuple[str, float, int, int]], tags: dict[str, str],
                      params: dict[str, str] | None = None) -> None:
     """The trial's error or model files, then its last metrics, tags (and params, if not written yet), then its
     end: in this order."""
+    run_id = _run_id(run)
+    if isinstance(run, tuple):
+        del _RUN_IDS[tuple(run)]  # the run's last write
     if error is not None:
-        client.log_text(run_id, error, "error.txt")
+        with contextlib.suppress(Exception):  # a full disk: the run still ends failed, its error's last line in a tag
+            client.log_text(run_id, error, "error.txt")
     for path in model_files:
         client.log_artifact(run_id, path, "model")
     _log_batch(client, run_id, metrics, tags, params)
@@ -281,68 +350,43 @@ def _delete_runs(client: MlflowClient, run_ids: list[str]) -> None:
 
 
 def _kill_open_runs(client: MlflowClient, experiment_id: str, parent_run_id: str, epochs: dict[str, int],
-                    status: str) -> None:
-    """Close the search's child runs still RUNNING, with the epochs they trained (when the tracker knew them)."""
+                    status: str) -> dict[str, str]:
+    """Close the search's child runs still RUNNING, with the epochs they trained (when the tracker knew them).
+
+    Returns each child run's status tag as MLflow then holds it (run name -> ``completed``, ``killed``, ...).
+    """
     for run_id, trained in epochs.items():
         client.log_metric(run_id, EPOCHS_TRAINED, trained)
-    # Also runs that an interruption caught between their creation and their record.
+    held = {}
+    # Also runs that an interruption caught between their creation and their record, and runs whose end failed.
     for run in child_runs(client, experiment_id, parent_run_id):
-        if run.info.status == "RUNNING":
+        name, tagged = run.info.run_name, run.data.tags.get(TAG_STATUS, Status.RUNNING)
+        if run.info.status == "RUNNING" and tagged in ENDED:  # everything written but its end
+            client.set_terminated(run.info.run_id, "FAILED" if tagged == Status.FAILED else "FINISHED")
+        elif run.info.status == "RUNNING":
             client.set_tag(run.info.run_id, TAG_STATUS, Status.KILLED)
             client.set_terminated(run.info.run_id, status)
-
-
-def trial_records(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
-    """The trials an interrupted search already has, as records; those that did not end are running again.
-
-    A kill between a trial's last batch (which tags it ended, after its model files) and the end of its run left
-    the run RUNNING with everything else written: the run is ended here, as the close would have ended it.
-    """
-    records = []
-    for record in read_trials(client, experiment_id, parent_run_id):
-        if record.end_ms is None and record.status in ENDED:  # its run still RUNNING
-            client.set_terminated(record.run_id, "FAILED" if record.status == Status.FAILED else "FINISHED")
-        record.metrics = {k: v for k, v in record.metrics.items() if k in METRIC_KEYS}
-        if record.status not in ENDED:
-            record.status = Status.RUNNING  # killed or left RUNNING: Ray Tune resumes it from its checkpoint
-        records.append(record)
-    return records
-
-
-@dataclass(frozen=True)
-class ResumableSearch:
-    """An interrupted search, reopened: its parent run, Ray Tune's folder for it, and the settings it started with."""
-
-    run_id: str
-    ray_experiment: str
-    params: dict[str, str]
-
-
-def find_resumable_search(client: MlflowClient, experiment_id: str, experiment: str) -> ResumableSearch:
-    """The latest search of the experiment, if it did not finish; reopened (RUNNING) to be continued."""
-    runs = latest_searches(client, [experiment_id], 1)
-    if not runs:
-        raise TrackingError(f"experiment {experiment!r} has no search to resume; run it without --resume")
-    run = runs[0]
-    if run.info.status == "FINISHED":
-        raise TrackingError(f"the latest search of experiment {experiment!r} ({run.info.run_id}) finished; "
-                            "nothing to resume: run it without --resume to start a new search")
-    client.update_run(run.info.run_id, status="RUNNING")
-    return ResumableSearch(run.info.run_id, run.data.tags[TAG_RAY_EXPERIMENT], dict(run.data.params))
+            tagged = Status.KILLED
+        held[name] = str(tagged)
+    return held
 
 
 def start_search_run(client: MlflowClient, experiment_id: str, name: str, params: dict[str, Any],
-                     space_file: Path, ray_experiment: str, columns: dict[str, Any] | None = None) -> str:
+                     space_file: Path, ray_experiment: str, columns: dict[str, Any] | None = None,
+                     holder: dict[str, Any] | None = None) -> str:
     """Open the search's parent run with its settings as params and the space file as an artifact.
 
-    ``columns`` (what was done to the data's rows and columns) is logged as ``columns.json``.
+    ``columns`` (what was done to the data's rows and columns) is logged as ``columns.json``; ``holder``
+    (:func:`hpsearch.tracking.lease.me`) claims the search's first session for this process.
     """
     from mlflow.entities import Param, RunTag
 
     tags = {MLFLOW_RUN_NAME: name, TAG_SPACE_FILE: str(space_file.resolve()), TAG_RAY_EXPERIMENT: ray_experiment}
     run = client.create_run(experiment_id, run_name=name, tags=tags)
     run_id = run.info.run_id
-    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    # The search's first session (this process) comes with its settings: no other process can claim it first.
+    session = {f"{lease.SESSION_PREFIX}1": json.dumps(holder)} if holder is not None else {}
+    items = [Param(k, str(v)[:6000]) for k, v in {**params, **session}.items()]
     for start in range(0, len(items), 100):  # MLflow's limit per log_batch
         # The kind tag comes with the first params (the settings a resume reads): a search killed in between
         # is never taken for a resumable one without them.
@@ -351,17 +395,22 @@ def start_search_run(client: MlflowClient, experiment_id: str, name: str, params
     client.log_artifact(run_id, str(space_file), "space")
     if columns is not None:
         client.log_text(run_id, json.dumps(columns, indent=2, default=str), "columns.json")
+    if holder is not None:
+        lease.hold(client, run_id, 1)
     return run_id
 
 
 def finish_search_run(client: MlflowClient, run_id: str, summary: dict[str, Any], best: TrialRecord | None,
-                      test_metrics: dict[str, float], metric: str) -> None:
-    """Record the outcome on the parent run (counts, best trial's config and metrics) and close it."""
+                      test_metrics: dict[str, float], metric: str, *, session: int = 0, end_reason: str = "trials",
+                      ended: dict[str, float] | None = None) -> None:
+    """Record the outcome on the parent run (counts, best trial's config and metrics, why the search ended and
+    ``ended``'s figures, such as the time budget used), close it and release this session's lease."""
     from mlflow.entities import Metric
 
-    metrics = {f"trials_{k}": v for k, v in summary.items()}
+    metrics = {f"trials_{k}": v for k, v in summary.items()} | (ended or {})
+    client.set_tag(run_id, TAG_END_REASON, end_reason)
     if best is not None:
-        metrics[f"best_{metric}"] = best.metrics[metric]
+        metrics[f"best_{metric}"] = best.value(metric)
         metrics.update({f"best_{k}": v for k, v in test_metrics.items()})
         client.set_tag(run_id, TAG_BEST_TRIAL, best.name)
         client.set_tag(run_id, TAG_BEST_RUN_ID, best.run_id)
@@ -371,6 +420,8 @@ def finish_search_run(client: MlflowClient, run_id: str, summary: dict[str, Any]
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
     client.set_terminated(run_id, "FINISHED")
+    if session:
+        lease.release(client, run_id, session)
 
 
 def log_test_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float]) -> None:
@@ -380,11 +431,20 @@ def log_test_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float
     client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
 
 
-def abort_search_run(client: MlflowClient, run_id: str, error_text: str, *, killed: bool) -> None:
-    """After an interruption or a crash (the trials' runs closed first): the error, if any, and the parent run's end."""
-    if error_text:
-        client.log_text(run_id, error_text, "error.txt")
+def abort_search_run(client: MlflowClient, run_id: str, error_text: str, *, killed: bool, session: int = 0) -> None:
+    """After an interruption or a crash (the trials' runs closed first): the error, if any, and the parent run's end
+    (also when the error cannot be written, as on a full disk), and this session's lease released."""
+    with contextlib.suppress(Exception):  # the user sees the error; its copy may fail for the same reason
+        if error_text:
+            client.log_text(run_id, error_text, "error.txt")
+        client.set_tag(run_id, TAG_END_REASON, "interrupted" if killed else "error")
     client.set_terminated(run_id, "KILLED" if killed else "FAILED")
+    if session:
+        lease.release(client, run_id, session)
+
+
+def written(client: MlflowClient) -> None:
+    """Nothing: its answer comes once every call sent before it has run (an earlier failure is raised first)."""
 
 
 def record_warnings(client: MlflowClient, run_id: str, warnings: dict[str, str], tracebacks: dict[str, str]) -> None:
@@ -417,4 +477,5 @@ def download_model(client: MlflowClient, run_id: str, directory: Path) -> str:
 def _first_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else text
+
 

@@ -1,7 +1,8 @@
 """``hpsearch ui``: the MLflow UI on the project's tracking store, bound to this machine only by default.
 
 A thin wrapper around ``mlflow ui`` that knows where hpsearch keeps its store (``mlruns/mlflow.db``), checks it
-exists and that the port is free before starting, and prints the URL to open. One worker: the UI serves one
+exists and that the port is free before starting, says it is starting (MLflow's UI takes seconds, on a busy
+machine tens of seconds), and prints the URL to open once the server answers there. One worker: the UI serves one
 person looking at their searches.
 """
 
@@ -63,28 +64,37 @@ def serve(tracking_uri: str | None, host: str = DEFAULT_HOST, port: int = DEFAUL
     The server (``mlflow ui``, its uvicorn worker and its job runner) runs in a session of its own, so that a
     terminal's Ctrl-C reaches only this process: MLflow's workers, each interrupted on its own, printed a
     KeyboardInterrupt traceback each (about 300 lines). Ctrl-C, SIGTERM (a process manager) and SIGHUP (a closed
-    terminal) stop the whole server group; the server's own shutdown messages are not shown, one line is.
+    terminal) stop the whole server group; the server's own shutdown messages are not shown, one line is. A
+    guard in that group (:func:`hpsearch.lifeline.guard`) ends it within seconds when this process is killed.
     """
     backend = store_uri(tracking_uri)
     _check_port(host, port)
     url = f"http://{host}:{port}"
-    print(f"MLflow UI on {backend}\n  open {url}", flush=True)
-    for name, experiment_id in _experiments(backend):
-        print(f"  experiment {name!r}, its searches and trials: {runs_url(url, experiment_id)}", flush=True)
-    print("(Ctrl-C stops it)", flush=True)
-    stop = threading.Event()
-    stopped_by: list[int] = []
-    previous = _on_stop_signals(lambda signum: (stopped_by.append(signum), stop.set()))
+    print(f"starting the MLflow UI on {backend} (it runs in this terminal until Ctrl-C) ...", flush=True)
+    stop = threading.Event()  # set by this thread once a signal came: the server's shutdown lines are not shown
+    stopped_by: list[int] = []  # the handler only appends: an Event set there could wait on a lock this thread holds
+    previous = _on_stop_signals(stopped_by.append)
     try:
-        server = subprocess.Popen(server_command(backend, host, port), stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, start_new_session=True, env=server_environment())
+        # Under a guard that ends the server when this process is gone, even killed (hpsearch.lifeline.guard).
+        guarded = [sys.executable, "-m", "hpsearch.lifeline", str(os.getpid()), *server_command(backend, host, port)]
+        server = subprocess.Popen(guarded, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                  env=server_environment())
         echo = threading.Thread(target=_echo, args=(server.stdout, stop), daemon=True)
         echo.start()
-        while server.poll() is None and not stop.wait(0.2):
-            pass
+        experiments = _experiments(backend)
+        while server.poll() is None and not stopped_by and not _answers(url):
+            time.sleep(0.2)
+        if server.poll() is None and not stopped_by:  # the URL is said once it answers
+            print(f"MLflow UI ready: open {url}", flush=True)
+            for name, experiment_id in experiments:
+                print(f"  experiment {name!r}, its searches and trials: {runs_url(url, experiment_id)}", flush=True)
+            print("(it keeps this terminal; Ctrl-C stops it)", flush=True)
+        while server.poll() is None and not stopped_by:
+            time.sleep(0.2)
         if server.poll() is not None:  # it ended by itself (an error it printed)
             echo.join(timeout=5)
             return server.returncode
+        stop.set()
         _stop_group(server)
         print(f"MLflow UI stopped ({signal.Signals(stopped_by[0]).name})", file=sys.stderr, flush=True)
         return 0
@@ -154,16 +164,19 @@ def _experiments(backend: str, limit: int = 10) -> list[tuple[str, str]]:
     return [(e.name, e.experiment_id) for e in found if e.experiment_id != "0"]
 
 
+def _answers(url: str) -> bool:
+    """Whether the server answers at ``url`` (HTTP 200), now."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
 def wait_until_up(url: str, timeout_s: float = 60.0) -> None:
     """Wait until ``url`` answers HTTP 200 (the UI takes a few seconds to start)."""
     deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
+    while not _answers(url):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} did not answer within {timeout_s:.0f}s")
         time.sleep(0.3)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from hpsearch.model import user_model
+from hpsearch.model.folds import fold_specs
 from hpsearch.model.network import ModelSpec
 
 __all__ = ["graph_png", "layer_table", "summary", "to_dot"]
@@ -43,6 +44,9 @@ def layer_table(model: nn.Module, n_features: int | tuple[int, ...]) -> list[tup
 def summary(model: nn.Module, spec: ModelSpec) -> str:
     """A fixed-width table of the layers and the totals, as logged to ``plots/architecture.txt``; for the space
     file's own model, torch's description of it (:func:`hpsearch.model.user_model.summary`)."""
+    if spec.folds:  # a cross-validated trial's model: its first fold's network, and how many are averaged
+        return (f"the average of {len(spec.folds)} networks, one per fold of the training rows (cv); the first:\n"
+                + summary(model.members[0], fold_specs(spec)[0]))
     if spec.user_model is not None:
         return user_model.summary(model, spec)
     rows = layer_table(model, spec.n_features)
@@ -63,7 +67,10 @@ def summary(model: nn.Module, spec: ModelSpec) -> str:
 
 
 def to_dot(model: nn.Module, spec: ModelSpec) -> str:
-    """Graphviz DOT source: one box per layer, top to bottom, labelled with its output shape and parameters."""
+    """Graphviz DOT source: one box per layer, top to bottom, labelled with its output shape and parameters (of a
+    cross-validated trial's model, its first fold's network)."""
+    if spec.folds:
+        return to_dot(model.members[0], fold_specs(spec)[0])
     shape_in = spec.input_shape or (spec.n_features,)
     nodes = [f'  input [label="input\\n{[1, *shape_in]}", shape=ellipse];']
     edges, previous = [], "input"

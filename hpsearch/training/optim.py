@@ -14,6 +14,7 @@ to zero): the trained weights are bit-for-bit those of ``torch.optim`` (``tests/
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 import torch
@@ -25,11 +26,45 @@ from torch.optim.sgd import sgd
 
 from hpsearch.upstream_internals import torch_fused_op
 
-__all__ = ["FusedOptimizer", "Optimizer", "RMSprop", "make_optimizer"]
+__all__ = ["FusedOptimizer", "Optimizer", "RMSprop", "lr_factor", "make_optimizer"]
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8  # torch's default eps for Adam, AdamW and RMSprop
 RMSPROP_ALPHA = 0.99
+#: The ``cosine`` schedule's linear warm-up: this share of a trial's steps.
+WARMUP_SHARE = 0.05
+#: The ``onecycle`` schedule: torch's ``OneCycleLR`` defaults (``pct_start``, ``div_factor``, ``final_div_factor``).
+ONECYCLE_PCT, ONECYCLE_DIV, ONECYCLE_FINAL_DIV = 0.3, 25.0, 1e4
+
+
+def lr_factor(schedule: str, step: int, total_steps: int) -> float:
+    """The share of the base learning rate that the optimizer step number ``step`` (0-based) takes.
+
+    ``constant``: 1. ``cosine``: a linear warm-up over the first :data:`WARMUP_SHARE` of ``total_steps``, then
+    a cosine decay to 0 at the last step. ``onecycle``: torch's ``OneCycleLR`` with its defaults (from 1/25 up to
+    1 over the first 30 % of the steps, then down to 1/250,000, both halves cosine), computed as torch computes
+    it; its momentum cycling is left out, so that it means the same for every optimizer.
+    """
+    if schedule == "constant" or total_steps <= 1:
+        return 1.0
+    if schedule == "cosine":
+        warmup = max(1, round(WARMUP_SHARE * total_steps))
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup + 1) / max(1, total_steps - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "onecycle":
+        initial, final = 1 / ONECYCLE_DIV, 1 / (ONECYCLE_DIV * ONECYCLE_FINAL_DIV)
+        peak = float(ONECYCLE_PCT * total_steps) - 1
+        if step <= peak:
+            return _cosine_between(initial, 1.0, step / peak if peak > 0 else 1.0)
+        return _cosine_between(1.0, final, min(1.0, (step - peak) / (total_steps - 1 - peak)))
+    raise ValueError(f"unknown lr_schedule {schedule!r}")
+
+
+def _cosine_between(start: float, end: float, progress: float) -> float:
+    """torch's ``OneCycleLR._annealing_cos``: from ``start`` to ``end`` along half a cosine."""
+    return end + (start - end) / 2.0 * (math.cos(math.pi * progress) + 1)
 
 
 class Optimizer(Protocol):
@@ -42,12 +77,15 @@ class Optimizer(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-def make_optimizer(name: str, model: nn.Module, *, lr: float, weight_decay: float, momentum: float) -> Optimizer:
-    """The optimizer a trial's ``optimizer`` parameter names (``sgd``, ``adam``, ``adamw`` or ``rmsprop``)."""
+def make_optimizer(name: str, model: nn.Module, *, lr: float, weight_decay: float, momentum: float,
+                   beta2: float = ADAM_BETAS[1]) -> Optimizer:
+    """The optimizer a trial's ``optimizer`` parameter names (``sgd``, ``adam``, ``adamw`` or ``rmsprop``);
+    ``beta2`` is Adam's and AdamW's. Its ``lr`` attribute is the learning rate of the next step (a schedule sets
+    it)."""
     params = list(model.parameters())
     if name == "rmsprop":
         return RMSprop(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
-    return FusedOptimizer(name, params, lr=lr, weight_decay=weight_decay, momentum=momentum)
+    return FusedOptimizer(name, params, lr=lr, weight_decay=weight_decay, momentum=momentum, beta2=beta2)
 
 
 class FusedOptimizer:
@@ -58,10 +96,10 @@ class FusedOptimizer:
     """
 
     def __init__(self, name: str, params: list[torch.Tensor], *, lr: float, weight_decay: float,
-                 momentum: float = 0.0, private_op: bool = True) -> None:
+                 momentum: float = 0.0, beta2: float = ADAM_BETAS[1], private_op: bool = True) -> None:
         if name not in ("sgd", "adam", "adamw"):
             raise ValueError(f"no fused kernel for optimizer {name!r}")
-        self.name, self.params = name, params
+        self.name, self.params, self.beta2 = name, params, beta2
         self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
         self.op = torch_fused_op(name) if private_op else None  # None: the public functional API
         device = params[0].device
@@ -79,14 +117,14 @@ class FusedOptimizer:
             elif self.op is not None:
                 self.steps += 1
                 self.op(self.params, grads, self.exp_avg, self.exp_avg_sq, [], [self.steps] * len(self.params),
-                        amsgrad=False, lr=self.lr, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1],
+                        amsgrad=False, lr=self.lr, beta1=ADAM_BETAS[0], beta2=self.beta2,
                         weight_decay=self.weight_decay, eps=ADAM_EPS, maximize=False, grad_scale=None,
                         found_inf=None)
             else:
                 steps = [self.steps.clone() for _ in self.params]  # the function increments each
                 update = adamw if self.name == "adamw" else adam
                 update(self.params, grads, self.exp_avg, self.exp_avg_sq, [], steps, fused=True, amsgrad=False,
-                       beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], lr=self.lr, weight_decay=self.weight_decay,
+                       beta1=ADAM_BETAS[0], beta2=self.beta2, lr=self.lr, weight_decay=self.weight_decay,
                        eps=ADAM_EPS, maximize=False)
                 self.steps = steps[0]
 

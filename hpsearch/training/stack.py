@@ -36,13 +36,13 @@ from torch import nn
 from torch.nn import functional as F
 from torch.optim.adam import adam
 
-from hpsearch.data.dataset import Dataset, Split
-from hpsearch.model.network import build_model
+from hpsearch.data.dataset import Dataset
+from hpsearch.model.network import ModelSpec, build_model
 from hpsearch.training.fit import EVAL_BATCH, TrialConfig, model_spec
-from hpsearch.training.optim import ADAM_BETAS, ADAM_EPS, RMSPROP_ALPHA
+from hpsearch.training.optim import ADAM_BETAS, ADAM_EPS, RMSPROP_ALPHA, lr_factor
 from hpsearch.upstream_internals import torch_fused_op
 
-__all__ = ["STACK_COST", "Stack", "split_table", "split_tensors"]
+__all__ = ["STACK_COST", "Stack", "input_table"]
 
 _ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
                 "leaky_relu": F.leaky_relu, "gelu": F.gelu}
@@ -67,20 +67,22 @@ class Stack:
     the per-member hyperparameters are spread to the same layout once (again when members leave).
     """
 
-    def __init__(self, configs: dict[str, TrialConfig], data: Dataset, device: torch.device,
-                 dtype: torch.dtype) -> None:
+    def __init__(self, configs: dict[str, TrialConfig], data: Dataset, spec: ModelSpec, n_inputs: int,
+                 device: torch.device, dtype: torch.dtype) -> None:
         first = next(iter(configs.values()))
         self.configs, self.ids = dict(configs), list(configs)
         self.device, self.dtype = device, dtype
         self.activation, self.optimizer, self.batch_size = first.activation, first.optimizer, first.batch_size
-        self.task = data.task
+        self.schedule, self.max_epochs, self.beta2 = first.lr_schedule, first.max_epochs, first.adam_beta2
+        self.task, self.spec = data.task, spec  # the members' inputs and outputs: their encoding, their target's scale
         self.widths = [max(c.hidden_sizes[layer] for c in configs.values()) for layer in range(len(first.hidden_sizes))]
-        self.n_features, self.n_outputs = data.n_features, data.n_outputs
+        self.n_features, self.n_outputs = n_inputs, data.n_outputs  # the inputs after the numeric encoding
         self.n_targets = data.n_outputs if data.task == "multiclass" else 1  # the table's columns after the features
-        self.shapes = list(zip([data.n_features, *self.widths], [*self.widths, _padded_outputs(data.n_outputs)],
+        self.shapes = list(zip([n_inputs, *self.widths], [*self.widths, _padded_outputs(data.n_outputs)],
                                strict=True))
-        self.sizes = {i: list(zip([data.n_features, *c.hidden_sizes], [*c.hidden_sizes, data.n_outputs], strict=True))
+        self.sizes = {i: list(zip([n_inputs, *c.hidden_sizes], [*c.hidden_sizes, data.n_outputs], strict=True))
                       for i, c in configs.items()}
+        self.total_steps = 0  # of a member's whole budget: the learning-rate schedule's length
         self.generators = {i: torch.Generator().manual_seed(c.seed) for i, c in configs.items()}
         self.dropout_generator = torch.Generator(device=device).manual_seed(first.seed)
         self.epoch, self.steps = 0, 0
@@ -163,9 +165,16 @@ class Stack:
         momenta = [c.momentum for c in configs]
         self.momentum = self._spread(momenta) if any(momenta) else None
         self.unit_masks = self._unit_masks(configs)
+        if self.schedule != "constant" and self.optimizer == "adamw":
+            self.lr_decay = self._spread([c.lr * c.weight_decay for c in configs])
         dropouts = torch.tensor([c.dropout for c in configs], dtype=self.dtype, device=self.device).view(-1, 1, 1)
         self.dropout = dropouts if any(c.dropout > 0 for c in configs) else None
         self.dropout_scale = 1 / (1 - dropouts)
+        smoothing = torch.tensor([c.label_smoothing for c in configs], dtype=self.dtype, device=self.device)
+        self.smoothing = None
+        if self.task != "regression" and any(c.label_smoothing > 0 for c in configs):
+            classes = self.n_outputs if self.task == "multiclass" else 2
+            self.smoothing = (1 - smoothing.view(-1, 1, 1), (smoothing / classes).view(-1, 1, 1))
 
     def _unit_masks(self, configs: list[TrialConfig]) -> list[torch.Tensor | None]:
         """Per hidden layer, 1 for a member's real units and 0 for padding; None where padding is harmless."""
@@ -187,6 +196,7 @@ class Stack:
         """
         self.epoch += 1
         n = len(table)
+        self.total_steps = self.max_epochs * math.ceil(n / self.batch_size)
         members = len(self.ids)
         orders = torch.stack([torch.randperm(n, generator=self.generators[i]) for i in self.ids]).to(table.device)
         if self.shuffled is None or self.shuffled.shape != (members * n, table.shape[1]):
@@ -216,6 +226,9 @@ class Stack:
             inputs.append(a if mask is None else a * mask)
         W, b = self.layers[-1][:2]
         torch.baddbmm(b, inputs[-1], W, out=buffers.out)
+        if self.smoothing is not None:  # each member's smoothed class probabilities, as torch smooths them
+            keep, spread = self.smoothing
+            target = torch.addcmul(spread, target, keep)
         _loss_and_grad(self.task, buffers.out_real, target, buffers.grad_real, buffers.loss)
         grad, scale = buffers.grad, 1 / x.shape[1]
         for layer in range(len(self.layers) - 1, -1, -1):
@@ -253,44 +266,47 @@ class Stack:
         Adam and AdamW run torch's fused Adam kernel (one pass over the buffers instead of ten) with a learning
         rate of 1 on a zeroed buffer, which leaves there minus the unscaled step; each member's learning rate then
         scales it into the weights. Weight decay (L2 for Adam, SGD and RMSprop; decoupled for AdamW) is applied
-        per member around it, as torch.optim applies it.
+        per member around it, as torch.optim applies it. A learning-rate schedule scales every member's learning
+        rate by the same factor (:func:`~hpsearch.training.optim.lr_factor`: the members of a stack share it).
         """
+        factor = lr_factor(self.schedule, self.steps, self.total_steps)
         self.steps += 1
         p, g, tmp, s = self.params, self.grads, self.scratch, self.state
         if self.weight_decay is not None and self.optimizer != "adamw":
             g.addcmul_(self.weight_decay, p)
         if self.optimizer in ("adam", "adamw"):
             if self.optimizer == "adamw":
-                p.mul_(self.decay)
+                p.mul_(self.decay) if self.schedule == "constant" else p.addcmul_(p, self.lr_decay, value=-factor)
             if _FUSED_ADAM is not None:  # the op itself, as hpsearch.training.optim calls it: the public
                 s["step"] += 1             # function's Python costs more than the kernel here
                 _FUSED_ADAM([tmp.zero_()], [g], [s["exp_avg"]], [s["exp_avg_sq"]], [], [s["step"]], amsgrad=False,
-                            lr=1.0, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], weight_decay=0.0, eps=ADAM_EPS,
+                            lr=1.0, beta1=ADAM_BETAS[0], beta2=self.beta2, weight_decay=0.0, eps=ADAM_EPS,
                             maximize=False, grad_scale=None, found_inf=None)
             else:
                 adam([tmp.zero_()], [g], [s["exp_avg"]], [s["exp_avg_sq"]], [], [s["step"]], fused=True,
-                     amsgrad=False, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], lr=1.0, weight_decay=0.0, eps=ADAM_EPS,
+                     amsgrad=False, beta1=ADAM_BETAS[0], beta2=self.beta2, lr=1.0, weight_decay=0.0, eps=ADAM_EPS,
                      maximize=False)
-            p.addcmul_(tmp, self.lr)
+            p.addcmul_(tmp, self.lr, value=factor)
         elif self.optimizer == "sgd":
             if self.momentum is not None:
                 buffer = s["momentum_buffer"]
                 buffer.copy_(g) if self.steps == 1 else torch.addcmul(g, buffer, self.momentum, out=buffer)
                 g = buffer
-            p.addcmul_(g, self.lr, value=-1)
+            p.addcmul_(g, self.lr, value=-factor)
         else:  # rmsprop
             s["square_avg"].mul_(RMSPROP_ALPHA).addcmul_(g, g, value=1 - RMSPROP_ALPHA)
             torch.sqrt(s["square_avg"], out=tmp).add_(ADAM_EPS)
             if self.momentum is not None:
                 s["momentum_buffer"].mul_(self.momentum).addcdiv_(g, tmp)
-                p.addcmul_(s["momentum_buffer"], self.lr, value=-1)
+                p.addcmul_(s["momentum_buffer"], self.lr, value=-factor)
             else:
-                p.addcmul_(torch.div(g, tmp, out=tmp), self.lr, value=-1)
+                p.addcmul_(torch.div(g, tmp, out=tmp), self.lr, value=-factor)
 
     # ----------------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def evaluate(self, X: torch.Tensor, y: torch.Tensor, target_std: float) -> dict[str, dict[str, float]]:
-        """``train.evaluate``'s metrics on a split, for every member (``val_`` prefixed)."""
+    def evaluate(self, X: torch.Tensor, y: torch.Tensor) -> dict[str, dict[str, float]]:
+        """``train.evaluate``'s metrics on a split (``X`` encoded as the stack's inputs), for every member
+        (``val_`` prefixed)."""
         W, b = self.weights_[::2], self.weights_[1::2]
         members = len(self.ids)
         chunks = []
@@ -311,8 +327,12 @@ class Stack:
             loss = F.binary_cross_entropy_with_logits(out, y.expand(members, -1), reduction="none").mean(1)
             metrics = {"val_loss": loss, "val_accuracy": _accuracy((out > 0).to(y.dtype) == y)}
         else:
-            error = out.squeeze(2) - y
-            scaled = error * target_std
+            spec = self.spec
+            if spec.target_transform == "none":
+                error = out.squeeze(2) - y
+            else:  # in the target's units, standardised as the target is (train.evaluate's rule)
+                error = (spec.to_units(out.squeeze(2).double()) - spec.target_mean) / spec.target_std - y
+            scaled = error * spec.target_std
             metrics = {"val_loss": error.pow(2).mean(1), "val_rmse": scaled.pow(2).mean(1).sqrt(),
                        "val_mae": scaled.abs().mean(1)}
         values = {k: v.tolist() for k, v in metrics.items()}
@@ -352,11 +372,6 @@ _STATE = {"adam": ("exp_avg", "exp_avg_sq"), "adamw": ("exp_avg", "exp_avg_sq"),
           "rmsprop": ("square_avg", "momentum_buffer")}
 
 
-def split_tensors(split: Split, task: str, device: torch.device,
-                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """A split on the device: features in ``dtype``; class indices stay int64, other targets in ``dtype``."""
-    y = torch.as_tensor(split.y, device=device)
-    return torch.as_tensor(split.X, device=device, dtype=dtype), y if task == "multiclass" else y.to(dtype)
 
 
 class _Buffers:
@@ -389,11 +404,10 @@ def _padded_outputs(n_outputs: int) -> int:
     return -(-n_outputs // _OUTPUT_MULTIPLE) * _OUTPUT_MULTIPLE
 
 
-def split_table(split: Split, task: str, n_outputs: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """A split as one ``(n, features + targets)`` tensor: the targets one-hot for a multiclass task, so that one
-    gather shuffles both and a batch's targets are what its loss needs."""
-    X, y = split_tensors(split, task, device, dtype)
-    targets = F.one_hot(y, n_outputs).to(dtype) if task == "multiclass" else y.unsqueeze(1)
+def input_table(X: torch.Tensor, y: torch.Tensor, task: str, n_outputs: int) -> torch.Tensor:
+    """The training rows as one ``(n, features + targets)`` tensor: the targets one-hot for a multiclass task, so
+    that one gather shuffles both and a batch's targets are what its loss needs."""
+    targets = F.one_hot(y, n_outputs).to(X.dtype) if task == "multiclass" else y.to(X.dtype).unsqueeze(1)
     return torch.cat([X, targets], 1)
 
 
