@@ -170,7 +170,9 @@ def test_a_search_stopped_by_ctrl_c_or_sigterm_closes_its_runs_and_prints_a_resu
 
 
 def test_a_ray_search_stopped_by_sigterm_to_its_group_ends_as_ctrl_c_does(workdir):
-    """A batch system ends a job with SIGTERM to every process, Ray's own included."""
+    """A batch system ends a job with SIGTERM to every process, Ray's own included. Ray ends a driver that owns an
+    object in its object store a tenth of a second after the raylet dies (exit code 1): the driver must own none
+    (here about 1 run in 7 ended so while the data went through the store)."""
     space = write_space(workdir, SPACE)
     search = Command(workdir, "run", str(space), "--executor", "ray", "--no-plots", "-v")
     search.wait_for(lambda: " epoch " in search.output(), "a trial's epoch")

@@ -112,19 +112,19 @@ def _run_search(args: argparse.Namespace, store) -> int:  # noqa: ANN001 - hpsea
                 raise
             raise HpsearchError(f"{args.space_file}: {err}") from None
         except KeyboardInterrupt as err:
-            if received:
-                from hpsearch.execution.ray_tune import end_ray_within
-
-                end_ray_within(RAY_SHUTDOWN_AFTER_TERM_S)
             how = "stopped by SIGTERM" if received else "interrupted"
             if isinstance(err, SearchInterrupted) or args.resume:
                 done = f" ({err})" if str(err) else ""
                 print(f"\n{how}{done}: finished trials are kept, unfinished runs are marked KILLED.\n"
-                      f"resume with:\n  {again}", file=sys.stderr)
+                      f"resume with:\n  {again}", file=sys.stderr, flush=True)
             else:
                 first = shlex.join(["python", "-m", "hpsearch", "run", str(args.space_file), *search_argv(args)])
                 print(f"\n{how} before the search started: nothing was written. Start it again with:\n  {first}",
-                      file=sys.stderr)
+                      file=sys.stderr, flush=True)
+            if received:  # said first: Ray's processes may be gone too, and Ray may end this one as it shuts down
+                from hpsearch.execution.ray_tune import end_ray_within
+
+                end_ray_within(RAY_SHUTDOWN_AFTER_TERM_S)
             return EXIT_TERMINATED if received else EXIT_INTERRUPTED
     counts = outcome.counts()
     print(f"\nsearch finished in {format_duration(display.elapsed())}: "  # the status line's clock

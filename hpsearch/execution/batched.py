@@ -18,6 +18,7 @@ ended trials (the searcher is told them first) and trains its unfinished ones ag
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from hpsearch.execution.population_worker import PopulationWorker, StepResult
 from hpsearch.execution.progress import Progress
 from hpsearch.execution.ray_tune import parallel_slots
 from hpsearch.execution.sampling import RERUN_OF, make_study, queue_unfinished, train_settings
+from hpsearch.execution.shipping import DataFile, shipped
 from hpsearch.execution.stopping import Ending
 from hpsearch.space import Search, suggest_params
 from hpsearch.tracking import tracker as tracking
@@ -79,9 +81,10 @@ def fit_batched(search: Search, data: Dataset, metric: str, mode: str, tracker: 
     threads = torch.get_num_threads()
     per_trial = max(1, math.floor(search.resources["cpu"]))
     workers: list[Any] = []
+    shipping = contextlib.ExitStack()
     try:
         if on_ray:
-            workers = _ray_workers(search, data, per_trial)
+            workers = _ray_workers(search, data, shipping.enter_context(shipped(data.for_trials())), per_trial)
         else:
             torch.set_num_threads(per_trial)  # as a Ray trial with these CPUs
             slots = max(1, _cores() // per_trial)  # stacks trained at once: as many as Ray would run trials
@@ -92,6 +95,7 @@ def fit_batched(search: Search, data: Dataset, metric: str, mode: str, tracker: 
         torch.set_num_threads(threads)
         for worker in workers:
             worker.close()
+        shipping.close()
         progress.close()
 
 
@@ -256,14 +260,15 @@ class _OnRay:
         ray.kill(self.actor)
 
 
-def _ray_workers(search: Search, data: Dataset, threads: int) -> list[_OnRay]:
+def _ray_workers(search: Search, data: Dataset, file: DataFile | None, threads: int) -> list[_OnRay]:
     """One actor per slot of the Ray cluster (its CPUs and GPUs divided by a trial's), each with a trial's
-    resources, the data shipped once through Ray's object store."""
+    resources, the data read from ``file`` on one machine, shipped once through Ray's object store otherwise
+    (see :mod:`hpsearch.execution.shipping`)."""
     import ray
 
     resources = search.resources
     count = min(parallel_slots(resources), search.num_samples or parallel_slots(resources))
     actor_class = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"])(PopulationWorker)
-    shared = ray.put(data.for_trials())
+    shared = file or ray.put(data.for_trials())
     device = "cuda" if resources["gpu"] > 0 else "cpu"
     return [_OnRay(actor_class.remote(shared, device=device, threads=threads)) for _ in range(count)]

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from hpsearch.data.dataset import Dataset
+from hpsearch.execution.shipping import DataFile, received
 from hpsearch.training.fit import TrialConfig
 from hpsearch.training.population import Population
 
@@ -36,11 +37,11 @@ class PopulationWorker:
             files come back as bytes, for the driver to write (an actor on another node).
     """
 
-    def __init__(self, data: Dataset, *, device: str = "cpu", threads: int = 1, write_here: bool = False,
+    def __init__(self, data: Dataset | DataFile, *, device: str = "cpu", threads: int = 1, write_here: bool = False,
                  groups_at_once: int = 1) -> None:
         torch.set_num_threads(threads)
         self.groups_at_once = groups_at_once
-        self.data = data
+        self.data = received(data)
         self.device = device if device == "cpu" or torch.cuda.is_available() else "cpu"
         self.write_here = write_here
         self.population: Population | None = None

@@ -39,6 +39,7 @@ from hpsearch.data.dataset import Dataset  # noqa: E402
 from hpsearch.errors import MachineError, SpaceError  # noqa: E402
 from hpsearch.execution import ray_ending as ray_end  # noqa: E402
 from hpsearch.execution import restore as ray_state  # noqa: E402
+from hpsearch.execution import shipping  # noqa: E402
 from hpsearch.execution.progress import Progress  # noqa: E402
 from hpsearch.execution.sampling import STUDY_NAME, make_study, train_settings  # noqa: E402
 from hpsearch.execution.stopping import Ending  # noqa: E402
@@ -152,8 +153,6 @@ def fit_on_ray(search: Search, data: Dataset, metric: str, mode: str, tracker: t
         "decision_epochs": _decision_epochs(search),
         "end": end if ending.may_end_early else None,
     }
-    trainable = tune.with_resources(tune.with_parameters(ray_trial, data=data.for_trials(), settings=settings),
-                                    {"cpu": search.resources["cpu"], "gpu": search.resources["gpu"]})
     stopper = ray_end.stopper(ending, tracker, metric)
     keep = len(settings["decision_epochs"]) + 2  # the checkpoints a short trial makes (see _run_config)
     callback = tracking_callback()(tracker, settings["train"], search.num_samples, metric, mode, progress, ending,
@@ -161,28 +160,45 @@ def fit_on_ray(search: Search, data: Dataset, metric: str, mode: str, tracker: t
     # A failing trial is reported by our callback (one line, the traceback in MLflow), not by Tune's logger.
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     try:
-        if restore:
-            _todays_run_config = _run_config(ray_path, callback, max_failures, stopper, keep)
-            restored = _searcher(search, metric, mode, ending, [], len(tracker.records))  # its state: Ray's saved one
-            ray_end.set_today(searcher=restored, stopper=stopper)
-            _restore(ray_path, trainable).fit()
-            ending.trial_started()  # its trials ran in this run of the command
-        if ending.may_start(len(tracker.records)):
-            path = new_path or ray_path
-            if path != ray_path:  # before any trial: a kill from here on resumes from this folder
-                tracker.store.call(resumed.set_ray_experiment, tracker.parent_run_id, path, len(tracker.records))
-            if "://" not in path:
-                shutil.rmtree(path, ignore_errors=True)
-            _todays_run_config = _run_config(path, callback, max_failures, stopper, keep)
-            told = [r for r in tracker.records.values() if r.status in ENDED]  # the restored ones' too
-            told += [r for r in earlier if r.trial_id not in tracker.records]  # a warm start's
-            searcher = _searcher(search, metric, mode, ending, told, len(tracker.records))
-            ray_end.set_today(searcher=searcher, stopper=stopper)
-            samples = -1 if search.num_samples is None else search.num_samples - len(tracker.records)
-            _new_tuner(search, samples, trainable, _todays_run_config, searcher).fit()
+        with shipping.shipped(data.for_trials()) as file:  # the data's file, or None: through Ray's object store
+            trainable = tune.with_resources(_trainable(file, data, settings),
+                                            {"cpu": search.resources["cpu"], "gpu": search.resources["gpu"]})
+            if restore:
+                _todays_run_config = _run_config(ray_path, callback, max_failures, stopper, keep)
+                # its state: Ray's saved one
+                restored = _searcher(search, metric, mode, ending, [], len(tracker.records))
+                ray_end.set_today(searcher=restored, stopper=stopper)
+                _restore(ray_path, trainable).fit()
+                ending.trial_started()  # its trials ran in this run of the command
+            if ending.may_start(len(tracker.records)):
+                path = new_path or ray_path
+                if path != ray_path:  # before any trial: a kill from here on resumes from this folder
+                    tracker.store.call(resumed.set_ray_experiment, tracker.parent_run_id, path, len(tracker.records))
+                if "://" not in path:
+                    shutil.rmtree(path, ignore_errors=True)
+                _todays_run_config = _run_config(path, callback, max_failures, stopper, keep)
+                told = [r for r in tracker.records.values() if r.status in ENDED]  # the restored ones' too
+                told += [r for r in earlier if r.trial_id not in tracker.records]  # a warm start's
+                searcher = _searcher(search, metric, mode, ending, told, len(tracker.records))
+                ray_end.set_today(searcher=searcher, stopper=stopper)
+                samples = -1 if search.num_samples is None else search.num_samples - len(tracker.records)
+                _new_tuner(search, samples, trainable, _todays_run_config, searcher).fit()
     finally:
         progress.close()
         _todays_run_config = None
+
+
+def _trainable(file: shipping.DataFile | None, data: Dataset, settings: dict[str, Any]) -> Any:
+    """:func:`ray_trial` with the search's data and settings: the data read from ``file`` on one machine, shipped
+    through Ray's object store by ``tune.with_parameters`` otherwise (see :mod:`hpsearch.execution.shipping`)."""
+    if file is None:
+        return tune.with_parameters(ray_trial, data=data.for_trials(), settings=settings)
+
+    def trial(config: dict[str, Any]) -> None:
+        ray_trial(config, shipping.received(file), settings)
+
+    trial.__name__ = ray_trial.__name__  # Tune's restore checks that the trainable is the one it saved
+    return trial
 
 
 def _new_tuner(search: Search, num_samples: int, trainable: Any, run_config: tune.RunConfig,
