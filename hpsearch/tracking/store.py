@@ -219,7 +219,7 @@ class StoreProcess(Store):
         """End the process: at once when it was never used (the search stopped on bad input), else once it has
         answered every call before this one."""
         if self.uri is None:
-            self._process.terminate()
+            self._process.kill()  # it has written nothing; SIGTERM it ignores (see _serve)
         elif self._process.is_alive():
             with contextlib.suppress(OSError):
                 self._conn.send(None)
