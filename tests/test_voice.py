@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 import subprocess
@@ -131,6 +132,18 @@ def test_gpus_per_trial_without_a_gpu_is_refused_before_ray_starts(workdir: Path
                                    "GPUs (--address)")
     assert "starting Ray" not in done.stdout
     assert sorted(p.name for p in workdir.iterdir()) == ["space.py"]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_a_run_refused_after_its_store_started_leaves_no_process_behind(workdir: Path, capsys, monkeypatch):
+    """The GPU check comes once the store's process has started (it loads MLflow while the data load)."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    space = write_space(workdir, 'search = Search(data="sklearn:iris")')
+
+    assert main(["run", str(space), "--gpus-per-trial", "1"]) == 2
+
+    assert "resources.gpu: asks for 1 GPUs per trial" in capsys.readouterr().err
+    assert multiprocessing.active_children() == []
 
 
 @pytest.mark.parametrize(("argv", "said"), [
