@@ -37,9 +37,13 @@ class DataFile:
 
 
 def on_one_machine() -> bool:
-    """Whether the Ray this process is connected to has one alive node, this process's own."""
+    """Whether the Ray this process is connected to has one alive node, this process's own (a Ray Client,
+    ``ray://``, runs its driver on another machine)."""
     import ray
+    from ray.util.client import ray as client
 
+    if client.is_connected():
+        return False
     nodes = checks.alive_nodes(ray.nodes())
     return len(nodes) == 1 and nodes[0].get("NodeID") == ray.get_runtime_context().get_node_id()
 
