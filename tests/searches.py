@@ -26,7 +26,7 @@ class Command:
     def __init__(self, workdir: Path, *args: str) -> None:
         self.process = subprocess.Popen([sys.executable, "-m", "hpsearch", *args], cwd=workdir, env=ENV, text=True,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                                        preexec_fn=_ctrl_c_live)
+                                        preexec_fn=ctrl_c_live)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
         self._reader.start()
@@ -63,7 +63,7 @@ class Command:
             time.sleep(0.05)
 
 
-def _ctrl_c_live() -> None:
+def ctrl_c_live() -> None:
     """Ctrl-C as in a terminal: tests started in the background of a non-interactive shell (``cmd &``) inherit
     SIGINT ignored, and so would the search, which keeps an ignored SIGINT ignored, as Unix commands do."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)

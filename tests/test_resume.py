@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -21,7 +20,8 @@ from mlflow import MlflowClient
 
 from hpsearch.tracking.store import LocalStore
 from hpsearch.tracking.tracker import TrialTracker
-from tests.conftest import REPO, write_space
+from tests.conftest import write_space
+from tests.searches import ENV, children, ctrl_c_live, epochs_logged, finished_histories, mid_search, rows
 
 pytestmark = pytest.mark.e2e
 
@@ -43,43 +43,12 @@ search = Search(data=make_data, params={{"layers": layers(1, 2, units=(16, 64)),
 def _start(workdir: Path, space: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "hpsearch", "run", str(space), *extra], cwd=workdir,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=_ctrl_c_live)
-
-
-def _ctrl_c_live() -> None:
-    """Ctrl-C as in a terminal: tests started in the background of a non-interactive shell (``cmd &``) inherit
-    SIGINT ignored, and so would the search, which keeps an ignored SIGINT ignored, as Unix commands do."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def _rows(workdir: Path, sql: str) -> list[tuple]:
-    database = workdir / "mlruns" / "mlflow.db"
-    if not database.exists():
-        return []
-    try:
-        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as connection:
-            return connection.execute(sql).fetchall()
-    except sqlite3.OperationalError:  # tables not created yet
-        return []
-
-
-def _children(workdir: Path) -> list[tuple[str, str]]:
-    return _rows(workdir, "SELECT r.run_uuid, r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-                          "WHERE t.key = 'mlflow.parentRunId' AND r.lifecycle_stage = 'active'")
+                            env=ENV, preexec_fn=ctrl_c_live)
 
 
 def _parents(workdir: Path) -> list[tuple]:
-    return _rows(workdir, "SELECT r.run_uuid FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-                          "WHERE t.key = 'hpsearch.kind' AND t.value = 'search'")
-
-
-def _epochs_logged(workdir: Path) -> list[tuple]:
-    return _rows(workdir, "SELECT run_uuid, COUNT(*) FROM metrics WHERE key = 'val_loss' GROUP BY run_uuid")
-
-
-def _mid_trial(workdir: Path) -> bool:
-    running = {run for run, status in _children(workdir) if status == "RUNNING"}
-    return any(n >= 1 for run, n in _epochs_logged(workdir) if run in running)
+    return rows(workdir, "SELECT r.run_uuid FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                         "WHERE t.key = 'hpsearch.kind' AND t.value = 'search'")
 
 
 def _wait_until(process: subprocess.Popen, condition: Callable[[], bool], what: str, timeout: float = 240) -> None:
@@ -103,11 +72,6 @@ def _kill(process: subprocess.Popen, sig: int) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
-def _finished_histories(workdir: Path) -> dict[str, int]:
-    finished = {run for run, status in _children(workdir) if status == "FINISHED"}
-    return {run: n for run, n in _epochs_logged(workdir) if run in finished}
-
-
 def _check_final_store(workdir: Path, kept: dict[str, int], every_epoch: bool = False) -> None:
     """``every_epoch``: each trial has every epoch's metrics (a SIGKILL may lose the last second's)."""
     client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
@@ -126,7 +90,7 @@ def _check_final_store(workdir: Path, kept: dict[str, int], every_epoch: bool = 
         assert steps[-1] == EPOCHS
         if every_epoch:
             assert steps == list(range(1, EPOCHS + 1)), f"{child.info.run_name} lost an epoch: {steps}"
-    logged = dict(_epochs_logged(workdir))
+    logged = epochs_logged(workdir)
     for run_id, epochs in kept.items():  # trials that had finished before a kill were not run again
         assert logged[run_id] == epochs
 
@@ -134,15 +98,15 @@ def _check_final_store(workdir: Path, kept: dict[str, int], every_epoch: bool = 
 def test_sigkill_at_start_up_mid_trial_and_between_trials_then_resume_loses_and_duplicates_nothing(workdir):
     space = write_space(workdir, SPACE)
     kill_points = [
-        ("start-up", lambda: bool(_parents(workdir)) and not _children(workdir)),
-        ("mid-trial", lambda: _mid_trial(workdir)),
-        ("between trials", lambda: sum(s == "FINISHED" for _, s in _children(workdir)) >= 3),
+        ("start-up", lambda: bool(_parents(workdir)) and not children(workdir)),
+        ("mid-trial", lambda: mid_search(workdir, finished=0)),
+        ("between trials", lambda: sum(s == "FINISHED" for _, s in children(workdir)) >= 3),
     ]
     kept: dict[str, int] = {}
     process = _start(workdir, space)
     for name, reached in kill_points:
         _wait_until(process, reached, name)
-        kept.update(_finished_histories(workdir))
+        kept.update(finished_histories(workdir))
         _kill(process, signal.SIGKILL)
         assert len(_parents(workdir)) == 1
         process = _start(workdir, space, "--resume")
@@ -167,15 +131,15 @@ def test_ctrl_c_marks_runs_killed_prints_how_to_resume_and_resume_finishes(workd
     reader.join(timeout=10)
     assert returncode == 130, "".join(printed)[-2000:] + stderr[-2000:]
     result = subprocess.CompletedProcess(process.args, returncode, "".join(printed), stderr)
-    kept = _finished_histories(workdir)  # the trials that had ended when Ctrl-C came (the others are KILLED)
+    kept = finished_histories(workdir)  # the trials that had ended when Ctrl-C came (the others are KILLED)
     assert "resume with:\n  python -m hpsearch resume r\n" in result.stderr
-    statuses = [s for _, s in _children(workdir)]
+    statuses = [s for _, s in children(workdir)]
     assert "RUNNING" not in statuses and "KILLED" in statuses
-    assert _rows(workdir, "SELECT status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+    assert rows(workdir, "SELECT status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
                           "WHERE t.key = 'hpsearch.kind' AND t.value = 'search'") == [("KILLED",)]
 
     resumed = subprocess.run([sys.executable, "-m", "hpsearch", "resume", "r"], cwd=workdir, capture_output=True,
-                             text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+                             text=True, timeout=300, env=ENV)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _check_final_store(workdir, kept, every_epoch=True)
     client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
