@@ -8,7 +8,6 @@ import os
 import re
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from mlflow import MlflowClient
 from hpsearch.cli.main import EXIT_INTERNAL_ERROR, EXIT_MACHINE_ERROR, main
 from hpsearch.tracking.ui import wait_until_up
 from tests.conftest import REPO, write_space
+from tests.serving import free_port
 
 SPACE = ("search = Search(data='sklearn:iris', params={'lr': loguniform(1e-3, 1e-1)}, num_samples=2, "
          "max_epochs=1, executor='local', experiment='machine')")
@@ -73,21 +73,13 @@ def test_a_folder_that_refuses_a_trials_model_mid_search_is_one_line_exit_3_and_
 
 def test_a_tracking_server_that_goes_away_mid_search_is_one_line_and_exit_3(tmp_path):
     """A real ``mlflow server``, stopped once the search's first trial has ended."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 's.db'}",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=tmp_path, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server, uri = _mlflow_server(tmp_path)
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/health", timeout_s=90)
         space = write_space(tmp_path, "search = Search(data='sklearn:digits', params={'lr': loguniform(1e-3, 1e-1)}, "
                                       "num_samples=30, max_epochs=10, scheduler='fifo', executor='local')")
         env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
         search = subprocess.Popen([sys.executable, "-m", "hpsearch", "run", str(space), "--no-plots",
-                                   "--tracking-uri", f"http://127.0.0.1:{port}"], cwd=tmp_path, env=env,
+                                   "--tracking-uri", uri], cwd=tmp_path, env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for line in search.stdout:
             if "trial_000 completed" in line:
@@ -102,24 +94,15 @@ def test_a_tracking_server_that_goes_away_mid_search_is_one_line_and_exit_3(tmp_
             search.kill()
     assert search.returncode == EXIT_MACHINE_ERROR, err[-3000:]
     line = _one_line(err)
-    assert line.startswith(f"error: the tracking store http://127.0.0.1:{port} failed: ")
+    assert line.startswith(f"error: the tracking store {uri} failed: ")
     assert "Connection" in line  # refused, or reset when the server died in the middle of a request
 
 
 def test_a_tracking_server_that_goes_away_is_said_within_seconds_retried_as_mlflow_is_told_and_the_trials_kept(
         tmp_path):
     """MLflow's own retry settings are honoured (here a shorter backoff) and said, with how long they last."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 's.db'}",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=tmp_path, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
+    server, uri = _mlflow_server(tmp_path)
     try:
-        wait_until_up(f"{uri}/health", timeout_s=90)
         # trials of a tenth of a second, many more than run before the server goes away: it goes away mid-search
         space = write_space(tmp_path, "search = Search(data='sklearn:digits', params={'lr': loguniform(1e-3, 1e-1)}, "
                                       "num_samples=1000, max_epochs=10, scheduler='fifo', executor='local', "
@@ -239,3 +222,20 @@ def test_a_disk_that_fills_mid_search_is_one_line_exit_3_and_mlflow_holds_what_w
             *([f"{', '.join(lost)} could not be saved"] if lost else []), "the search failed"]
     assert line.endswith(f"; in MLflow: {', '.join(said)}"), line
     assert {name: held[name] for name in shown if name not in lost} == {n: s for n, s in shown.items() if n not in lost}
+
+
+def _mlflow_server(folder: Path) -> tuple[subprocess.Popen, str]:
+    """A real ``mlflow server`` on a free port, in a session of its own, and its URI once it answers."""
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 's.db'}",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=folder, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until_up(f"{uri}/health", timeout_s=90)
+    except BaseException:
+        os.killpg(server.pid, signal.SIGKILL)
+        raise
+    return server, uri
