@@ -160,8 +160,9 @@ def fit_on_ray(search: Search, data: Dataset, metric: str, mode: str, tracker: t
     # A failing trial is reported by our callback (one line, the traceback in MLflow), not by Tune's logger.
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     try:
-        with shipping.shipped(data.for_trials()) as file:  # the data's file, or None: through Ray's object store
-            trainable = tune.with_resources(_trainable(file, data, settings),
+        trials_data = data.for_trials()
+        with shipping.shipped(trials_data) as file:  # the data's file, or None: through Ray's object store
+            trainable = tune.with_resources(_trainable(file, trials_data, settings),
                                             {"cpu": search.resources["cpu"], "gpu": search.resources["gpu"]})
             if restore:
                 _todays_run_config = _run_config(ray_path, callback, max_failures, stopper, keep)
@@ -189,10 +190,10 @@ def fit_on_ray(search: Search, data: Dataset, metric: str, mode: str, tracker: t
 
 
 def _trainable(file: shipping.DataFile | None, data: Dataset, settings: dict[str, Any]) -> Any:
-    """:func:`ray_trial` with the search's data and settings: the data read from ``file`` on one machine, shipped
+    """:func:`ray_trial` with the trials' data and settings: the data read from ``file`` on one machine, shipped
     through Ray's object store by ``tune.with_parameters`` otherwise (see :mod:`hpsearch.execution.shipping`)."""
     if file is None:
-        return tune.with_parameters(ray_trial, data=data.for_trials(), settings=settings)
+        return tune.with_parameters(ray_trial, data=data, settings=settings)
 
     def trial(config: dict[str, Any]) -> None:
         ray_trial(config, shipping.received(file), settings)
