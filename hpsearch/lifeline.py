@@ -24,9 +24,20 @@ import sys
 import threading
 import time
 
-__all__ = ["CHECK_INTERVAL_S", "exit_with_parent", "guard", "parent_gone"]
+__all__ = ["CHECK_INTERVAL_S", "alive", "exit_with_parent", "guard", "parent_gone"]
 
 CHECK_INTERVAL_S = 0.5
+
+
+def alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def parent_gone(parent_pid: int) -> bool:

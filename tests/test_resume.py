@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -103,17 +104,21 @@ def test_sigkill_at_start_up_mid_trial_and_between_trials_then_resume_loses_and_
         ("between trials", lambda: sum(s == "FINISHED" for _, s in children(workdir)) >= 3),
     ]
     kept: dict[str, int] = {}
+    killed: list[int] = []
     process = _start(workdir, space)
     for name, reached in kill_points:
         _wait_until(process, reached, name)
         kept.update(finished_histories(workdir))
         _kill(process, signal.SIGKILL)
+        killed.append(process.pid)
         assert len(_parents(workdir)) == 1
         process = _start(workdir, space, "--resume")
     result = process.communicate(timeout=300)
     assert process.returncode == 0, result[0][-2000:] + result[1][-3000:]
     assert "resuming search" in result[0]
     _check_final_store(workdir, kept)
+    left = [p for pid in killed for p in Path(tempfile.gettempdir()).glob(f"hpsearch-data-{pid}-*")]
+    assert not left, "the data files of killed searches are removed by the next search"
 
 
 def test_ctrl_c_marks_runs_killed_prints_how_to_resume_and_resume_finishes(workdir):

@@ -12,6 +12,7 @@ workers share the same pages, as they would in the store.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -20,10 +21,13 @@ from pathlib import Path
 
 import joblib
 
+from hpsearch import lifeline
 from hpsearch.cluster import checks
 from hpsearch.data.dataset import Dataset
 
 __all__ = ["DataFile", "on_one_machine", "received", "shipped"]
+
+_PREFIX = "hpsearch-data-"  # then the pid of the search's process: see _remove_left_behind
 
 
 @dataclass(frozen=True)
@@ -55,13 +59,23 @@ def shipped(data: Dataset) -> Iterator[DataFile | None]:
     if not on_one_machine():
         yield None
         return
-    folder = Path(tempfile.mkdtemp(prefix="hpsearch-data-"))
+    _remove_left_behind()
+    folder = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-"))
     try:
         path = folder / "data.joblib"
         joblib.dump(data, path)
         yield DataFile(str(path))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_left_behind() -> None:
+    """Remove the files of searches whose process is gone (``kill -9``, a machine's end of job): they are never
+    read again, and a large table's would fill the temporary folder."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_PREFIX}*-*"):
+        pid = folder.name[len(_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not lifeline.alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def received(data: Dataset | DataFile) -> Dataset:

@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hpsearch import lifeline
 from hpsearch.errors import TrackingError
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ def holder_of(params: dict[str, str], tags: dict[str, str],
         heard_ms = max(heard_ms, int(lease.get("renewed_ms", 0)))
     ago = (_now_ms() - heard_ms) / 1000
     here = session.host == socket.gethostname()
-    if ago > STALE_S or (here and (session.pid == claimant or not _process_alive(session.pid))):
+    if ago > STALE_S or (here and (session.pid == claimant or not lifeline.alive(session.pid))):
         return None
     return session, max(0.0, ago)
 
@@ -170,16 +171,6 @@ def release(client: MlflowClient, run_id: str, number: int) -> None:
 def _write_lease(client: MlflowClient, run_id: str, number: int, *, released: bool = False) -> None:
     lease = {"session": number, "host": socket.gethostname(), "pid": os.getpid(), "renewed_ms": _now_ms()}
     client.set_tag(run_id, TAG_LEASE, json.dumps({**lease, **({"released": True} if released else {})}))
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _now_ms() -> int:
