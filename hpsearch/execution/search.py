@@ -158,6 +158,7 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
                  warm: tuple[str | None, list[TrialRecord]], max_failures: int, on_event: Callable[[str], None],
                  progress: Progress, address: str | None, storage: str | None) -> SearchOutcome:
     """The search once its input has been checked: tracking, the trials, the figures and the best model."""
+    tree = baseline.fit_tree_beside(data) if search.baseline else None
     on_ray = executor == "ray" or (executor == "batched" and runs_on_ray(search, address))
     if on_ray and not ray_tune.ray_running():
         on_event("starting Ray ..." if address is None else f"connecting to the Ray cluster at {address} ...")
@@ -219,13 +220,17 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
         after = _AfterTrials(progress)  # from here on, an error is a warning: the trials' results stand
         if outcome.best is not None:
             outcome.test_metrics = after.step("test", _test_report_of, store, outcome.best, data) or {}
+        pending = None
+        if plots:  # drawn in the drawer's process (if any) while the ensemble, the tree and the publishing end
+            pending = after.step("plots", drawing.start_search_plots, store, parent, outcome.best, data.test, drawer,
+                                 tracker.curves())
         state, holdout = preprocessing_state(data.preprocessor), ensembles.holdout_of(data)
-        choosing = None  # the store's process chooses the ensemble while the tree is fitted here
+        choosing = None  # the store's process chooses the ensemble while the tree ends here
         if outcome.best is not None and search.ensemble:
             choosing = after.step("ensemble", store.submit, ensembles.choose, outcome.ranked(), holdout, state,
                                   steps=search.ensemble, metric=metric, mode=mode)
-        if search.baseline:
-            outcome.tree = after.step("tree", baseline.fit_tree, data) or {}
+        if tree is not None:
+            outcome.tree = after.step("tree", tree.result) or {}
         if choosing is not None:
             outcome.ensemble = after.step("ensemble", choosing.result)
         if outcome.best is not None and search.refit:
@@ -233,10 +238,6 @@ def _run_checked(search: Search, space_file: Path, data: Dataset, metric: str, m
                                  data, train_settings(search, metric, mode), search.resources["cpu"])
             if members:
                 outcome.refit = after.step("refit", store.call, ensembles.score, members, holdout, state)
-        pending = None
-        if plots:  # drawn in the drawer's process (if any) while the best model is published
-            pending = after.step("plots", drawing.start_search_plots, store, parent, outcome.best, data.test, drawer,
-                                 tracker.curves())
         for line in after.step("publish", store.call, publish.on_search_end, outcome.best, experiment=experiment,
                                parent_run_id=parent, metric=metric, mode=mode, space_file=space_file,
                                data=_data_field(search), preprocessing=state, ensemble=outcome.ensemble,
