@@ -99,7 +99,8 @@ def choose(client: MlflowClient | None, ranked: Sequence[TrialRecord], holdout: 
     if len(candidates) < 2 or steps < 1:
         return None
     folders = [str(t.model_dir or _download(client, t.run_id)) for t in candidates]
-    val, test = zip(*(_outputs(folder, state, holdout) for folder in folders), strict=True)
+    memos: tuple[dict, dict] = ({}, {})  # the validation and test rows' features, worked out once for every trial
+    val, test = zip(*(_outputs(folder, state, holdout, memos) for folder in folders), strict=True)
     key = metric.removeprefix("val_")
     objective = _objective(key, mode, holdout, holdout.val_y)
     counts = greedy_selection(val, objective, steps, first=0)  # from the search's best trial
@@ -156,21 +157,22 @@ def _objective(key: str, mode: str, holdout: Holdout, y: np.ndarray) -> Callable
     return objective
 
 
-def _outputs(model_dir: str, state: dict[str, Any], holdout: Holdout) -> tuple[np.ndarray, np.ndarray]:
+def _outputs(model_dir: str, state: dict[str, Any], holdout: Holdout,
+             memos: tuple[dict, dict]) -> tuple[np.ndarray, np.ndarray]:
     """What a trial's model predicts for the validation and the test rows, as its served model would: numbers,
-    or class probabilities."""
+    or class probabilities. ``memos`` keep the features of each (:func:`hpsearch.model.pyfunc.predict_frame`)."""
     from hpsearch.model.network import load_model
     from hpsearch.model.pyfunc import predict_rows
 
     model, spec = load_model(model_dir)
 
-    def outputs(inputs: Any) -> np.ndarray:
-        frame = predict_rows(model, spec, state, inputs)
+    def outputs(inputs: Any, memo: dict) -> np.ndarray:
+        frame = predict_rows(model, spec, state, inputs, memo)
         if holdout.task == "regression":
             return frame["prediction"].to_numpy(dtype=np.float64)
         return frame[[f"probability_{c}" for c in holdout.classes]].to_numpy(dtype=np.float64)
 
-    return outputs(holdout.val_inputs), outputs(holdout.test_inputs)
+    return outputs(holdout.val_inputs, memos[0]), outputs(holdout.test_inputs, memos[1])
 
 
 def _download(client: MlflowClient | None, run_id: str) -> str:
@@ -184,7 +186,8 @@ def score(client: MlflowClient | None, members: list[dict[str, Any]], holdout: H
           state: dict[str, Any]) -> Ensemble:
     """The weighted average of these ``members`` (``model_dir`` and ``weight`` each: a refit ensemble) tested on
     the test rows (its validation figures would mean nothing: its models trained on those rows)."""
-    test = [_outputs(member["model_dir"], state, holdout)[1] for member in members]
+    memos: tuple[dict, dict] = ({}, {})
+    test = [_outputs(member["model_dir"], state, holdout, memos)[1] for member in members]
     average = sum(member["weight"] * outputs for member, outputs in zip(members, test, strict=True))
     return Ensemble(members, {f"test_{k}": v for k, v in scores(average, holdout.test_y, holdout).items()},
                     refit=True)

@@ -9,7 +9,6 @@ join back. The predictions go to a file or, without one, as CSV to standard outp
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import os
 import re
@@ -17,6 +16,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mlflow.artifacts
@@ -75,9 +75,12 @@ def predict_csv(model_uri: str, input_csv: Path, output: Path | None = None, *, 
     handle, name = tempfile.mkstemp(dir=output.parent if output is not None else None, prefix=".predictions-",
                                     suffix=".csv")
     count = 0
-    try:
-        with os.fdopen(handle, "w", newline="") as written:
-            for frame in itertools.chain([first], chunks):
+    try:  # the next chunk is read, and the last one written, while this one is predicted: 2 cores, 3 steps
+        with (os.fdopen(handle, "w", newline="") as written, ThreadPoolExecutor(1, "hpsearch-read") as reader,
+              ThreadPoolExecutor(1, "hpsearch-write") as writer):
+            frame, writing = first, None
+            while frame is not None:
+                ahead = reader.submit(next, chunks, None)
                 model_input = (_examples(frame[columns], shape, input_csv) if shape is not None
                                else _as_numbers(frame[columns], kept_numbers))
                 try:
@@ -86,8 +89,13 @@ def predict_csv(model_uri: str, input_csv: Path, output: Path | None = None, *, 
                     raise ConfigError(f"{input_csv}: {_reason(err, count)}") from None
                 predictions = pd.concat([frame[kept].reset_index(drop=True), predictions.reset_index(drop=True)],
                                         axis=1)
-                predictions.to_csv(written, index=False, header=count == 0)
+                if writing is not None:
+                    writing.result()  # one chunk written at a time, in order
+                writing = writer.submit(predictions.to_csv, written, index=False, header=count == 0)
                 count += len(frame)
+                frame = ahead.result()
+            if writing is not None:
+                writing.result()
     except BaseException:
         os.unlink(name)
         raise
