@@ -110,6 +110,36 @@ def test_an_ensemble_of_classifiers_averages_probabilities_and_export_keeps_the_
     assert f"runs:/{parent.data.tags['hpsearch.best_run_id']}/pyfunc_model" in exported
 
 
+def test_networks_that_predict_the_same_rows_share_their_features_and_keep_their_own_predictions(
+        workdir: Path, monkeypatch):
+    """The trials of a search (an ensemble's members) read raw rows with one preprocessing: its features are worked
+    out once for all of them, and each network's predictions are what it predicts alone."""
+    from hpsearch.model.network import load_model
+    from hpsearch.model.pyfunc import predict_rows
+
+    frame = _table(workdir / "t.csv")
+    space = write_space(workdir, "search = Search(data='csv:t.csv', target='y', searcher='grid', max_epochs=2, "
+                                 "params={'numeric_encoding': choice(['standard', 'piecewise_linear'])}, "
+                                 "baseline=False, experiment='codes')\n")
+    uri = f"sqlite:///{workdir / 'mlruns.db'}"
+    assert main(["run", str(space), "--executor", "local", "--no-plots", "-q", "--tracking-uri", uri]) == 0
+
+    client, parent = _parent(uri, "codes")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    state = mlflow.pyfunc.load_model("models:/codes@best").unwrap_python_model().state
+    networks = [load_model(client.download_artifacts(run.info.run_id, "model", str(workdir / run.info.run_id)))
+                for run in client.search_runs([parent.info.experiment_id],
+                                              f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")]
+    rows = frame.drop(columns="y")
+    alone = [predict_rows(model, spec, state, rows) for model, spec in networks]
+    memo: dict = {}
+    shared = [predict_rows(model, spec, state, rows, memo) for model, spec in networks]
+    assert len(networks) == 2 and len(memo) == 1 and not alone[0].equals(alone[1])
+    for one, other in zip(alone, shared, strict=True):
+        pd.testing.assert_frame_equal(one, other)
+
+
 def test_ensemble_false_and_baseline_false_publish_the_best_trial_alone_as_before(workdir: Path, capsys):
     _table(workdir / "t.csv")
     space = write_space(workdir, f"search = Search(data='csv:t.csv', target='y', params={SPACE}, num_samples=3, "
