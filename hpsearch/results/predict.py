@@ -34,8 +34,9 @@ __all__ = ["CHUNK_ROWS", "KEEP_ALL", "load_pyfunc", "predict_csv"]
 
 #: ``keep`` value that keeps every input column.
 KEEP_ALL = "all"
-#: Rows read, predicted and written at a time: a few tens of MB for a table of twenty columns.
-CHUNK_ROWS = 100_000
+#: Rows read, predicted and written at a time (three chunks at once: one read, one predicted, one written): a
+#: few tens of MB for a table of twenty columns, more where a text column of many values is one-hot encoded.
+CHUNK_ROWS = 50_000
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per downloaded file otherwise
 
