@@ -72,9 +72,11 @@ def _one(folder: Path, table: corpus.Table, seed: int, checkout: Path, args: arg
     budget = {**corpus.USER_BUDGET, **({"num_samples": args.trials} if args.trials else {}),
               **({"max_epochs": args.epochs} if args.epochs else {})}
     extra = "".join(f", {field}" for field in args.field)
+    params = corpus.USER_SPACE[:-1] + "".join(f", {name!r}: {value}" for name, value in
+                                              (param.split("=", 1) for param in args.param)) + "}"
     (folder / "space.py").write_text(
         "from hpsearch import Search, choice, layers, loguniform, uniform\n"
-        f"search = Search(data='csv:t.csv', target={table.target!r}, params={corpus.USER_SPACE}, "
+        f"search = Search(data='csv:t.csv', target={table.target!r}, params={params}, "
         f"num_samples={budget['num_samples']}, max_epochs={budget['max_epochs']}, seed={seed}, "
         f"experiment={table.name!r}{extra})\n")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
@@ -382,6 +384,9 @@ def main() -> None:
     go.add_argument("--epochs", type=int, help=f"epochs (default {corpus.USER_BUDGET['max_epochs']})")
     go.add_argument("--field", action="append", default=[], metavar="NAME=VALUE",
                     help="another field of the space file's Search, as Python (repeatable): ensemble=False")
+    go.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="another hyperparameter of the space, as Python (repeatable): "
+                         "numeric_encoding=choice(['standard', 'piecewise_linear'])")
     go.add_argument("--cache", default=str(DEFAULT_CACHE), help="where the trees' figures are kept")
     go.add_argument("--sizes", help="also the ensembles of these numbers of steps (this code's), e.g. 5,10,25,50")
     go.set_defaults(command=run)

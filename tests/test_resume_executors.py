@@ -22,7 +22,7 @@ from tests.conftest import write_space
 from tests.searches import Command, children, finished_histories, hpsearch, mid_search, printed_command, rows
 
 TRIALS = 6
-# Epochs of about half a second or more (2,800 batches of 16 rows), four of them: a trial's metrics reach MLflow
+# Epochs of a quarter to half a second (1,750 batches of 16 rows), four of them: a trial's metrics reach MLflow
 # once a second while it trains, so a watcher sees a trial at work, and a kill lands between two of its epochs.
 SPACE = f"""
 from sklearn.datasets import make_classification
@@ -61,7 +61,9 @@ def _check_resumed(workdir: Path, kept: dict[str, int], trials: int = TRIALS) ->
 
 
 def test_two_resumes_of_a_killed_local_search_at_once_run_it_once_and_refuse_the_other_naming_its_process(workdir):
-    space = write_space(workdir, SPACE)
+    # trials of 8 epochs: on a fast machine 4 epochs take about a second, and the third trial could end before
+    # its first epoch reaches MLflow (once a second)
+    space = write_space(workdir, SPACE.replace("max_epochs=4", "max_epochs=8"))
     search = Command(workdir, "run", str(space), "--executor", "local", "--no-plots")
     search.wait_for(lambda: mid_search(workdir, finished=2), "two ended trials and one training")
     search.send(signal.SIGKILL, group=True)  # as when the machine dies: nothing is closed
