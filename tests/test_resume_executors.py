@@ -22,13 +22,14 @@ from tests.conftest import write_space
 from tests.searches import Command, children, finished_histories, hpsearch, mid_search, printed_command, rows
 
 TRIALS = 6
-# Epochs of a quarter to half a second (1,750 batches of 16 rows), four of them: a trial's metrics reach MLflow
-# once a second while it trains, so a watcher sees a trial at work, and a kill lands between two of its epochs.
+# Epochs of half a second or more (3,500 batches of 16 rows; 1,750 took a quarter of a second on a fast day, and a
+# trial ended before its first epoch reached MLflow), four of them: a trial's metrics reach MLflow once a second
+# while it trains, so a watcher sees a trial at work, and a kill lands between two of its epochs.
 SPACE = f"""
 from sklearn.datasets import make_classification
 
 def make_data():
-    return make_classification(n_samples=40000, n_features=20, random_state=0)
+    return make_classification(n_samples=80000, n_features=20, random_state=0)
 
 search = Search(data=make_data, params={{"layers": layers(1, 2, units=(8, 32)), "lr": loguniform(1e-3, 1e-2),
                 "batch_size": 16}}, num_samples={TRIALS}, max_epochs=4, scheduler="fifo", experiment="r")
@@ -61,9 +62,7 @@ def _check_resumed(workdir: Path, kept: dict[str, int], trials: int = TRIALS) ->
 
 
 def test_two_resumes_of_a_killed_local_search_at_once_run_it_once_and_refuse_the_other_naming_its_process(workdir):
-    # trials of 8 epochs: on a fast machine 4 epochs take about a second, and the third trial could end before
-    # its first epoch reaches MLflow (once a second)
-    space = write_space(workdir, SPACE.replace("max_epochs=4", "max_epochs=8"))
+    space = write_space(workdir, SPACE)
     search = Command(workdir, "run", str(space), "--executor", "local", "--no-plots")
     search.wait_for(lambda: mid_search(workdir, finished=2), "two ended trials and one training")
     search.send(signal.SIGKILL, group=True)  # as when the machine dies: nothing is closed
