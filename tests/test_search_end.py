@@ -1,4 +1,4 @@
-"""Nothing after the trials fails a search: the figures, the test evaluation and the best model's publishing run
+"""Nothing after the trials fails a search: the figures, the test evaluation, the default tree and the best model's publishing run
 once every trial's result is tracked, so an error there is a warning and a tag, never the search's exit code."""
 
 from __future__ import annotations
@@ -78,3 +78,23 @@ def test_figures_that_cannot_be_drawn_never_fail_the_search(workdir, capsys, mon
     _, parent = _the_search(workdir)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["hpsearch.warning.plots"] == "ValueError: a figure that cannot be drawn"
+
+
+def test_a_default_tree_that_fails_beside_the_trials_is_a_warning_and_the_search_publishes_its_model(
+        workdir, capsys, monkeypatch):
+    from hpsearch.results import baseline
+
+    def out_of_memory(data):
+        raise MemoryError("the tree's copy of the table did not fit")
+
+    monkeypatch.setattr(baseline, "fit_tree", out_of_memory)
+    space = write_space(workdir, TIED)
+
+    assert main(["run", str(space), "--no-plots"]) == 0
+
+    assert "warning: the tree baseline failed; the search's results stand: MemoryError" in capsys.readouterr().out
+    client, parent = _the_search(workdir)
+    assert parent.info.status == "FINISHED" and "hpsearch.best_run_id" in parent.data.tags
+    assert parent.data.tags["hpsearch.warning.tree"] == "MemoryError: the tree's copy of the table did not fit"
+    assert not [key for key in parent.data.metrics if key.startswith("tree_")]
+    assert client.get_model_version_by_alias("tied", "best").run_id
