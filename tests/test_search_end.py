@@ -1,5 +1,6 @@
-"""Nothing after the trials fails a search: the figures, the test evaluation, the default tree and the best model's publishing run
-once every trial's result is tracked, so an error there is a warning and a tag, never the search's exit code."""
+"""Nothing after the trials fails a search: the figures, the test evaluation, the default tree and the best model's
+publishing end once every trial's result is tracked, so an error there is a warning and a tag, never the search's
+exit code."""
 
 from __future__ import annotations
 
